@@ -1,0 +1,341 @@
+//! The revenue-split policy: funding channels, their store fee rates, the
+//! broadcaster share, the order in which a purchase draws on a wallet's
+//! channels, and the exact largest-remainder apportionment of a price.
+//!
+//! Rates are held as integer parts per million so that every quota is an exact
+//! rational with denominator 10^12 and is computed in `i128` without rounding.
+
+use std::collections::HashMap;
+use std::fmt;
+use std::str::FromStr;
+
+use rust_decimal::Decimal;
+use serde::{Deserialize, Serialize};
+
+/// Where money entered a viewer's wallet.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Channel {
+    Apple,
+    Google,
+    Web,
+}
+
+impl Channel {
+    pub const ALL: [Channel; 3] = [Channel::Apple, Channel::Google, Channel::Web];
+
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Channel::Apple => "apple",
+            Channel::Google => "google",
+            Channel::Web => "web",
+        }
+    }
+
+    /// Position in [`Channel::ALL`]; per-channel arrays are indexed by it.
+    pub fn index(self) -> usize {
+        self as usize
+    }
+}
+
+impl fmt::Display for Channel {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl FromStr for Channel {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        match s {
+            "apple" => Ok(Channel::Apple),
+            "google" => Ok(Channel::Google),
+            "web" => Ok(Channel::Web),
+            other => Err(format!(
+                "unknown channel {other:?} (expected apple, google or web)"
+            )),
+        }
+    }
+}
+
+/// Amounts in minor units, one per channel, indexed by [`Channel::index`].
+pub type PerChannel = [i64; 3];
+
+/// A rate in parts per million: 300_000 is 30%.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub struct Ppm(u32);
+
+impl Ppm {
+    pub const ONE: Ppm = Ppm(1_000_000);
+
+    /// Converts a fraction in [0, 1] with at most six decimals (`0.3`, `0.035`).
+    pub fn from_fraction(d: Decimal) -> Result<Ppm, String> {
+        if d.is_sign_negative() || d > Decimal::ONE {
+            return Err(format!("rate {d} must be between 0 and 1"));
+        }
+        let scaled = d * Decimal::from(1_000_000);
+        if scaled.fract() != Decimal::ZERO {
+            return Err(format!("rate {d} has more than six decimal places"));
+        }
+        let v: u32 = scaled
+            .trunc()
+            .to_string()
+            .parse()
+            .map_err(|_| format!("rate {d} is out of range"))?;
+        Ok(Ppm(v))
+    }
+
+    /// Parses a fraction from text, as given in flags and files.
+    pub fn parse(text: &str) -> Result<Ppm, String> {
+        let d = Decimal::from_str(text.trim()).map_err(|_| format!("rate {text:?} is not a number"))?;
+        Ppm::from_fraction(d)
+    }
+
+    pub fn get(self) -> u32 {
+        self.0
+    }
+
+    pub fn to_fraction(self) -> Decimal {
+        Decimal::new(i64::from(self.0), 6).normalize()
+    }
+}
+
+/// How one price divides between the app store, the broadcaster and the platform.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+pub struct Split {
+    pub store: i64,
+    pub broadcaster: i64,
+    pub platform: i64,
+    /// The store part attributed to each funding channel (sums to `store`).
+    pub store_by_channel: PerChannel,
+}
+
+impl Split {
+    pub fn total(&self) -> i64 {
+        self.store + self.broadcaster + self.platform
+    }
+}
+
+/// The configured fee rates and shares. Built once from configuration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SplitPolicy {
+    store_fee: [Ppm; 3],
+    broadcaster_share: Ppm,
+    broadcaster_overrides: HashMap<String, Ppm>,
+    draw_order: [Channel; 3],
+}
+
+impl Default for SplitPolicy {
+    /// Apple 30%, Google 15%, web 3% (card processor); broadcaster 70%.
+    fn default() -> Self {
+        Self::new(
+            [Ppm(300_000), Ppm(150_000), Ppm(30_000)],
+            Ppm(700_000),
+            HashMap::new(),
+        )
+    }
+}
+
+/// The denominator of every quota: a rate in ppm times a share in ppm.
+const QUOTA_DENOMINATOR: i128 = 1_000_000_000_000;
+
+impl SplitPolicy {
+    pub fn new(
+        store_fee: [Ppm; 3],
+        broadcaster_share: Ppm,
+        broadcaster_overrides: HashMap<String, Ppm>,
+    ) -> Self {
+        let mut draw_order = Channel::ALL;
+        // Cheapest store fee first, so the most of each purchase reaches the
+        // broadcaster and the platform; equal fees keep the order apple,
+        // google, web. A stable sort makes this deterministic.
+        draw_order.sort_by_key(|c| store_fee[c.index()]);
+        Self {
+            store_fee,
+            broadcaster_share,
+            broadcaster_overrides,
+            draw_order,
+        }
+    }
+
+    pub fn store_fee(&self, channel: Channel) -> Ppm {
+        self.store_fee[channel.index()]
+    }
+
+    /// The broadcaster's share of what remains after the store fee.
+    pub fn broadcaster_share(&self, broadcaster_id: &str) -> Ppm {
+        self.broadcaster_overrides
+            .get(broadcaster_id)
+            .copied()
+            .unwrap_or(self.broadcaster_share)
+    }
+
+    pub fn default_broadcaster_share(&self) -> Ppm {
+        self.broadcaster_share
+    }
+
+    /// The order in which a purchase draws on a wallet's channel balances:
+    /// ascending store fee, ties in the order apple, google, web.
+    pub fn draw_order(&self) -> [Channel; 3] {
+        self.draw_order
+    }
+
+    /// Splits `price` across a wallet's channel balances in [`Self::draw_order`],
+    /// or `None` when the balances together hold less than `price`.
+    pub fn draw(&self, balances: &PerChannel, price: i64) -> Option<PerChannel> {
+        let mut portions = [0i64; 3];
+        let mut remaining = price;
+        for channel in self.draw_order {
+            if remaining == 0 {
+                break;
+            }
+            let take = balances[channel.index()].max(0).min(remaining);
+            portions[channel.index()] = take;
+            remaining -= take;
+        }
+        (remaining == 0).then_some(portions)
+    }
+
+    /// Apportions a price, paid from the given channel portions, between store,
+    /// broadcaster and platform.
+    ///
+    /// Exact quotas: for each channel portion `p`, the store gets `p·fee`, the
+    /// broadcaster `(p − p·fee)·share`, the platform the rest. The three parts
+    /// are apportioned by the largest-remainder method: each gets the floor of
+    /// its quota, and the one or two minor units left over go to the parts with
+    /// the largest fractional remainders. **Tie order**: broadcaster, then
+    /// store, then platform. The store part is then attributed to channels by
+    /// the same method (ties: apple, google, web). So the parts always sum to
+    /// the price and each is within one minor unit of its exact quota.
+    pub fn split(&self, broadcaster_id: &str, portions: &PerChannel) -> Split {
+        let share = i128::from(self.broadcaster_share(broadcaster_id).get());
+        let mut store_q = [0i128; 3];
+        let mut store_total_q: i128 = 0;
+        let mut broadcaster_q: i128 = 0;
+        let mut price: i128 = 0;
+        for channel in Channel::ALL {
+            let p = i128::from(portions[channel.index()]);
+            let fee = i128::from(self.store_fee(channel).get());
+            // Quotas scaled by QUOTA_DENOMINATOR (10^12): p ≤ 10^15 so every
+            // product stays below 10^27, well inside i128.
+            store_q[channel.index()] = p * fee * 1_000_000;
+            store_total_q += store_q[channel.index()];
+            broadcaster_q += p * (1_000_000 - fee) * share;
+            price += p;
+        }
+        let platform_q = price * QUOTA_DENOMINATOR - store_total_q - broadcaster_q;
+
+        // Order of the quotas here is the tie order: broadcaster, store, platform.
+        let parts = largest_remainder(price, &[broadcaster_q, store_total_q, platform_q]);
+        let (broadcaster, store, platform) = (parts[0], parts[1], parts[2]);
+        let by_channel = largest_remainder(store as i128, &store_q);
+        Split {
+            store: store as i64,
+            broadcaster: broadcaster as i64,
+            platform: platform as i64,
+            store_by_channel: [by_channel[0] as i64, by_channel[1] as i64, by_channel[2] as i64],
+        }
+    }
+}
+
+/// Apportions the integer `total` in proportion to `quotas` (each scaled by
+/// [`QUOTA_DENOMINATOR`], summing to within one unit of `total`): floors first,
+/// then one unit each to the largest fractional remainders; equal remainders
+/// go in slice order.
+fn largest_remainder<const N: usize>(total: i128, quotas: &[i128; N]) -> [i128; N] {
+    let mut parts = [0i128; N];
+    let mut order = [0usize; N];
+    for i in 0..N {
+        parts[i] = quotas[i].div_euclid(QUOTA_DENOMINATOR);
+        order[i] = i;
+    }
+    let mut left = total - parts.iter().sum::<i128>();
+    // Stable sort keeps slice order among equal remainders.
+    order.sort_by_key(|&i| std::cmp::Reverse(quotas[i].rem_euclid(QUOTA_DENOMINATOR)));
+    // At most N − 1 units are left (the remainders sum to less than N), and
+    // only parts with a non-zero remainder receive one.
+    for &i in &order {
+        if left <= 0 {
+            break;
+        }
+        parts[i] += 1;
+        left -= 1;
+    }
+    debug_assert_eq!(left, 0, "largest remainder left units over");
+    parts
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> SplitPolicy {
+        SplitPolicy::default()
+    }
+
+    #[test]
+    fn rates_parse_as_exact_fractions() {
+        assert_eq!(Ppm::parse("0.3"), Ok(Ppm(300_000)));
+        assert_eq!(Ppm::parse("0.035"), Ok(Ppm(35_000)));
+        assert_eq!(Ppm::parse("1"), Ok(Ppm::ONE));
+        assert!(Ppm::parse("1.01").is_err());
+        assert!(Ppm::parse("-0.1").is_err());
+        assert!(Ppm::parse("0.0000001").is_err());
+        assert!(Ppm::parse("abc").is_err());
+        assert_eq!(Ppm(300_000).to_fraction().to_string(), "0.3");
+    }
+
+    #[test]
+    fn draws_cheapest_channel_first() {
+        let p = policy();
+        assert_eq!(p.draw_order(), [Channel::Web, Channel::Google, Channel::Apple]);
+        // apple 5.00, google 1.00, web 0.50: a 2.00 purchase takes web, google, then apple.
+        assert_eq!(p.draw(&[500, 100, 50], 200), Some([50, 100, 50]));
+        assert_eq!(p.draw(&[500, 100, 50], 651), None);
+        assert_eq!(p.draw(&[500, 100, 50], 650), Some([500, 100, 50]));
+    }
+
+    fn check(portions: PerChannel, expected: (i64, i64, i64)) {
+        let s = policy().split("b", &portions);
+        assert_eq!((s.store, s.broadcaster, s.platform), expected, "{portions:?}");
+        assert_eq!(s.total(), portions.iter().sum::<i64>());
+        assert_eq!(s.store_by_channel.iter().sum::<i64>(), s.store);
+    }
+
+    #[test]
+    fn splits_known_prices() {
+        // 1.99 via apple: store 0.597, broadcaster 0.9751, platform 0.4179.
+        check([199, 0, 0], (60, 97, 42));
+        // 1.00 via web: store 0.03, broadcaster 0.679, platform 0.291.
+        check([0, 0, 100], (3, 68, 29));
+        // 0.01 via apple: quotas 0.003 / 0.0049 / 0.0021: the cent goes to the broadcaster.
+        check([1, 0, 0], (0, 1, 0));
+        // 500.00 via google: exact.
+        check([0, 50000, 0], (7500, 29750, 12750));
+        // A mix: apple 0.50, web 0.50.
+        check([50, 0, 50], (17, 58, 25));
+    }
+
+    #[test]
+    fn overrides_change_the_broadcaster_share() {
+        let mut overrides = HashMap::new();
+        overrides.insert("star".to_owned(), Ppm(900_000));
+        let p = SplitPolicy::new([Ppm(300_000), Ppm(150_000), Ppm(30_000)], Ppm(700_000), overrides);
+        assert_eq!(p.broadcaster_share("star"), Ppm(900_000));
+        let s = p.split("star", &[1000, 0, 0]);
+        assert_eq!((s.store, s.broadcaster, s.platform), (300, 630, 70));
+    }
+
+    #[test]
+    fn ties_follow_the_documented_order() {
+        // Fee 0%, share 50%: 1 unit splits into quotas 0 / 0.5 / 0.5 — the
+        // broadcaster wins the tie against the platform.
+        let p = SplitPolicy::new([Ppm(0); 3], Ppm(500_000), HashMap::new());
+        let s = p.split("b", &[1, 0, 0]);
+        assert_eq!((s.store, s.broadcaster, s.platform), (0, 1, 0));
+        // Fee 50%, share 0%: store and platform tie at 0.5 — the store wins.
+        let p = SplitPolicy::new([Ppm(500_000); 3], Ppm(0), HashMap::new());
+        let s = p.split("b", &[1, 0, 0]);
+        assert_eq!((s.store, s.broadcaster, s.platform), (1, 0, 0));
+    }
+}
