@@ -91,14 +91,19 @@ impl Catalog {
             return Err("catalog: at least one sticker is required".into());
         }
         if entries.len() > CATALOG_STICKERS_MAX {
-            return Err(format!("catalog: more than {CATALOG_STICKERS_MAX} stickers"));
+            return Err(format!(
+                "catalog: more than {CATALOG_STICKERS_MAX} stickers"
+            ));
         }
         let mut stickers = Vec::with_capacity(entries.len());
         let mut by_id = HashMap::new();
         for e in entries {
             if e.id.is_empty()
                 || e.id.len() > 32
-                || !e.id.bytes().all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
+                || !e
+                    .id
+                    .bytes()
+                    .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_' || b == b'-')
             {
                 return Err(format!(
                     "catalog: sticker id {:?} must be 1–32 characters of a-z, 0-9, _ and -",
@@ -106,7 +111,10 @@ impl Catalog {
                 ));
             }
             if e.name.trim().is_empty() || e.name.chars().count() > 64 {
-                return Err(format!("catalog: sticker {:?} needs a name of 1–64 characters", e.id));
+                return Err(format!(
+                    "catalog: sticker {:?} needs a name of 1–64 characters",
+                    e.id
+                ));
             }
             let price_minor = currency
                 .parse_positive(&e.price)
@@ -143,7 +151,10 @@ mod tests {
         let c = Catalog::builtin(&Currency::usd());
         assert!(c.stickers().len() >= 8);
         assert_eq!(c.stickers().iter().map(|s| s.price_minor).min(), Some(1));
-        assert_eq!(c.stickers().iter().map(|s| s.price_minor).max(), Some(50_000));
+        assert_eq!(
+            c.stickers().iter().map(|s| s.price_minor).max(),
+            Some(50_000)
+        );
         assert_eq!(c.get("rose").unwrap().price_minor, 99);
         assert!(c.get("nope").is_none());
     }

@@ -57,15 +57,27 @@ impl ErrorCode {
     pub fn status(self) -> u16 {
         use ErrorCode::*;
         match self {
-            InvalidRequest | InvalidJson | InvalidAmount | InvalidQuantity | InvalidMessage
-            | InvalidChannel | InvalidUserId | InvalidReceiptId | InvalidTitle | InvalidQuery
-            | InvalidRedPacket | IdempotencyKeyRequired => 400,
+            InvalidRequest
+            | InvalidJson
+            | InvalidAmount
+            | InvalidQuantity
+            | InvalidMessage
+            | InvalidChannel
+            | InvalidUserId
+            | InvalidReceiptId
+            | InvalidTitle
+            | InvalidQuery
+            | InvalidRedPacket
+            | IdempotencyKeyRequired => 400,
             Unauthorized => 401,
             InsufficientFunds => 402,
             Forbidden | SelfGift => 403,
             NotFound | RoomNotFound | UnknownSticker | GiftNotFound | RedPacketNotFound => 404,
             MethodNotAllowed => 405,
-            RoomNotLive | IdempotencyKeyInFlight | AlreadyAcknowledged | AlreadyClaimed
+            RoomNotLive
+            | IdempotencyKeyInFlight
+            | AlreadyAcknowledged
+            | AlreadyClaimed
             | AlreadyRefunded => 409,
             RedPacketGone => 410,
             PayloadTooLarge => 413,

@@ -12,7 +12,9 @@ pub const USER_ID_LEN_MAX: usize = 64;
 pub fn is_valid_user_id(id: &str) -> bool {
     !id.is_empty()
         && id.len() <= USER_ID_LEN_MAX
-        && id.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
+        && id
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'_' || b == b'-')
 }
 
 /// Whether `id` could be a server-issued identifier (rooms, gifts, packets):

@@ -87,7 +87,8 @@ impl Ppm {
 
     /// Parses a fraction from text, as given in flags and files.
     pub fn parse(text: &str) -> Result<Ppm, String> {
-        let d = Decimal::from_str(text.trim()).map_err(|_| format!("rate {text:?} is not a number"))?;
+        let d =
+            Decimal::from_str(text.trim()).map_err(|_| format!("rate {text:?} is not a number"))?;
         Ppm::from_fraction(d)
     }
 
@@ -106,13 +107,24 @@ pub struct Split {
     pub store: i64,
     pub broadcaster: i64,
     pub platform: i64,
-    /// The store part attributed to each funding channel (sums to `store`).
-    pub store_by_channel: PerChannel,
+    /// The same three parts attributed to each funding channel:
+    /// `by_channel[channel.index()] = [store, broadcaster, platform]`. Each row
+    /// sums to that channel's portion and each column to the part above.
+    pub by_channel: [[i64; 3]; 3],
 }
 
 impl Split {
     pub fn total(&self) -> i64 {
         self.store + self.broadcaster + self.platform
+    }
+
+    /// The store part attributed to each channel.
+    pub fn store_by_channel(&self) -> PerChannel {
+        [
+            self.by_channel[0][0],
+            self.by_channel[1][0],
+            self.by_channel[2][0],
+        ]
     }
 }
 
@@ -204,38 +216,101 @@ impl SplitPolicy {
     /// are apportioned by the largest-remainder method: each gets the floor of
     /// its quota, and the one or two minor units left over go to the parts with
     /// the largest fractional remainders. **Tie order**: broadcaster, then
-    /// store, then platform. The store part is then attributed to channels by
-    /// the same method (ties: apple, google, web). So the parts always sum to
-    /// the price and each is within one minor unit of its exact quota.
+    /// store, then platform. So the parts always sum to the price and each is
+    /// within one minor unit of its exact quota.
+    ///
+    /// The parts are then attributed to channels (for per-channel reports and
+    /// store payables) by controlled rounding of the 3×3 table of quotas: every
+    /// cell is the floor or the ceiling of its quota, every channel row sums to
+    /// its portion and every column to its part.
     pub fn split(&self, broadcaster_id: &str, portions: &PerChannel) -> Split {
         let share = i128::from(self.broadcaster_share(broadcaster_id).get());
-        let mut store_q = [0i128; 3];
-        let mut store_total_q: i128 = 0;
-        let mut broadcaster_q: i128 = 0;
+        // Quotas scaled by QUOTA_DENOMINATOR (10^12): p ≤ 10^15 so every
+        // product stays below 10^27, well inside i128.
+        let mut cells = [[0i128; 3]; 3];
         let mut price: i128 = 0;
         for channel in Channel::ALL {
             let p = i128::from(portions[channel.index()]);
             let fee = i128::from(self.store_fee(channel).get());
-            // Quotas scaled by QUOTA_DENOMINATOR (10^12): p ≤ 10^15 so every
-            // product stays below 10^27, well inside i128.
-            store_q[channel.index()] = p * fee * 1_000_000;
-            store_total_q += store_q[channel.index()];
-            broadcaster_q += p * (1_000_000 - fee) * share;
+            let store_q = p * fee * 1_000_000;
+            let broadcaster_q = p * (1_000_000 - fee) * share;
+            cells[channel.index()] = [
+                store_q,
+                broadcaster_q,
+                p * QUOTA_DENOMINATOR - store_q - broadcaster_q,
+            ];
             price += p;
         }
-        let platform_q = price * QUOTA_DENOMINATOR - store_total_q - broadcaster_q;
-
+        let column = |j: usize| cells.iter().map(|row| row[j]).sum::<i128>();
         // Order of the quotas here is the tie order: broadcaster, store, platform.
-        let parts = largest_remainder(price, &[broadcaster_q, store_total_q, platform_q]);
-        let (broadcaster, store, platform) = (parts[0], parts[1], parts[2]);
-        let by_channel = largest_remainder(store as i128, &store_q);
+        let parts = largest_remainder(price, &[column(1), column(0), column(2)]);
+        let totals = [parts[1], parts[0], parts[2]];
+        let by_channel = controlled_rounding(&cells, portions, &totals);
         Split {
-            store: store as i64,
-            broadcaster: broadcaster as i64,
-            platform: platform as i64,
-            store_by_channel: [by_channel[0] as i64, by_channel[1] as i64, by_channel[2] as i64],
+            store: totals[0] as i64,
+            broadcaster: totals[1] as i64,
+            platform: totals[2] as i64,
+            by_channel,
         }
     }
+}
+
+/// Rounds a 3×3 table of quotas (channels × parts, scaled by
+/// [`QUOTA_DENOMINATOR`]) so that each cell is its floor or its ceiling, row
+/// `c` sums to `portions[c]` and column `j` to `totals[j]`. Such a rounding
+/// always exists for two-way tables whose margins are themselves floors or
+/// ceilings of the margin quotas; with nine cells an exhaustive search over
+/// which cells round up is cheap and deterministic (the lowest-numbered
+/// subset with the largest sum of remainders wins).
+fn controlled_rounding(
+    cells: &[[i128; 3]; 3],
+    portions: &PerChannel,
+    totals: &[i128; 3],
+) -> [[i64; 3]; 3] {
+    let mut floor = [[0i64; 3]; 3];
+    let mut frac = [[0i128; 3]; 3];
+    for c in 0..3 {
+        for j in 0..3 {
+            floor[c][j] = cells[c][j].div_euclid(QUOTA_DENOMINATOR) as i64;
+            frac[c][j] = cells[c][j].rem_euclid(QUOTA_DENOMINATOR);
+        }
+    }
+    let row_need: [i64; 3] = std::array::from_fn(|c| portions[c] - floor[c].iter().sum::<i64>());
+    let col_need: [i64; 3] =
+        std::array::from_fn(|j| totals[j] as i64 - (0..3).map(|c| floor[c][j]).sum::<i64>());
+    if row_need == [0; 3] && col_need == [0; 3] {
+        return floor;
+    }
+    let mut best: Option<(i128, u32)> = None;
+    for mask in 0u32..512 {
+        let mut rows = [0i64; 3];
+        let mut cols = [0i64; 3];
+        let mut weight = 0i128;
+        let mut eligible = true;
+        for bit in 0..9 {
+            if mask & (1 << bit) != 0 {
+                let (c, j) = (bit / 3, bit % 3);
+                if frac[c][j] == 0 {
+                    eligible = false;
+                    break;
+                }
+                rows[c] += 1;
+                cols[j] += 1;
+                weight += frac[c][j];
+            }
+        }
+        if eligible && rows == row_need && cols == col_need && best.is_none_or(|(w, _)| weight > w)
+        {
+            best = Some((weight, mask));
+        }
+    }
+    let (_, mask) = best.expect("a controlled rounding of a 3x3 table always exists");
+    for bit in 0..9 {
+        if mask & (1 << bit) != 0 {
+            floor[bit / 3][bit % 3] += 1;
+        }
+    }
+    floor
 }
 
 /// Apportions the integer `total` in proportion to `quotas` (each scaled by
@@ -288,7 +363,10 @@ mod tests {
     #[test]
     fn draws_cheapest_channel_first() {
         let p = policy();
-        assert_eq!(p.draw_order(), [Channel::Web, Channel::Google, Channel::Apple]);
+        assert_eq!(
+            p.draw_order(),
+            [Channel::Web, Channel::Google, Channel::Apple]
+        );
         // apple 5.00, google 1.00, web 0.50: a 2.00 purchase takes web, google, then apple.
         assert_eq!(p.draw(&[500, 100, 50], 200), Some([50, 100, 50]));
         assert_eq!(p.draw(&[500, 100, 50], 651), None);
@@ -297,9 +375,16 @@ mod tests {
 
     fn check(portions: PerChannel, expected: (i64, i64, i64)) {
         let s = policy().split("b", &portions);
-        assert_eq!((s.store, s.broadcaster, s.platform), expected, "{portions:?}");
+        assert_eq!(
+            (s.store, s.broadcaster, s.platform),
+            expected,
+            "{portions:?}"
+        );
         assert_eq!(s.total(), portions.iter().sum::<i64>());
-        assert_eq!(s.store_by_channel.iter().sum::<i64>(), s.store);
+        assert_eq!(s.store_by_channel().iter().sum::<i64>(), s.store);
+        for c in 0..3 {
+            assert_eq!(s.by_channel[c].iter().sum::<i64>(), portions[c]);
+        }
     }
 
     #[test]
@@ -320,7 +405,11 @@ mod tests {
     fn overrides_change_the_broadcaster_share() {
         let mut overrides = HashMap::new();
         overrides.insert("star".to_owned(), Ppm(900_000));
-        let p = SplitPolicy::new([Ppm(300_000), Ppm(150_000), Ppm(30_000)], Ppm(700_000), overrides);
+        let p = SplitPolicy::new(
+            [Ppm(300_000), Ppm(150_000), Ppm(30_000)],
+            Ppm(700_000),
+            overrides,
+        );
         assert_eq!(p.broadcaster_share("star"), Ppm(900_000));
         let s = p.split("star", &[1000, 0, 0]);
         assert_eq!((s.store, s.broadcaster, s.platform), (300, 630, 70));

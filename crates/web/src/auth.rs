@@ -101,7 +101,12 @@ impl Authenticator {
         }
         let role: Role = c.role.parse().map_err(|_| AuthError::Invalid)?;
         let name = match c.name {
-            Some(n) if applause_core::ids::is_valid_text(&n, NAME_CHARS_MAX) && !n.trim().is_empty() => n,
+            Some(n)
+                if applause_core::ids::is_valid_text(&n, NAME_CHARS_MAX)
+                    && !n.trim().is_empty() =>
+            {
+                n
+            }
             Some(_) => return Err(AuthError::Invalid),
             None => c.sub.clone(),
         };
@@ -123,7 +128,13 @@ impl Authenticator {
     }
 
     /// Mints a token (for `applause token`, the demo and tests).
-    pub fn mint(&self, user_id: &str, role: Role, name: Option<&str>, ttl: Duration) -> Result<String, String> {
+    pub fn mint(
+        &self,
+        user_id: &str,
+        role: Role,
+        name: Option<&str>,
+        ttl: Duration,
+    ) -> Result<String, String> {
         if !is_valid_user_id(user_id) {
             return Err(format!(
                 "user id {user_id:?} must be 1–64 characters of A-Z, a-z, 0-9, _ and -"
@@ -131,7 +142,9 @@ impl Authenticator {
         }
         if let Some(n) = name {
             if n.trim().is_empty() || !applause_core::ids::is_valid_text(n, NAME_CHARS_MAX) {
-                return Err(format!("name {n:?} must be 1–{NAME_CHARS_MAX} characters without control characters"));
+                return Err(format!(
+                    "name {n:?} must be 1–{NAME_CHARS_MAX} characters without control characters"
+                ));
             }
         }
         let exp = chrono::Utc::now().timestamp().max(0) as u64 + ttl.as_secs();
@@ -163,17 +176,23 @@ mod tests {
         let c = encode(claims.to_string().as_bytes());
         let signing_input = format!("{h}.{c}");
         let key = EncodingKey::from_secret(secret);
-        let sig = jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).unwrap();
+        let sig =
+            jsonwebtoken::crypto::sign(signing_input.as_bytes(), &key, Algorithm::HS256).unwrap();
         format!("{signing_input}.{sig}")
     }
 
     mod base64_like {
         // URL-safe base64 without padding, enough to forge test tokens.
         pub fn encode(input: &[u8]) -> String {
-            const T: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+            const T: &[u8; 64] =
+                b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
             let mut out = String::new();
             for chunk in input.chunks(3) {
-                let b = [chunk[0], *chunk.get(1).unwrap_or(&0), *chunk.get(2).unwrap_or(&0)];
+                let b = [
+                    chunk[0],
+                    *chunk.get(1).unwrap_or(&0),
+                    *chunk.get(2).unwrap_or(&0),
+                ];
                 let n = (u32::from(b[0]) << 16) | (u32::from(b[1]) << 8) | u32::from(b[2]);
                 for i in 0..=chunk.len() {
                     out.push(T[((n >> (18 - 6 * i)) & 63) as usize] as char);
@@ -190,7 +209,14 @@ mod tests {
     #[test]
     fn mints_and_verifies() {
         let a = auth();
-        let t = a.mint("alice", Role::Viewer, Some("Alice"), Duration::from_secs(60)).unwrap();
+        let t = a
+            .mint(
+                "alice",
+                Role::Viewer,
+                Some("Alice"),
+                Duration::from_secs(60),
+            )
+            .unwrap();
         let p = a.verify(&t).unwrap();
         assert_eq!(p.user_id, "alice");
         assert_eq!(p.role, Role::Viewer);
@@ -213,12 +239,20 @@ mod tests {
         assert_eq!(a.verify(&none), Err(AuthError::Invalid));
         // Wrong key.
         assert_eq!(
-            a.verify(&raw(hs.clone(), ok.clone(), b"another-secret-another-secret-xx")),
+            a.verify(&raw(
+                hs.clone(),
+                ok.clone(),
+                b"another-secret-another-secret-xx"
+            )),
             Err(AuthError::Invalid)
         );
         // Expired.
-        let expired = serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": 1000});
-        assert_eq!(a.verify(&raw(hs.clone(), expired, SECRET)), Err(AuthError::Expired));
+        let expired =
+            serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": 1000});
+        assert_eq!(
+            a.verify(&raw(hs.clone(), expired, SECRET)),
+            Err(AuthError::Expired)
+        );
         // No exp, wrong issuer, bad role, bad sub.
         for claims in [
             serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause"}),
@@ -227,7 +261,11 @@ mod tests {
             serde_json::json!({"sub": "al ice", "role": "viewer", "iss": "applause", "exp": future()}),
             serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": future(), "name": "a\nb"}),
         ] {
-            assert_eq!(a.verify(&raw(hs.clone(), claims.clone(), SECRET)), Err(AuthError::Invalid), "{claims}");
+            assert_eq!(
+                a.verify(&raw(hs.clone(), claims.clone(), SECRET)),
+                Err(AuthError::Invalid),
+                "{claims}"
+            );
         }
         // HS512 is not HS256.
         let t = jsonwebtoken::encode(

@@ -35,7 +35,10 @@ impl ApiError {
         tracing::warn!(error = %detail, "dependency unavailable");
         Self {
             retry_after_s: Some(1),
-            ..Self::new(ErrorCode::Unavailable, "service temporarily unavailable; nothing was charged")
+            ..Self::new(
+                ErrorCode::Unavailable,
+                "service temporarily unavailable; nothing was charged",
+            )
         }
     }
 
@@ -46,7 +49,8 @@ impl ApiError {
 
     /// The exact JSON body, as bytes (also stored to replay idempotent failures).
     pub fn body(&self) -> String {
-        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}}).to_string()
+        serde_json::json!({"error": {"code": self.code.as_str(), "message": self.message}})
+            .to_string()
     }
 }
 
@@ -64,10 +68,14 @@ impl From<ErrorCode> for ApiError {
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
-        let status = StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
+        let status =
+            StatusCode::from_u16(self.code.status()).unwrap_or(StatusCode::INTERNAL_SERVER_ERROR);
         let mut resp = (
             status,
-            [(axum::http::header::CONTENT_TYPE, HeaderValue::from_static("application/json"))],
+            [(
+                axum::http::header::CONTENT_TYPE,
+                HeaderValue::from_static("application/json"),
+            )],
             self.body(),
         )
             .into_response();
