@@ -13,8 +13,22 @@
 //! twice) and a `seq` beyond the next one is a [`PublishOutcome::Gap`]: the
 //! publisher must first publish the missing events (from the ledger's outbox).
 //! A room the bus has no record of accepts any `seq` as its first.
+//!
+//! Delivery after [`EventBus::join`]: every event with `seq` above the returned
+//! cursor arrives on the messages receiver, in order, once per publish. The
+//! Redis bus subscribes before it reads the cursor, so it may also deliver a
+//! few events at or below the cursor: a gateway drops any `seq` it already
+//! delivered. After [`BusMessage::Reconnected`] events may be missing and the
+//! gateway fills them from [`EventBus::history`].
 
 use std::sync::Arc;
+
+mod clock;
+mod memory;
+mod rules;
+
+pub use clock::{system_now_ms, Clock, SystemClock, TokioClock};
+pub use memory::{InProcessBus, InProcessBusConfig};
 
 use applause_core::EventEnvelope;
 use async_trait::async_trait;
@@ -98,7 +112,8 @@ pub trait EventBus: Send + Sync + 'static {
     fn messages(&self) -> Option<tokio::sync::mpsc::Receiver<BusMessage>>;
 
     /// The room's kept events after `since_seq`, at most `max` of them.
-    async fn history(&self, room_id: &str, since_seq: u64, max: usize) -> Result<History, BusError>;
+    async fn history(&self, room_id: &str, since_seq: u64, max: usize)
+        -> Result<History, BusError>;
 
     /// Whether the bus's backing store is reachable (for `/readyz`).
     async fn ready(&self) -> bool;

@@ -1,0 +1,5 @@
+//! The bus's one integration-test binary: one module per feature.
+
+mod common;
+mod conformance;
+mod memory;
