@@ -1,0 +1,267 @@
+//! The ledger's records and commands: rooms, wallets, gifts, top-ups,
+//! idempotency outcomes and the events a commit produces. Amounts are integer
+//! minor units of the deployment currency.
+
+use applause_core::{Channel, ErrorCode, EventEnvelope, PerChannel, Split};
+
+/// A live room (one stream session of a broadcaster).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Room {
+    pub room_id: String,
+    pub broadcaster_id: String,
+    pub title: String,
+    pub epoch: u64,
+    pub live: bool,
+    /// The `seq` of the room's last committed event.
+    pub last_seq: u64,
+    /// Every event up to this `seq` is known to have been published.
+    pub published_seq: u64,
+    pub created_at_ms: i64,
+    pub ended_at_ms: Option<i64>,
+}
+
+/// A viewer's wallet: one balance per funding channel.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Wallet {
+    pub by_channel: PerChannel,
+}
+
+impl Wallet {
+    pub fn total(&self) -> i64 {
+        self.by_channel.iter().sum()
+    }
+}
+
+/// A committed gift purchase.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GiftRecord {
+    pub gift_id: String,
+    pub room_id: String,
+    pub broadcaster_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub sticker_id: String,
+    pub quantity: u32,
+    pub amount_minor: i64,
+    /// What each channel paid.
+    pub paid: PerChannel,
+    pub split: Split,
+    pub message: Option<String>,
+    /// The sender's wallet total right after this purchase.
+    pub balance_after_minor: i64,
+    pub seq: u64,
+    pub epoch: u64,
+    pub created_at_ms: i64,
+    pub ack_text: Option<String>,
+    pub acked_at_ms: Option<i64>,
+    pub refunded_at_ms: Option<i64>,
+}
+
+/// A purchase, as the gift service hands it to the ledger. Price and split
+/// come from the server's catalog and policy only.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct PurchaseCmd {
+    pub sender_id: String,
+    pub sender_name: String,
+    pub room_id: String,
+    pub sticker_id: String,
+    pub quantity: u32,
+    pub amount_minor: i64,
+    pub message: Option<String>,
+    pub idempotency_key: String,
+    /// Hash of the request (room, sticker, quantity, message): the same key
+    /// with another hash is `idempotency_key_reused`.
+    pub request_hash: String,
+}
+
+/// The stored outcome of an idempotency key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct IdempotencyRecord {
+    pub user_id: String,
+    pub key: String,
+    pub request_hash: String,
+    pub outcome: StoredOutcome,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum StoredOutcome {
+    Gift(String),
+    Rejected(ErrorCode),
+}
+
+/// What a purchase came to.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum PurchaseOutcome {
+    /// Charged now.
+    Charged(Box<GiftRecord>, Option<EventEnvelope>),
+    /// Refused now, and the refusal is stored under the key.
+    Rejected(ErrorCode),
+    /// The key was used before with the same request: replay this.
+    Replay(StoredOutcome),
+    /// The key was used before with another request.
+    KeyReused,
+}
+
+/// A credit from a store or payment integration.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpCmd {
+    pub user_id: String,
+    pub channel: Channel,
+    pub amount_minor: i64,
+    pub receipt_id: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TopUpRecord {
+    pub receipt_id: String,
+    pub user_id: String,
+    pub channel: Channel,
+    pub amount_minor: i64,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TopUpOutcome {
+    Credited(TopUpRecord),
+    /// The same receipt with the same fields: nothing credited again.
+    Replay(TopUpRecord),
+    /// The same receipt with other fields.
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct CreateRoomCmd {
+    pub broadcaster_id: String,
+    pub title: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum EndRoomOutcome {
+    Ended(Room, Option<EventEnvelope>),
+    AlreadyEnded(Room),
+    NotFound,
+    NotYours,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AckCmd {
+    pub gift_id: String,
+    pub broadcaster_id: String,
+    pub text: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum AckOutcome {
+    Acked(Option<EventEnvelope>),
+    AlreadyAcked,
+    NotFound,
+    NotYours,
+}
+
+/// A room event stored in the outbox (for relaying after a crash).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct StoredEvent {
+    pub envelope: EventEnvelope,
+}
+
+/// How the revenue report groups rows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum GroupBy {
+    Day,
+    Channel,
+    Broadcaster,
+    Sticker,
+}
+
+impl std::str::FromStr for GroupBy {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "day" => Ok(GroupBy::Day),
+            "channel" => Ok(GroupBy::Channel),
+            "broadcaster" => Ok(GroupBy::Broadcaster),
+            "sticker" => Ok(GroupBy::Sticker),
+            other => Err(format!(
+                "group_by {other:?} must be day, channel, broadcaster or sticker"
+            )),
+        }
+    }
+}
+
+impl GroupBy {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            GroupBy::Day => "day",
+            GroupBy::Channel => "channel",
+            GroupBy::Broadcaster => "broadcaster",
+            GroupBy::Sticker => "sticker",
+        }
+    }
+}
+
+/// One row of the revenue report. `gross = store_fees + broadcaster_earnings
+/// + platform_revenue` on every row; `refunds` is what was reversed of those
+/// gifts.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct RevenueRow {
+    pub key: String,
+    pub gifts: u64,
+    pub gross: i64,
+    pub store_fees: i64,
+    pub broadcaster_earnings: i64,
+    pub platform_revenue: i64,
+    pub refunds: i64,
+}
+
+impl RevenueRow {
+    pub fn add(&mut self, other: &RevenueRow) {
+        self.gifts += other.gifts;
+        self.gross += other.gross;
+        self.store_fees += other.store_fees;
+        self.broadcaster_earnings += other.broadcaster_earnings;
+        self.platform_revenue += other.platform_revenue;
+        self.refunds += other.refunds;
+    }
+}
+
+/// The finance summary.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct Summary {
+    pub topups_by_channel: PerChannel,
+    pub wallets_outstanding: i64,
+    pub escrow_open: i64,
+    pub gifts: u64,
+    pub gross_gifts: i64,
+    pub store_fees_by_channel: PerChannel,
+    pub broadcaster_payable: i64,
+    pub platform_revenue: i64,
+    pub refunds: i64,
+}
+
+/// The result of `ledger check`.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub struct CheckReport {
+    pub transactions: u64,
+    pub entries: u64,
+    /// Transactions whose entries do not sum to zero.
+    pub unbalanced_transactions: Vec<String>,
+    /// The sum of every account balance (must be zero).
+    pub balance_sum: i64,
+    /// Wallet rows whose stored balance differs from their entries.
+    pub mismatched_wallets: Vec<String>,
+    /// Wallet rows below zero.
+    pub negative_wallets: Vec<String>,
+    /// Gifts whose parts do not sum to their amount.
+    pub bad_splits: Vec<String>,
+}
+
+impl CheckReport {
+    pub fn ok(&self) -> bool {
+        self.unbalanced_transactions.is_empty()
+            && self.balance_sum == 0
+            && self.mismatched_wallets.is_empty()
+            && self.negative_wallets.is_empty()
+            && self.bad_splits.is_empty()
+    }
+}

@@ -1,0 +1,666 @@
+//! The batch planner: turns one group-commit batch of commands into the rows
+//! to write, given the state the backend loaded (and locked) for them.
+//!
+//! Pure and synchronous: the same commands and state always give the same
+//! writes, so a backend can retry a batch (a deadlock or a lost race on an
+//! idempotency key) by loading again and planning again. Commands are applied
+//! one after another to an in-memory copy of the loaded balances, so a batch
+//! can never overdraw a wallet: each debit sees every debit before it.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use applause_core::events::{render_frame, SenderView, SplitView};
+use applause_core::{
+    Channel, Currency, ErrorCode, EventBody, EventEnvelope, PerChannel, SplitPolicy,
+};
+
+use crate::model::*;
+
+/// Names of ledger accounts.
+pub mod accounts {
+    use applause_core::Channel;
+
+    pub fn wallet(user_id: &str, channel: Channel) -> String {
+        format!("wallet:{user_id}:{channel}")
+    }
+    pub fn store(channel: Channel) -> String {
+        format!("store:{channel}")
+    }
+    pub fn broadcaster(id: &str) -> String {
+        format!("broadcaster:{id}")
+    }
+    pub const PLATFORM: &str = "platform:revenue";
+    /// The outside world's side of a top-up (money received through a store).
+    pub fn funding(channel: Channel) -> String {
+        format!("funding:{channel}")
+    }
+}
+
+/// One command of a batch.
+#[derive(Debug, Clone)]
+pub(crate) enum Command {
+    Purchase(PurchaseCmd),
+    TopUp(TopUpCmd),
+    CreateRoom(CreateRoomCmd, String, u64),
+    EndRoom {
+        room_id: String,
+        broadcaster_id: String,
+    },
+    Ack(AckCmd),
+    AppendEvent {
+        room_id: String,
+        body: EventBody,
+    },
+    MarkPublished {
+        room_id: String,
+        seq: u64,
+    },
+}
+
+/// What each command came to, in command order.
+#[derive(Debug, Clone)]
+pub(crate) enum Outcome {
+    Purchase(PurchaseOutcome),
+    TopUp(TopUpOutcome),
+    Room(Room),
+    EndRoom(EndRoomOutcome),
+    Ack(AckOutcome),
+    Event(Option<EventEnvelope>),
+    Done,
+}
+
+/// The keys a batch reads; the backend loads (and in PostgreSQL locks) them
+/// in sorted order, so concurrent batches on several nodes cannot deadlock.
+#[derive(Debug, Default)]
+pub(crate) struct BatchKeys {
+    pub rooms: BTreeSet<String>,
+    pub users: BTreeSet<String>,
+    pub idempotency: BTreeSet<(String, String)>,
+    pub receipts: BTreeSet<String>,
+    pub gifts: BTreeSet<String>,
+}
+
+/// What an ack needs to know about its gift.
+#[derive(Debug, Clone)]
+pub(crate) struct GiftAckInfo {
+    pub room_id: String,
+    pub broadcaster_id: String,
+    pub sender_id: String,
+    pub acked: bool,
+}
+
+/// The state loaded for a batch.
+#[derive(Debug, Default)]
+pub(crate) struct Loaded {
+    pub rooms: HashMap<String, Room>,
+    pub wallets: HashMap<String, PerChannel>,
+    pub idempotency: HashMap<(String, String), IdempotencyRecord>,
+    pub receipts: HashMap<String, TopUpRecord>,
+    pub gifts: HashMap<String, GiftAckInfo>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct TxnRow {
+    pub txn_id: String,
+    pub kind: &'static str,
+    pub created_at_ms: i64,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct EntryRow {
+    pub txn_id: String,
+    pub account: String,
+    pub amount_minor: i64,
+}
+
+/// Everything a batch writes.
+#[derive(Debug, Default)]
+pub(crate) struct WriteSet {
+    pub new_rooms: Vec<Room>,
+    /// Final state of every existing room the batch changed.
+    pub room_updates: Vec<Room>,
+    /// Balance changes per (user, channel), applied as deltas.
+    pub wallet_deltas: BTreeMap<(String, Channel), i64>,
+    pub txns: Vec<TxnRow>,
+    pub entries: Vec<EntryRow>,
+    pub gifts: Vec<GiftRecord>,
+    pub idempotency: Vec<IdempotencyRecord>,
+    pub receipts: Vec<TopUpRecord>,
+    pub events: Vec<EventEnvelope>,
+    pub acks: Vec<(String, String, i64)>,
+}
+
+impl WriteSet {
+    pub fn is_empty(&self) -> bool {
+        self.new_rooms.is_empty()
+            && self.room_updates.is_empty()
+            && self.wallet_deltas.is_empty()
+            && self.txns.is_empty()
+            && self.idempotency.is_empty()
+            && self.events.is_empty()
+            && self.acks.is_empty()
+    }
+}
+
+pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
+    let mut k = BatchKeys::default();
+    for c in commands {
+        match c {
+            Command::Purchase(p) => {
+                k.rooms.insert(p.room_id.clone());
+                k.users.insert(p.sender_id.clone());
+                k.idempotency
+                    .insert((p.sender_id.clone(), p.idempotency_key.clone()));
+            }
+            Command::TopUp(t) => {
+                k.users.insert(t.user_id.clone());
+                k.receipts.insert(t.receipt_id.clone());
+            }
+            Command::CreateRoom(..) => {}
+            Command::EndRoom { room_id, .. }
+            | Command::AppendEvent { room_id, .. }
+            | Command::MarkPublished { room_id, .. } => {
+                k.rooms.insert(room_id.clone());
+            }
+            Command::Ack(a) => {
+                k.gifts.insert(a.gift_id.clone());
+            }
+        }
+    }
+    k
+}
+
+/// Acks name a gift whose room is only known once the gift is loaded; the
+/// backend calls this to add those rooms before locking rooms.
+pub(crate) fn add_ack_rooms(keys: &mut BatchKeys, gifts: &HashMap<String, GiftAckInfo>) {
+    for g in gifts.values() {
+        keys.rooms.insert(g.room_id.clone());
+    }
+}
+
+/// Plans a batch. `now_ms` is the batch's commit time.
+pub(crate) fn plan(
+    commands: &[Command],
+    mut state: Loaded,
+    now_ms: i64,
+    currency: &Currency,
+    policy: &SplitPolicy,
+) -> Result<(WriteSet, Vec<Outcome>), String> {
+    let mut p = Planner {
+        w: WriteSet::default(),
+        currency,
+        policy,
+        now_ms,
+        created_at: applause_core_time(now_ms),
+        touched_rooms: BTreeSet::new(),
+    };
+    let mut outcomes = Vec::with_capacity(commands.len());
+    for c in commands {
+        let o = match c {
+            Command::Purchase(cmd) => Outcome::Purchase(p.purchase(&mut state, cmd)?),
+            Command::TopUp(cmd) => Outcome::TopUp(p.top_up(&mut state, cmd)?),
+            Command::CreateRoom(cmd, room_id, epoch) => {
+                let room = Room {
+                    room_id: room_id.clone(),
+                    broadcaster_id: cmd.broadcaster_id.clone(),
+                    title: cmd.title.clone(),
+                    epoch: *epoch,
+                    live: true,
+                    last_seq: 0,
+                    published_seq: 0,
+                    created_at_ms: now_ms,
+                    ended_at_ms: None,
+                };
+                p.w.new_rooms.push(room.clone());
+                Outcome::Room(room)
+            }
+            Command::EndRoom {
+                room_id,
+                broadcaster_id,
+            } => Outcome::EndRoom(p.end_room(&mut state, room_id, broadcaster_id)),
+            Command::Ack(cmd) => Outcome::Ack(p.ack(&mut state, cmd)),
+            Command::AppendEvent { room_id, body } => {
+                let ev = match state.rooms.get_mut(room_id) {
+                    Some(room) => Some(p.event(room, body, None)),
+                    None => None,
+                };
+                Outcome::Event(ev)
+            }
+            Command::MarkPublished { room_id, seq } => {
+                if let Some(room) = state.rooms.get_mut(room_id) {
+                    let seq = (*seq).min(room.last_seq);
+                    if seq > room.published_seq {
+                        room.published_seq = seq;
+                        p.touched_rooms.insert(room_id.clone());
+                    }
+                }
+                Outcome::Done
+            }
+        };
+        outcomes.push(o);
+    }
+    for room_id in &p.touched_rooms {
+        if let Some(room) = state.rooms.get(room_id) {
+            p.w.room_updates.push(room.clone());
+        }
+    }
+    p.check_balanced()?;
+    Ok((p.w, outcomes))
+}
+
+fn applause_core_time(ms: i64) -> String {
+    chrono::DateTime::from_timestamp_millis(ms)
+        .unwrap_or_default()
+        .to_rfc3339_opts(chrono::SecondsFormat::Millis, true)
+}
+
+struct Planner<'a> {
+    w: WriteSet,
+    currency: &'a Currency,
+    policy: &'a SplitPolicy,
+    now_ms: i64,
+    created_at: String,
+    touched_rooms: BTreeSet<String>,
+}
+
+impl Planner<'_> {
+    fn purchase(
+        &mut self,
+        state: &mut Loaded,
+        cmd: &PurchaseCmd,
+    ) -> Result<PurchaseOutcome, String> {
+        let key = (cmd.sender_id.clone(), cmd.idempotency_key.clone());
+        if let Some(existing) = state.idempotency.get(&key) {
+            return Ok(if existing.request_hash == cmd.request_hash {
+                PurchaseOutcome::Replay(existing.outcome.clone())
+            } else {
+                PurchaseOutcome::KeyReused
+            });
+        }
+        let rejection = match state.rooms.get(&cmd.room_id) {
+            None => Some(ErrorCode::RoomNotFound),
+            Some(room) if room.broadcaster_id == cmd.sender_id => Some(ErrorCode::SelfGift),
+            Some(room) if !room.live => Some(ErrorCode::RoomNotLive),
+            Some(_) => None,
+        };
+        let balances = state.wallets.entry(cmd.sender_id.clone()).or_default();
+        let draw = match rejection {
+            Some(_) => None,
+            None => self.policy.draw(balances, cmd.amount_minor),
+        };
+        let Some(paid) = draw else {
+            let code = rejection.unwrap_or(ErrorCode::InsufficientFunds);
+            self.remember(state, cmd, StoredOutcome::Rejected(code));
+            return Ok(PurchaseOutcome::Rejected(code));
+        };
+        for c in Channel::ALL {
+            balances[c.index()] -= paid[c.index()];
+            if paid[c.index()] != 0 {
+                *self
+                    .w
+                    .wallet_deltas
+                    .entry((cmd.sender_id.clone(), c))
+                    .or_default() -= paid[c.index()];
+            }
+        }
+        let balance_after: i64 = balances.iter().sum();
+        let room = state
+            .rooms
+            .get_mut(&cmd.room_id)
+            .expect("room checked above");
+        let split = self.policy.split(&room.broadcaster_id, &paid);
+        if split.total() != cmd.amount_minor {
+            return Err(format!(
+                "split of {} does not sum to the price",
+                cmd.amount_minor
+            ));
+        }
+        let gift_id = new_id('g');
+        self.w.txns.push(TxnRow {
+            txn_id: gift_id.clone(),
+            kind: "gift",
+            created_at_ms: self.now_ms,
+        });
+        for c in Channel::ALL {
+            if paid[c.index()] != 0 {
+                self.entry(
+                    &gift_id,
+                    accounts::wallet(&cmd.sender_id, c),
+                    -paid[c.index()],
+                );
+            }
+            let store_c = split.by_channel[c.index()][0];
+            if store_c != 0 {
+                self.entry(&gift_id, accounts::store(c), store_c);
+            }
+        }
+        if split.broadcaster != 0 {
+            self.entry(
+                &gift_id,
+                accounts::broadcaster(&room.broadcaster_id),
+                split.broadcaster,
+            );
+        }
+        if split.platform != 0 {
+            self.entry(&gift_id, accounts::PLATFORM.to_owned(), split.platform);
+        }
+        let mut gift = GiftRecord {
+            gift_id: gift_id.clone(),
+            room_id: cmd.room_id.clone(),
+            broadcaster_id: room.broadcaster_id.clone(),
+            sender_id: cmd.sender_id.clone(),
+            sender_name: cmd.sender_name.clone(),
+            sticker_id: cmd.sticker_id.clone(),
+            quantity: cmd.quantity,
+            amount_minor: cmd.amount_minor,
+            paid,
+            split,
+            message: cmd.message.clone(),
+            balance_after_minor: balance_after,
+            seq: 0,
+            epoch: room.epoch,
+            created_at_ms: self.now_ms,
+            ack_text: None,
+            acked_at_ms: None,
+            refunded_at_ms: None,
+        };
+        let body = gift_event_body(&gift, self.currency, &self.created_at, false);
+        let broadcaster_body = gift_event_body(&gift, self.currency, &self.created_at, true);
+        let ev = self.event(room, &body, Some(&broadcaster_body));
+        gift.seq = ev.seq;
+        self.w.gifts.push(gift.clone());
+        self.remember(state, cmd, StoredOutcome::Gift(gift_id));
+        Ok(PurchaseOutcome::Charged(Box::new(gift), Some(ev)))
+    }
+
+    fn remember(&mut self, state: &mut Loaded, cmd: &PurchaseCmd, outcome: StoredOutcome) {
+        let rec = IdempotencyRecord {
+            user_id: cmd.sender_id.clone(),
+            key: cmd.idempotency_key.clone(),
+            request_hash: cmd.request_hash.clone(),
+            outcome,
+            created_at_ms: self.now_ms,
+        };
+        state
+            .idempotency
+            .insert((rec.user_id.clone(), rec.key.clone()), rec.clone());
+        self.w.idempotency.push(rec);
+    }
+
+    fn top_up(&mut self, state: &mut Loaded, cmd: &TopUpCmd) -> Result<TopUpOutcome, String> {
+        if let Some(existing) = state.receipts.get(&cmd.receipt_id) {
+            let same = existing.user_id == cmd.user_id
+                && existing.channel == cmd.channel
+                && existing.amount_minor == cmd.amount_minor;
+            return Ok(if same {
+                TopUpOutcome::Replay(existing.clone())
+            } else {
+                TopUpOutcome::KeyReused
+            });
+        }
+        let balances = state.wallets.entry(cmd.user_id.clone()).or_default();
+        let new_balance = balances[cmd.channel.index()]
+            .checked_add(cmd.amount_minor)
+            .filter(|b| *b <= applause_core::money::AMOUNT_MINOR_MAX)
+            .ok_or_else(|| "wallet balance would overflow".to_owned())?;
+        balances[cmd.channel.index()] = new_balance;
+        *self
+            .w
+            .wallet_deltas
+            .entry((cmd.user_id.clone(), cmd.channel))
+            .or_default() += cmd.amount_minor;
+        let txn_id = format!("topup:{}", cmd.receipt_id);
+        self.w.txns.push(TxnRow {
+            txn_id: txn_id.clone(),
+            kind: "topup",
+            created_at_ms: self.now_ms,
+        });
+        self.entry(
+            &txn_id,
+            accounts::wallet(&cmd.user_id, cmd.channel),
+            cmd.amount_minor,
+        );
+        self.entry(&txn_id, accounts::funding(cmd.channel), -cmd.amount_minor);
+        let rec = TopUpRecord {
+            receipt_id: cmd.receipt_id.clone(),
+            user_id: cmd.user_id.clone(),
+            channel: cmd.channel,
+            amount_minor: cmd.amount_minor,
+            created_at_ms: self.now_ms,
+        };
+        state.receipts.insert(rec.receipt_id.clone(), rec.clone());
+        self.w.receipts.push(rec.clone());
+        Ok(TopUpOutcome::Credited(rec))
+    }
+
+    fn end_room(
+        &mut self,
+        state: &mut Loaded,
+        room_id: &str,
+        broadcaster_id: &str,
+    ) -> EndRoomOutcome {
+        let Some(room) = state.rooms.get_mut(room_id) else {
+            return EndRoomOutcome::NotFound;
+        };
+        if room.broadcaster_id != broadcaster_id {
+            return EndRoomOutcome::NotYours;
+        }
+        if !room.live {
+            return EndRoomOutcome::AlreadyEnded(room.clone());
+        }
+        room.live = false;
+        room.ended_at_ms = Some(self.now_ms);
+        let body = EventBody::RoomEnded {
+            ended_at: self.created_at.clone(),
+        };
+        let mut ev = self.event(room, &body, None);
+        ev.ends_room = true;
+        if let Some(last) = self.w.events.last_mut() {
+            last.ends_room = true;
+        }
+        EndRoomOutcome::Ended(room.clone(), Some(ev))
+    }
+
+    fn ack(&mut self, state: &mut Loaded, cmd: &AckCmd) -> AckOutcome {
+        let Some(info) = state.gifts.get_mut(&cmd.gift_id) else {
+            return AckOutcome::NotFound;
+        };
+        if info.broadcaster_id != cmd.broadcaster_id {
+            return AckOutcome::NotYours;
+        }
+        if info.acked {
+            return AckOutcome::AlreadyAcked;
+        }
+        info.acked = true;
+        let sender_id = info.sender_id.clone();
+        self.w
+            .acks
+            .push((cmd.gift_id.clone(), cmd.text.clone(), self.now_ms));
+        let body = EventBody::Ack {
+            gift_id: cmd.gift_id.clone(),
+            sender_id,
+            text: cmd.text.clone(),
+            created_at: self.created_at.clone(),
+        };
+        let ev = state
+            .rooms
+            .get_mut(&info.room_id)
+            .map(|room| self.event(room, &body, None));
+        AckOutcome::Acked(ev)
+    }
+
+    /// Assigns the room's next `seq` to an event and records it in the outbox.
+    fn event(
+        &mut self,
+        room: &mut Room,
+        body: &EventBody,
+        broadcaster_body: Option<&EventBody>,
+    ) -> EventEnvelope {
+        room.last_seq += 1;
+        self.touched_rooms.insert(room.room_id.clone());
+        let ev = EventEnvelope {
+            room_id: room.room_id.clone(),
+            epoch: room.epoch,
+            seq: room.last_seq,
+            frame: render_frame(&room.room_id, room.epoch, room.last_seq, body),
+            broadcaster_frame: broadcaster_body
+                .map(|b| render_frame(&room.room_id, room.epoch, room.last_seq, b)),
+            broadcaster_id: room.broadcaster_id.clone(),
+            committed_at_ms: self.now_ms,
+            ends_room: false,
+        };
+        self.w.events.push(ev.clone());
+        ev
+    }
+
+    fn entry(&mut self, txn_id: &str, account: String, amount_minor: i64) {
+        self.w.entries.push(EntryRow {
+            txn_id: txn_id.to_owned(),
+            account,
+            amount_minor,
+        });
+    }
+
+    /// Paired assertion: every transaction of the batch sums to zero before
+    /// anything is written. A violation rejects the whole batch.
+    fn check_balanced(&self) -> Result<(), String> {
+        let mut sums: HashMap<&str, i64> = HashMap::new();
+        for e in &self.w.entries {
+            *sums.entry(e.txn_id.as_str()).or_default() += e.amount_minor;
+        }
+        match sums.iter().find(|(_, s)| **s != 0) {
+            Some((txn, s)) => Err(format!("transaction {txn} does not balance (off by {s})")),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The event body of a gift; `with_split` for the broadcaster's frame.
+pub(crate) fn gift_event_body(
+    gift: &GiftRecord,
+    currency: &Currency,
+    created_at: &str,
+    with_split: bool,
+) -> EventBody {
+    EventBody::Gift {
+        gift_id: gift.gift_id.clone(),
+        sender: SenderView {
+            id: gift.sender_id.clone(),
+            name: gift.sender_name.clone(),
+        },
+        sticker_id: gift.sticker_id.clone(),
+        quantity: gift.quantity,
+        amount: currency.format(gift.amount_minor),
+        message: gift.message.clone(),
+        created_at: created_at.to_owned(),
+        split: with_split.then(|| SplitView {
+            store: currency.format(gift.split.store),
+            broadcaster: currency.format(gift.split.broadcaster),
+            platform: currency.format(gift.split.platform),
+        }),
+    }
+}
+
+/// A new time-ordered identifier: a one-letter kind and 32 hex digits.
+pub(crate) fn new_id(kind: char) -> String {
+    format!("{kind}{}", uuid::Uuid::now_v7().simple())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(id: &str, broadcaster: &str) -> Room {
+        Room {
+            room_id: id.into(),
+            broadcaster_id: broadcaster.into(),
+            title: "t".into(),
+            epoch: 1,
+            live: true,
+            last_seq: 0,
+            published_seq: 0,
+            created_at_ms: 0,
+            ended_at_ms: None,
+        }
+    }
+
+    fn purchase(user: &str, key: &str, amount: i64) -> Command {
+        Command::Purchase(PurchaseCmd {
+            sender_id: user.into(),
+            sender_name: user.into(),
+            room_id: "r".into(),
+            sticker_id: "rose".into(),
+            quantity: 1,
+            amount_minor: amount,
+            message: None,
+            idempotency_key: key.into(),
+            request_hash: format!("h{amount}"),
+        })
+    }
+
+    #[test]
+    fn a_batch_never_overdraws_and_assigns_consecutive_seqs() {
+        let mut state = Loaded::default();
+        state.rooms.insert("r".into(), room("r", "b"));
+        state.wallets.insert("v".into(), [0, 0, 250]);
+        let cmds: Vec<_> = (0..5)
+            .map(|i| purchase("v", &format!("k{i}"), 100))
+            .collect();
+        let (w, out) = plan(&cmds, state, 1, &Currency::usd(), &SplitPolicy::default()).unwrap();
+        let charged = out
+            .iter()
+            .filter(|o| matches!(o, Outcome::Purchase(PurchaseOutcome::Charged(..))))
+            .count();
+        assert_eq!(charged, 2);
+        assert_eq!(w.wallet_deltas[&("v".to_string(), Channel::Web)], -200);
+        assert_eq!(
+            w.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+            vec![1, 2]
+        );
+        assert_eq!(w.idempotency.len(), 5);
+        assert_eq!(w.room_updates[0].last_seq, 2);
+    }
+
+    #[test]
+    fn same_key_in_one_batch_replays_or_is_reused() {
+        let mut state = Loaded::default();
+        state.rooms.insert("r".into(), room("r", "b"));
+        state.wallets.insert("v".into(), [1000, 0, 0]);
+        let cmds = vec![
+            purchase("v", "k", 100),
+            purchase("v", "k", 100),
+            purchase("v", "k", 200),
+        ];
+        let (w, out) = plan(&cmds, state, 1, &Currency::usd(), &SplitPolicy::default()).unwrap();
+        assert!(matches!(
+            out[1],
+            Outcome::Purchase(PurchaseOutcome::Replay(StoredOutcome::Gift(_)))
+        ));
+        assert!(matches!(
+            out[2],
+            Outcome::Purchase(PurchaseOutcome::KeyReused)
+        ));
+        assert_eq!(w.gifts.len(), 1);
+    }
+
+    #[test]
+    fn self_gifts_and_ended_rooms_are_refused_and_remembered() {
+        let mut state = Loaded::default();
+        state.rooms.insert("r".into(), room("r", "v"));
+        state.wallets.insert("v".into(), [1000, 0, 0]);
+        let (w, out) = plan(
+            &[purchase("v", "k", 100)],
+            state,
+            1,
+            &Currency::usd(),
+            &SplitPolicy::default(),
+        )
+        .unwrap();
+        assert!(matches!(
+            out[0],
+            Outcome::Purchase(PurchaseOutcome::Rejected(ErrorCode::SelfGift))
+        ));
+        assert!(w.entries.is_empty());
+        assert_eq!(w.idempotency.len(), 1);
+    }
+}

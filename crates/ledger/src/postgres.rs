@@ -1,0 +1,568 @@
+//! The PostgreSQL backend (production): several gift-service nodes share one
+//! database, each with its own committer.
+//!
+//! A batch runs under READ COMMITTED and locks what it reads, always in the
+//! same order — gifts (for acks), then rooms, then wallets, each sorted — so
+//! batches of different nodes serialize per row and cannot deadlock. Debits
+//! are planned against the locked balances and written as deltas; hot
+//! accounts (store, broadcaster, platform) only receive appended entries.
+//! Idempotency keys and receipts are inserted with `ON CONFLICT DO NOTHING`:
+//! losing that race to another node rolls the batch back and plans it again,
+//! which then replays the other node's outcome.
+
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
+use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
+
+use crate::backend::{Backend, PlanFn};
+use crate::model::*;
+use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
+use crate::rows::{self, BatchJson, GIFT_COLUMNS, ROOM_COLUMNS};
+use crate::sqlite::{summary_and_check, wallet_of};
+use crate::LedgerError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS rooms (
+    room_id TEXT PRIMARY KEY,
+    broadcaster_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    epoch BIGINT NOT NULL,
+    live BOOLEAN NOT NULL,
+    last_seq BIGINT NOT NULL,
+    published_seq BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    ended_at_ms BIGINT
+);
+CREATE TABLE IF NOT EXISTS wallets (
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    balance_minor BIGINT NOT NULL CHECK (balance_minor >= 0),
+    PRIMARY KEY (user_id, channel)
+);
+CREATE TABLE IF NOT EXISTS transactions (
+    txn_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS entries (
+    entry_id BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY,
+    txn_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    amount_minor BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gifts (
+    gift_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    broadcaster_id TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    sender_name TEXT NOT NULL,
+    sticker_id TEXT NOT NULL,
+    quantity BIGINT NOT NULL,
+    amount_minor BIGINT NOT NULL,
+    store_minor BIGINT NOT NULL,
+    broadcaster_minor BIGINT NOT NULL,
+    platform_minor BIGINT NOT NULL,
+    by_channel TEXT NOT NULL,
+    message TEXT,
+    balance_after_minor BIGINT NOT NULL,
+    seq BIGINT NOT NULL,
+    epoch BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    ack_text TEXT,
+    acked_at_ms BIGINT,
+    refunded_at_ms BIGINT
+);
+CREATE INDEX IF NOT EXISTS gifts_by_time ON gifts (created_at_ms, gift_id);
+CREATE INDEX IF NOT EXISTS gifts_by_broadcaster ON gifts (broadcaster_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    gift_id TEXT,
+    error_code TEXT,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (user_id, key)
+);
+CREATE TABLE IF NOT EXISTS receipts (
+    receipt_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    amount_minor BIGINT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS room_events (
+    room_id TEXT NOT NULL,
+    seq BIGINT NOT NULL,
+    epoch BIGINT NOT NULL,
+    frame TEXT NOT NULL,
+    broadcaster_frame TEXT,
+    broadcaster_id TEXT NOT NULL,
+    ends_room BOOLEAN NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (room_id, seq)
+);
+"#;
+
+/// How often a batch is planned again after losing a race or a deadlock.
+const BATCH_ATTEMPTS_MAX: u32 = 5;
+
+pub(crate) struct Pg {
+    writer: PgPool,
+    reader: PgPool,
+}
+
+/// Why one attempt at a batch did not commit.
+enum Attempt {
+    Retry(String),
+    Fail(LedgerError),
+}
+
+impl From<sqlx::Error> for Attempt {
+    fn from(e: sqlx::Error) -> Self {
+        if let sqlx::Error::Database(db) = &e {
+            // 40001 serialization failure, 40P01 deadlock: safe to retry.
+            if matches!(db.code().as_deref(), Some("40001") | Some("40P01")) {
+                return Attempt::Retry(e.to_string());
+            }
+        }
+        Attempt::Fail(LedgerError::from_sqlx(e))
+    }
+}
+
+impl Pg {
+    pub async fn connect(url: &str, read_connections: u32) -> Result<Pg, LedgerError> {
+        let options: PgConnectOptions = url
+            .parse()
+            .map_err(|e: sqlx::Error| LedgerError::Config(e.to_string()))?;
+        let writer = PgPoolOptions::new()
+            .max_connections(2)
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options.clone())
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        let reader = PgPoolOptions::new()
+            .max_connections(read_connections.max(1))
+            .acquire_timeout(Duration::from_secs(3))
+            .connect_with(options)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        Ok(Pg { writer, reader })
+    }
+
+    async fn attempt(
+        &self,
+        commands: &[Command],
+        plan: PlanFn<'_>,
+    ) -> Result<Vec<Outcome>, Attempt> {
+        let mut tx = self.writer.begin().await?;
+        let loaded = load(&mut tx, commands).await?;
+        let (writes, outcomes) =
+            plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e)))?;
+        if !writes.is_empty() {
+            write(&mut tx, &writes).await?;
+        }
+        tx.commit().await?;
+        Ok(outcomes)
+    }
+}
+
+fn text_array(items: impl Iterator<Item = String>) -> Vec<String> {
+    items.collect()
+}
+
+async fn load(
+    tx: &mut Transaction<'static, Postgres>,
+    commands: &[Command],
+) -> Result<Loaded, sqlx::Error> {
+    let mut keys = plan::keys_of(commands);
+    let mut loaded = Loaded::default();
+    if !keys.gifts.is_empty() {
+        for r in sqlx::query(
+            "SELECT gift_id, room_id, broadcaster_id, sender_id, ack_text IS NOT NULL AS acked \
+             FROM gifts WHERE gift_id = ANY($1) ORDER BY gift_id FOR UPDATE",
+        )
+        .bind(text_array(keys.gifts.iter().cloned()))
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            loaded.gifts.insert(
+                r.try_get("gift_id")?,
+                GiftAckInfo {
+                    room_id: r.try_get("room_id")?,
+                    broadcaster_id: r.try_get("broadcaster_id")?,
+                    sender_id: r.try_get("sender_id")?,
+                    acked: r.try_get("acked")?,
+                },
+            );
+        }
+        plan::add_ack_rooms(&mut keys, &loaded.gifts);
+    }
+    if !keys.rooms.is_empty() {
+        let q = format!(
+            "SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id = ANY($1) ORDER BY room_id FOR UPDATE"
+        );
+        for r in sqlx::query(&q)
+            .bind(text_array(keys.rooms.iter().cloned()))
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            let room = rows::room(&r)?;
+            loaded.rooms.insert(room.room_id.clone(), room);
+        }
+    }
+    if !keys.users.is_empty() {
+        for r in sqlx::query(
+            "SELECT user_id, channel, balance_minor FROM wallets WHERE user_id = ANY($1) \
+             ORDER BY user_id, channel FOR UPDATE",
+        )
+        .bind(text_array(keys.users.iter().cloned()))
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            let channel: String = r.try_get("channel")?;
+            let channel: applause_core::Channel = channel
+                .parse()
+                .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+            loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
+                r.try_get("balance_minor")?;
+        }
+    }
+    if !keys.idempotency.is_empty() {
+        let (users, ks): (Vec<String>, Vec<String>) = keys.idempotency.iter().cloned().unzip();
+        for r in sqlx::query(
+            "SELECT i.user_id, i.key, i.request_hash, i.gift_id, i.error_code, i.created_at_ms \
+             FROM idempotency i JOIN UNNEST($1::text[], $2::text[]) AS k(u, k) ON i.user_id = k.u AND i.key = k.k",
+        )
+        .bind(users)
+        .bind(ks)
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            let rec = rows::idempotency(&r)?;
+            loaded
+                .idempotency
+                .insert((rec.user_id.clone(), rec.key.clone()), rec);
+        }
+    }
+    if !keys.receipts.is_empty() {
+        for r in sqlx::query(
+            "SELECT receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts WHERE receipt_id = ANY($1)",
+        )
+        .bind(text_array(keys.receipts.iter().cloned()))
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            let rec = rows::receipt(&r)?;
+            loaded.receipts.insert(rec.receipt_id.clone(), rec);
+        }
+    }
+    Ok(loaded)
+}
+
+async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> Result<(), Attempt> {
+    let j = BatchJson::of(w);
+    // Keys first: losing a race to another node must be found before
+    // anything else is written.
+    if !w.idempotency.is_empty() {
+        let inserted = sqlx::query(
+            "INSERT INTO idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms) \
+             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, (v->>5)::bigint FROM jsonb_array_elements($1::jsonb) v \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&j.idempotency)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted != w.idempotency.len() as u64 {
+            return Err(Attempt::Retry(
+                "an idempotency key was committed by another node".into(),
+            ));
+        }
+    }
+    if !w.receipts.is_empty() {
+        let inserted = sqlx::query(
+            "INSERT INTO receipts (receipt_id, user_id, channel, amount_minor, created_at_ms) \
+             SELECT v->>0, v->>1, v->>2, (v->>3)::bigint, (v->>4)::bigint FROM jsonb_array_elements($1::jsonb) v \
+             ON CONFLICT DO NOTHING",
+        )
+        .bind(&j.receipts)
+        .execute(&mut **tx)
+        .await?
+        .rows_affected();
+        if inserted != w.receipts.len() as u64 {
+            return Err(Attempt::Retry(
+                "a receipt was committed by another node".into(),
+            ));
+        }
+    }
+    for room in &w.new_rooms {
+        sqlx::query(
+            "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        )
+        .bind(&room.room_id)
+        .bind(&room.broadcaster_id)
+        .bind(&room.title)
+        .bind(room.epoch as i64)
+        .bind(room.live)
+        .bind(room.last_seq as i64)
+        .bind(room.published_seq as i64)
+        .bind(room.created_at_ms)
+        .bind(room.ended_at_ms)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for room in &w.room_updates {
+        sqlx::query("UPDATE rooms SET live = $2, last_seq = $3, published_seq = $4, ended_at_ms = $5 WHERE room_id = $1")
+            .bind(&room.room_id)
+            .bind(room.live)
+            .bind(room.last_seq as i64)
+            .bind(room.published_seq as i64)
+            .bind(room.ended_at_ms)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if w.wallet_deltas.values().any(|d| *d > 0) {
+        sqlx::query(
+            "INSERT INTO wallets (user_id, channel, balance_minor) \
+             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v \
+             ON CONFLICT (user_id, channel) DO UPDATE SET balance_minor = wallets.balance_minor + excluded.balance_minor",
+        )
+        .bind(&j.wallet_credits)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if w.wallet_deltas.values().any(|d| *d < 0) {
+        sqlx::query(
+            "UPDATE wallets SET balance_minor = wallets.balance_minor + d.delta \
+             FROM (SELECT v->>0 AS u, v->>1 AS c, (v->>2)::bigint AS delta FROM jsonb_array_elements($1::jsonb) v) AS d \
+             WHERE wallets.user_id = d.u AND wallets.channel = d.c",
+        )
+        .bind(&j.wallet_debits)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.txns.is_empty() {
+        sqlx::query(
+            "INSERT INTO transactions (txn_id, kind, created_at_ms) \
+             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v",
+        )
+        .bind(&j.txns)
+        .execute(&mut **tx)
+        .await?;
+        sqlx::query(
+            "INSERT INTO entries (txn_id, account, amount_minor) \
+             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v",
+        )
+        .bind(&j.entries)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.gifts.is_empty() {
+        sqlx::query(
+            "INSERT INTO gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
+             amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
+             seq, epoch, created_at_ms) \
+             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint, (v->>7)::bigint, (v->>8)::bigint, \
+             (v->>9)::bigint, (v->>10)::bigint, v->>11, v->>12, (v->>13)::bigint, (v->>14)::bigint, (v->>15)::bigint, \
+             (v->>16)::bigint FROM jsonb_array_elements($1::jsonb) v",
+        )
+        .bind(&j.gifts)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.events.is_empty() {
+        sqlx::query(
+            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms) \
+             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint \
+             FROM jsonb_array_elements($1::jsonb) v",
+        )
+        .bind(&j.events)
+        .execute(&mut **tx)
+        .await?;
+    }
+    for (gift_id, text, at) in &w.acks {
+        sqlx::query("UPDATE gifts SET ack_text = $2, acked_at_ms = $3 WHERE gift_id = $1")
+            .bind(gift_id)
+            .bind(text)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    Ok(())
+}
+
+#[async_trait]
+impl Backend for Pg {
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        // Several nodes may start at once: serialize schema creation.
+        let mut tx = self.writer.begin().await.map_err(LedgerError::from_sqlx)?;
+        tx.execute("SELECT pg_advisory_xact_lock(727274)")
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        tx.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
+        tx.commit().await.map_err(LedgerError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn run_batch(
+        &self,
+        commands: &[Command],
+        plan: PlanFn<'_>,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        let mut last = String::new();
+        for _ in 0..BATCH_ATTEMPTS_MAX {
+            match self.attempt(commands, plan).await {
+                Ok(o) => return Ok(o),
+                Err(Attempt::Fail(e)) => return Err(e),
+                Err(Attempt::Retry(why)) => {
+                    tracing::debug!(%why, "retrying ledger batch");
+                    last = why;
+                }
+            }
+        }
+        Err(LedgerError::Unavailable(format!(
+            "batch kept conflicting: {last}"
+        )))
+    }
+
+    async fn room(&self, room_id: &str) -> Result<Option<Room>, LedgerError> {
+        let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id = $1");
+        let row = sqlx::query(&q)
+            .bind(room_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::room(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn wallet(&self, user_id: &str) -> Result<Wallet, LedgerError> {
+        let rows = sqlx::query("SELECT channel, balance_minor FROM wallets WHERE user_id = $1")
+            .bind(user_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        wallet_of(
+            rows.iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
+        )
+    }
+
+    async fn gift(&self, gift_id: &str) -> Result<Option<GiftRecord>, LedgerError> {
+        let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id = $1");
+        let row = sqlx::query(&q)
+            .bind(gift_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::gift(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn idempotency(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
+             WHERE user_id = $1 AND key = $2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::idempotency(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn gifts_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        broadcaster_id: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<GiftRecord>, LedgerError> {
+        let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+        let q = format!(
+            "SELECT {GIFT_COLUMNS} FROM gifts WHERE created_at_ms >= $1 AND created_at_ms < $2 \
+             AND ($3::text IS NULL OR broadcaster_id = $3) AND (created_at_ms, gift_id) > ($4, $5) \
+             ORDER BY created_at_ms, gift_id LIMIT $6"
+        );
+        let rows = sqlx::query(&q)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(broadcaster_id)
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        rows.iter()
+            .map(|r| rows::gift(r))
+            .collect::<Result<_, _>>()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn summary(&self) -> Result<Summary, LedgerError> {
+        summary_from(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        check_from(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn unpublished_events(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT e.room_id, e.seq, e.epoch, e.frame, e.broadcaster_frame, e.broadcaster_id, e.ends_room, e.created_at_ms \
+             FROM rooms r JOIN room_events e ON e.room_id = r.room_id AND e.seq > r.published_seq \
+             WHERE r.last_seq > r.published_seq AND e.created_at_ms < $1 \
+             ORDER BY e.room_id, e.seq LIMIT $2",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(LedgerError::from_sqlx)?;
+        rows.iter()
+            .map(|r| rows::event(r))
+            .collect::<Result<_, _>>()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < $1")
+            .bind(before_ms)
+            .execute(&self.writer)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(LedgerError::from_sqlx)
+    }
+}
+
+summary_and_check!(sqlx::Postgres);

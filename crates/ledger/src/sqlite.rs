@@ -1,0 +1,676 @@
+//! The SQLite backend (embedded default): one file in the data directory, WAL
+//! journal, `synchronous=FULL` so a commit is on disk before any 201.
+//!
+//! SQLite has one writer at a time; the committer owns the single write
+//! connection and opens every batch with `BEGIN IMMEDIATE`, so the state it
+//! loads cannot change before it commits. Reads use a separate pool (WAL lets
+//! them run beside the writer).
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use async_trait::async_trait;
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
+use sqlx::{Connection, Executor, Row, SqliteConnection, SqlitePool};
+use tokio::sync::Mutex;
+
+use crate::backend::{Backend, PlanFn};
+use crate::model::*;
+use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
+use crate::rows::{self, BatchJson, GIFT_COLUMNS, ROOM_COLUMNS};
+use crate::LedgerError;
+
+const SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS rooms (
+    room_id TEXT PRIMARY KEY,
+    broadcaster_id TEXT NOT NULL,
+    title TEXT NOT NULL,
+    epoch INTEGER NOT NULL,
+    live INTEGER NOT NULL,
+    last_seq INTEGER NOT NULL,
+    published_seq INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    ended_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS wallets (
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    balance_minor INTEGER NOT NULL CHECK (balance_minor >= 0),
+    PRIMARY KEY (user_id, channel)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS transactions (
+    txn_id TEXT PRIMARY KEY,
+    kind TEXT NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS entries (
+    entry_id INTEGER PRIMARY KEY,
+    txn_id TEXT NOT NULL,
+    account TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL
+);
+CREATE TABLE IF NOT EXISTS gifts (
+    gift_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    broadcaster_id TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    sender_name TEXT NOT NULL,
+    sticker_id TEXT NOT NULL,
+    quantity INTEGER NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    store_minor INTEGER NOT NULL,
+    broadcaster_minor INTEGER NOT NULL,
+    platform_minor INTEGER NOT NULL,
+    by_channel TEXT NOT NULL,
+    message TEXT,
+    balance_after_minor INTEGER NOT NULL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    ack_text TEXT,
+    acked_at_ms INTEGER,
+    refunded_at_ms INTEGER
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS gifts_by_time ON gifts (created_at_ms, gift_id);
+CREATE INDEX IF NOT EXISTS gifts_by_broadcaster ON gifts (broadcaster_id, created_at_ms);
+CREATE TABLE IF NOT EXISTS idempotency (
+    user_id TEXT NOT NULL,
+    key TEXT NOT NULL,
+    request_hash TEXT NOT NULL,
+    gift_id TEXT,
+    error_code TEXT,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (user_id, key)
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS receipts (
+    receipt_id TEXT PRIMARY KEY,
+    user_id TEXT NOT NULL,
+    channel TEXT NOT NULL,
+    amount_minor INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE IF NOT EXISTS room_events (
+    room_id TEXT NOT NULL,
+    seq INTEGER NOT NULL,
+    epoch INTEGER NOT NULL,
+    frame TEXT NOT NULL,
+    broadcaster_frame TEXT,
+    broadcaster_id TEXT NOT NULL,
+    ends_room INTEGER NOT NULL,
+    created_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (room_id, seq)
+) WITHOUT ROWID;
+"#;
+
+pub(crate) struct Lite {
+    writer: Mutex<SqliteConnection>,
+    reader: SqlitePool,
+}
+
+impl Lite {
+    pub async fn open(path: &str, read_connections: u32) -> Result<Lite, LedgerError> {
+        let options = SqliteConnectOptions::from_str(&format!("sqlite:{path}"))
+            .map_err(|e| LedgerError::Config(e.to_string()))?
+            .create_if_missing(true)
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Full)
+            .busy_timeout(Duration::from_secs(5))
+            .pragma("cache_size", "-65536")
+            .pragma("temp_store", "memory");
+        let mut writer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        writer
+            .execute(SCHEMA)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        let reader = SqlitePoolOptions::new()
+            .max_connections(read_connections.max(1))
+            .connect_with(options.read_only(true))
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        Ok(Lite {
+            writer: Mutex::new(writer),
+            reader,
+        })
+    }
+
+    async fn load(
+        conn: &mut SqliteConnection,
+        commands: &[Command],
+    ) -> Result<Loaded, sqlx::Error> {
+        let mut keys = plan::keys_of(commands);
+        let mut loaded = Loaded::default();
+        if !keys.gifts.is_empty() {
+            let ids = json_list(keys.gifts.iter());
+            for r in sqlx::query(
+                "SELECT gift_id, room_id, broadcaster_id, sender_id, ack_text IS NOT NULL AS acked \
+                 FROM gifts WHERE gift_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(ids)
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                loaded.gifts.insert(
+                    r.try_get("gift_id")?,
+                    GiftAckInfo {
+                        room_id: r.try_get("room_id")?,
+                        broadcaster_id: r.try_get("broadcaster_id")?,
+                        sender_id: r.try_get("sender_id")?,
+                        acked: r.try_get("acked")?,
+                    },
+                );
+            }
+            plan::add_ack_rooms(&mut keys, &loaded.gifts);
+        }
+        if !keys.rooms.is_empty() {
+            let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id IN (SELECT value FROM json_each(?1))");
+            for r in sqlx::query(&q)
+                .bind(json_list(keys.rooms.iter()))
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                let room = rows::room(&r)?;
+                loaded.rooms.insert(room.room_id.clone(), room);
+            }
+        }
+        if !keys.users.is_empty() {
+            for r in sqlx::query(
+                "SELECT user_id, channel, balance_minor FROM wallets \
+                 WHERE user_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_list(keys.users.iter()))
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                let channel: String = r.try_get("channel")?;
+                let channel: applause_core::Channel = channel
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+                loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
+                    r.try_get("balance_minor")?;
+            }
+        }
+        if !keys.idempotency.is_empty() {
+            let pairs: Vec<_> = keys
+                .idempotency
+                .iter()
+                .map(|(u, k)| serde_json::json!([u, k]))
+                .collect();
+            for r in sqlx::query(
+                "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
+                 WHERE (user_id, key) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
+            )
+            .bind(serde_json::Value::Array(pairs).to_string())
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                let rec = rows::idempotency(&r)?;
+                loaded
+                    .idempotency
+                    .insert((rec.user_id.clone(), rec.key.clone()), rec);
+            }
+        }
+        if !keys.receipts.is_empty() {
+            for r in sqlx::query(
+                "SELECT receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts \
+                 WHERE receipt_id IN (SELECT value FROM json_each(?1))",
+            )
+            .bind(json_list(keys.receipts.iter()))
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                let rec = rows::receipt(&r)?;
+                loaded.receipts.insert(rec.receipt_id.clone(), rec);
+            }
+        }
+        Ok(loaded)
+    }
+
+    async fn write(conn: &mut SqliteConnection, w: &plan::WriteSet) -> Result<(), sqlx::Error> {
+        for room in &w.new_rooms {
+            sqlx::query(
+                "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )
+            .bind(&room.room_id)
+            .bind(&room.broadcaster_id)
+            .bind(&room.title)
+            .bind(room.epoch as i64)
+            .bind(room.live)
+            .bind(room.last_seq as i64)
+            .bind(room.published_seq as i64)
+            .bind(room.created_at_ms)
+            .bind(room.ended_at_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for room in &w.room_updates {
+            sqlx::query(
+                "UPDATE rooms SET live = ?2, last_seq = ?3, published_seq = ?4, ended_at_ms = ?5 WHERE room_id = ?1",
+            )
+            .bind(&room.room_id)
+            .bind(room.live)
+            .bind(room.last_seq as i64)
+            .bind(room.published_seq as i64)
+            .bind(room.ended_at_ms)
+            .execute(&mut *conn)
+            .await?;
+        }
+        let j = BatchJson::of(w);
+        if w.wallet_deltas.values().any(|d| *d > 0) {
+            sqlx::query(
+                "INSERT INTO wallets (user_id, channel, balance_minor) \
+                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (user_id, channel) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
+            )
+            .bind(&j.wallet_credits)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if w.wallet_deltas.values().any(|d| *d < 0) {
+            sqlx::query(
+                "UPDATE wallets SET balance_minor = balance_minor + d.delta \
+                 FROM (SELECT value->>0 AS u, value->>1 AS c, value->>2 AS delta FROM json_each(?1)) AS d \
+                 WHERE wallets.user_id = d.u AND wallets.channel = d.c",
+            )
+            .bind(&j.wallet_debits)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.txns.is_empty() {
+            sqlx::query(
+                "INSERT INTO transactions (txn_id, kind, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
+            )
+            .bind(&j.txns)
+            .execute(&mut *conn)
+            .await?;
+            sqlx::query(
+                "INSERT INTO entries (txn_id, account, amount_minor) \
+                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
+            )
+            .bind(&j.entries)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.gifts.is_empty() {
+            sqlx::query(
+                "INSERT INTO gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
+                 amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
+                 seq, epoch, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
+                 value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16 \
+                 FROM json_each(?1)",
+            )
+            .bind(&j.gifts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.idempotency.is_empty() {
+            sqlx::query(
+                "INSERT INTO idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)",
+            )
+            .bind(&j.idempotency)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.receipts.is_empty() {
+            sqlx::query(
+                "INSERT INTO receipts (receipt_id, user_id, channel, amount_minor, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1)",
+            )
+            .bind(&j.receipts)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.events.is_empty() {
+            sqlx::query(
+                "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?1)",
+            )
+            .bind(&j.events)
+            .execute(&mut *conn)
+            .await?;
+        }
+        for (gift_id, text, at) in &w.acks {
+            sqlx::query("UPDATE gifts SET ack_text = ?2, acked_at_ms = ?3 WHERE gift_id = ?1")
+                .bind(gift_id)
+                .bind(text)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+fn json_list<'a>(items: impl Iterator<Item = &'a String>) -> String {
+    serde_json::Value::Array(
+        items
+            .map(|s| serde_json::Value::String(s.clone()))
+            .collect(),
+    )
+    .to_string()
+}
+
+#[async_trait]
+impl Backend for Lite {
+    async fn migrate(&self) -> Result<(), LedgerError> {
+        let mut w = self.writer.lock().await;
+        w.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
+        Ok(())
+    }
+
+    async fn run_batch(
+        &self,
+        commands: &[Command],
+        plan: PlanFn<'_>,
+    ) -> Result<Vec<Outcome>, LedgerError> {
+        let mut conn = self.writer.lock().await;
+        conn.execute("BEGIN IMMEDIATE")
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        let result = async {
+            let loaded = Self::load(&mut conn, commands)
+                .await
+                .map_err(LedgerError::from_sqlx)?;
+            let (writes, outcomes) = plan(loaded).map_err(LedgerError::Internal)?;
+            if !writes.is_empty() {
+                Self::write(&mut conn, &writes)
+                    .await
+                    .map_err(LedgerError::from_sqlx)?;
+            }
+            Ok::<_, LedgerError>(outcomes)
+        }
+        .await;
+        match result {
+            Ok(outcomes) => {
+                conn.execute("COMMIT")
+                    .await
+                    .map_err(LedgerError::from_sqlx)?;
+                Ok(outcomes)
+            }
+            Err(e) => {
+                let _ = conn.execute("ROLLBACK").await;
+                Err(e)
+            }
+        }
+    }
+
+    async fn room(&self, room_id: &str) -> Result<Option<Room>, LedgerError> {
+        let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id = ?1");
+        let row = sqlx::query(&q)
+            .bind(room_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::room(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn wallet(&self, user_id: &str) -> Result<Wallet, LedgerError> {
+        let rows = sqlx::query("SELECT channel, balance_minor FROM wallets WHERE user_id = ?1")
+            .bind(user_id)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        wallet_of(
+            rows.iter()
+                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
+        )
+    }
+
+    async fn gift(&self, gift_id: &str) -> Result<Option<GiftRecord>, LedgerError> {
+        let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id = ?1");
+        let row = sqlx::query(&q)
+            .bind(gift_id)
+            .fetch_optional(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::gift(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn idempotency(
+        &self,
+        user_id: &str,
+        key: &str,
+    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
+        let row = sqlx::query(
+            "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
+             WHERE user_id = ?1 AND key = ?2",
+        )
+        .bind(user_id)
+        .bind(key)
+        .fetch_optional(&self.reader)
+        .await
+        .map_err(LedgerError::from_sqlx)?;
+        row.map(|r| rows::idempotency(&r))
+            .transpose()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn gifts_between(
+        &self,
+        from_ms: i64,
+        to_ms: i64,
+        broadcaster_id: Option<&str>,
+        after: Option<(i64, String)>,
+        limit: u32,
+    ) -> Result<Vec<GiftRecord>, LedgerError> {
+        let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
+        let q = format!(
+            "SELECT {GIFT_COLUMNS} FROM gifts WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
+             AND (?3 IS NULL OR broadcaster_id = ?3) AND (created_at_ms, gift_id) > (?4, ?5) \
+             ORDER BY created_at_ms, gift_id LIMIT ?6"
+        );
+        let rows = sqlx::query(&q)
+            .bind(from_ms)
+            .bind(to_ms)
+            .bind(broadcaster_id)
+            .bind(after_ms)
+            .bind(after_id)
+            .bind(i64::from(limit))
+            .fetch_all(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        rows.iter()
+            .map(|r| rows::gift(r))
+            .collect::<Result<_, _>>()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn summary(&self) -> Result<Summary, LedgerError> {
+        summary_from(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn check(&self) -> Result<CheckReport, LedgerError> {
+        check_from(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn unpublished_events(
+        &self,
+        before_ms: i64,
+        limit: u32,
+    ) -> Result<Vec<StoredEvent>, LedgerError> {
+        let rows = sqlx::query(
+            "SELECT e.room_id, e.seq, e.epoch, e.frame, e.broadcaster_frame, e.broadcaster_id, e.ends_room, e.created_at_ms \
+             FROM rooms r JOIN room_events e ON e.room_id = r.room_id AND e.seq > r.published_seq \
+             WHERE r.last_seq > r.published_seq AND e.created_at_ms < ?1 \
+             ORDER BY e.room_id, e.seq LIMIT ?2",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&self.reader)
+        .await
+        .map_err(LedgerError::from_sqlx)?;
+        rows.iter()
+            .map(|r| rows::event(r))
+            .collect::<Result<_, _>>()
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
+        let mut conn = self.writer.lock().await;
+        let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < ?1")
+            .bind(before_ms)
+            .execute(&mut *conn)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+        Ok(r.rows_affected())
+    }
+
+    async fn ping(&self) -> Result<(), LedgerError> {
+        sqlx::query("SELECT 1")
+            .execute(&self.reader)
+            .await
+            .map(|_| ())
+            .map_err(LedgerError::from_sqlx)
+    }
+}
+
+pub(crate) fn wallet_of(rows: impl Iterator<Item = (String, i64)>) -> Result<Wallet, LedgerError> {
+    let mut w = Wallet::default();
+    for (channel, balance) in rows {
+        let c: applause_core::Channel = channel.parse().map_err(LedgerError::Internal)?;
+        w.by_channel[c.index()] = balance;
+    }
+    Ok(w)
+}
+
+macro_rules! summary_and_check {
+    ($db:ty) => {
+        pub(crate) async fn summary_from(pool: &sqlx::Pool<$db>) -> Result<Summary, sqlx::Error> {
+            use sqlx::Row;
+            let mut s = Summary::default();
+            for r in sqlx::query("SELECT channel, CAST(SUM(amount_minor) AS BIGINT) FROM receipts GROUP BY channel")
+                .fetch_all(pool)
+                .await?
+            {
+                let c: String = r.try_get(0)?;
+                if let Ok(c) = c.parse::<applause_core::Channel>() {
+                    s.topups_by_channel[c.index()] = r.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
+                }
+            }
+            s.wallets_outstanding = sqlx::query("SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM wallets")
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?;
+            let g = sqlx::query(
+                "SELECT COUNT(*), CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), \
+                 CAST(COALESCE(SUM(CASE WHEN refunded_at_ms IS NULL THEN 0 ELSE amount_minor END), 0) AS BIGINT) FROM gifts",
+            )
+            .fetch_one(pool)
+            .await?;
+            s.gifts = g.try_get::<i64, _>(0)? as u64;
+            s.gross_gifts = g.try_get(1)?;
+            s.refunds = g.try_get(2)?;
+            for r in sqlx::query(
+                "SELECT account, CAST(SUM(amount_minor) AS BIGINT) FROM entries \
+                 WHERE account LIKE 'store:%' OR account LIKE 'broadcaster:%' OR account = 'platform:revenue' OR account LIKE 'escrow:%' \
+                 GROUP BY account",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                let account: String = r.try_get(0)?;
+                let sum: i64 = r.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
+                if let Some(c) = account.strip_prefix("store:") {
+                    if let Ok(c) = c.parse::<applause_core::Channel>() {
+                        s.store_fees_by_channel[c.index()] += sum;
+                    }
+                } else if account.starts_with("broadcaster:") {
+                    s.broadcaster_payable += sum;
+                } else if account.starts_with("escrow:") {
+                    s.escrow_open += sum;
+                } else {
+                    s.platform_revenue += sum;
+                }
+            }
+            Ok(s)
+        }
+
+        pub(crate) async fn check_from(pool: &sqlx::Pool<$db>) -> Result<CheckReport, sqlx::Error> {
+            use sqlx::Row;
+            let mut c = CheckReport::default();
+            c.transactions = sqlx::query("SELECT COUNT(*) FROM transactions").fetch_one(pool).await?.try_get::<i64, _>(0)? as u64;
+            c.entries = sqlx::query("SELECT COUNT(*) FROM entries").fetch_one(pool).await?.try_get::<i64, _>(0)? as u64;
+            for r in sqlx::query(
+                "SELECT txn_id FROM entries GROUP BY txn_id HAVING SUM(amount_minor) <> 0 ORDER BY txn_id LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.unbalanced_transactions.push(r.try_get(0)?);
+            }
+            // Transactions with no entries at all are as wrong as unbalanced ones.
+            for r in sqlx::query(
+                "SELECT t.txn_id FROM transactions t WHERE NOT EXISTS (SELECT 1 FROM entries e WHERE e.txn_id = t.txn_id) LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.unbalanced_transactions.push(r.try_get(0)?);
+            }
+            let wallets: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM wallets")
+                .fetch_one(pool)
+                .await?
+                .try_get(0)?;
+            let others: i64 = sqlx::query(
+                "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM entries WHERE account NOT LIKE 'wallet:%'",
+            )
+            .fetch_one(pool)
+            .await?
+            .try_get(0)?;
+            c.balance_sum = wallets + others;
+            for r in sqlx::query(
+                "SELECT w.user_id || ':' || w.channel FROM wallets w LEFT JOIN \
+                 (SELECT account, SUM(amount_minor) AS s FROM entries WHERE account LIKE 'wallet:%' GROUP BY account) e \
+                 ON e.account = 'wallet:' || w.user_id || ':' || w.channel \
+                 WHERE COALESCE(e.s, 0) <> w.balance_minor LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.mismatched_wallets.push(r.try_get(0)?);
+            }
+            // Entries on a wallet account that has no balance row.
+            for r in sqlx::query(
+                "SELECT e.account FROM entries e WHERE e.account LIKE 'wallet:%' AND NOT EXISTS \
+                 (SELECT 1 FROM wallets w WHERE 'wallet:' || w.user_id || ':' || w.channel = e.account) \
+                 GROUP BY e.account HAVING SUM(e.amount_minor) <> 0 LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.mismatched_wallets.push(r.try_get(0)?);
+            }
+            for r in sqlx::query("SELECT user_id || ':' || channel FROM wallets WHERE balance_minor < 0 LIMIT 20")
+                .fetch_all(pool)
+                .await?
+            {
+                c.negative_wallets.push(r.try_get(0)?);
+            }
+            for r in sqlx::query(
+                "SELECT gift_id FROM gifts WHERE store_minor + broadcaster_minor + platform_minor <> amount_minor LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.bad_splits.push(r.try_get(0)?);
+            }
+            Ok(c)
+        }
+    };
+}
+pub(crate) use summary_and_check;
+
+summary_and_check!(sqlx::Sqlite);

@@ -1,0 +1,141 @@
+//! Idempotency keys and receipts: replays charge nothing, other bodies are
+//! refused, refusals replay as refusals, and all of it survives a restart.
+
+use std::sync::Arc;
+
+use applause_core::{Channel, ErrorCode};
+use applause_ledger::*;
+
+use crate::both;
+use crate::common::*;
+
+async fn replays(store: &TestStore) {
+    let ledger = store.open().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    let first = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    let PurchaseOutcome::Charged(gift, _) = first else {
+        panic!("{first:?}")
+    };
+    // Same key, same body: the stored gift.
+    let again = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        PurchaseOutcome::Replay(StoredOutcome::Gift(gift.gift_id.clone()))
+    );
+    // Same key, other body.
+    let other = ledger
+        .purchase(buy("v", &r.room_id, 200, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(other, PurchaseOutcome::KeyReused);
+    // 100 concurrent replays charge nothing more.
+    let ledger2 = Arc::new(ledger.clone());
+    let tasks: Vec<_> = (0..100)
+        .map(|_| {
+            let l = ledger2.clone();
+            let cmd = buy("v", &r.room_id, 300, "k1");
+            tokio::spawn(async move { l.purchase(cmd).await.unwrap() })
+        })
+        .collect();
+    for t in tasks {
+        assert_eq!(
+            t.await.unwrap(),
+            PurchaseOutcome::Replay(StoredOutcome::Gift(gift.gift_id.clone()))
+        );
+    }
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    // An insufficient-funds refusal is remembered and replayed as a refusal,
+    // even after the wallet is funded.
+    let poor = ledger
+        .purchase(buy("v", &r.room_id, 5_000, "k2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        poor,
+        PurchaseOutcome::Rejected(ErrorCode::InsufficientFunds)
+    );
+    fund(&ledger, "v", Channel::Apple, 10_000).await;
+    let poor_again = ledger
+        .purchase(buy("v", &r.room_id, 5_000, "k2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        poor_again,
+        PurchaseOutcome::Replay(StoredOutcome::Rejected(ErrorCode::InsufficientFunds))
+    );
+    // Keys belong to their user: another user's identical key is a new purchase.
+    fund(&ledger, "w", Channel::Web, 1_000).await;
+    let theirs = ledger
+        .purchase(buy("w", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert!(matches!(theirs, PurchaseOutcome::Charged(..)));
+    drop(ledger);
+    drop(ledger2);
+
+    // After a restart the records are still there.
+    let reopened = store.open().await;
+    let stored = reopened.idempotency("v", "k1").await.unwrap().unwrap();
+    assert_eq!(stored.outcome, StoredOutcome::Gift(gift.gift_id.clone()));
+    let after = reopened
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        after,
+        PurchaseOutcome::Replay(StoredOutcome::Gift(gift.gift_id.clone()))
+    );
+    let g = reopened.gift(&gift.gift_id).await.unwrap().unwrap();
+    assert_eq!(&g, gift.as_ref());
+    assert_check(&reopened).await;
+}
+both!(replays_charge_once_and_survive_restart, replays);
+
+async fn receipts(store: &TestStore) {
+    let ledger = store.open().await;
+    let cmd = TopUpCmd {
+        user_id: "v".into(),
+        channel: Channel::Google,
+        amount_minor: 999,
+        receipt_id: "rcpt-1".into(),
+    };
+    assert!(matches!(
+        ledger.top_up(cmd.clone()).await.unwrap(),
+        TopUpOutcome::Credited(_)
+    ));
+    assert!(matches!(
+        ledger.top_up(cmd.clone()).await.unwrap(),
+        TopUpOutcome::Replay(_)
+    ));
+    let other = TopUpCmd {
+        amount_minor: 1_000,
+        ..cmd.clone()
+    };
+    assert_eq!(ledger.top_up(other).await.unwrap(), TopUpOutcome::KeyReused);
+    let w = ledger.wallet("v").await.unwrap();
+    assert_eq!(w.by_channel, [0, 999, 0]);
+    assert_check(&ledger).await;
+}
+both!(receipts_credit_once, receipts);
+
+async fn sweep(store: &TestStore) {
+    let ledger = store.open().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    ledger
+        .purchase(buy("v", &r.room_id, 100, "old"))
+        .await
+        .unwrap();
+    assert_eq!(ledger.sweep_idempotency(0).await.unwrap(), 0);
+    let removed = ledger.sweep_idempotency(i64::MAX).await.unwrap();
+    assert_eq!(removed, 1);
+    assert!(ledger.idempotency("v", "old").await.unwrap().is_none());
+}
+both!(sweeping_forgets_only_old_keys, sweep);

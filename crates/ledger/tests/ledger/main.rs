@@ -1,0 +1,11 @@
+//! The ledger's shared suite: every test runs against real SQLite (a file in
+//! a temporary directory) and real PostgreSQL (a fresh database per test on
+//! 127.0.0.1:5432, dropped at the end).
+
+mod common;
+mod concurrency;
+mod idempotency;
+mod invariants;
+mod outbox;
+mod reports;
+mod rooms;
