@@ -322,8 +322,8 @@ mod tests {
 
     #[test]
     fn the_plot_is_well_formed_svg() {
-        let samples: Vec<Sample> = (1..=5)
-            .map(|i| Sample {
+        let samples: Vec<Sample> = (1u32..=5)
+            .map(|i: u32| Sample {
                 t_s: f64::from(i),
                 gifts: 10,
                 deliveries: 1000 * u64::from(i),
