@@ -51,9 +51,14 @@ pub struct GiftCreated {
 pub enum GiftOutcome {
     Created(GiftCreated),
     /// The server answered with an error status and code.
-    Rejected { status: u16, code: String },
+    Rejected {
+        status: u16,
+        code: String,
+    },
     /// No answer after every retry: it may or may not have been committed.
-    Unknown { error: String },
+    Unknown {
+        error: String,
+    },
 }
 
 #[derive(Debug, Clone)]
@@ -93,14 +98,16 @@ impl Api {
         format!("{}{path}", self.base)
     }
 
-    async fn send_json(
-        &self,
-        req: reqwest::RequestBuilder,
-        what: &str,
-    ) -> Result<(u16, String)> {
-        let resp = req.send().await.with_context(|| format!("{what}: request failed"))?;
+    async fn send_json(&self, req: reqwest::RequestBuilder, what: &str) -> Result<(u16, String)> {
+        let resp = req
+            .send()
+            .await
+            .with_context(|| format!("{what}: request failed"))?;
         let status = resp.status().as_u16();
-        let body = resp.text().await.with_context(|| format!("{what}: reading body"))?;
+        let body = resp
+            .text()
+            .await
+            .with_context(|| format!("{what}: reading body"))?;
         Ok((status, body))
     }
 
@@ -121,7 +128,9 @@ impl Api {
             .ok_or_else(|| anyhow!("GET /v1/stickers: no `stickers` array"))?;
         list.iter()
             .map(|s| {
-                let id = s["id"].as_str().ok_or_else(|| anyhow!("sticker without id"))?;
+                let id = s["id"]
+                    .as_str()
+                    .ok_or_else(|| anyhow!("sticker without id"))?;
                 let price = s["price"]
                     .as_str()
                     .ok_or_else(|| anyhow!("sticker {id}: price is not a string"))?;
@@ -187,7 +196,13 @@ impl Api {
                 .send()
                 .await;
             let (retryable, outcome, wait) = match attempt {
-                Err(e) => (true, GiftOutcome::Unknown { error: e.to_string() }, None),
+                Err(e) => (
+                    true,
+                    GiftOutcome::Unknown {
+                        error: e.to_string(),
+                    },
+                    None,
+                ),
                 Ok(resp) => {
                     let status = resp.status().as_u16();
                     let retry_after = resp
@@ -197,7 +212,13 @@ impl Api {
                         .and_then(|s| s.parse::<u64>().ok())
                         .map(|s| Duration::from_secs(s).min(RETRY_AFTER_MAX));
                     match resp.text().await {
-                        Err(e) => (true, GiftOutcome::Unknown { error: e.to_string() }, None),
+                        Err(e) => (
+                            true,
+                            GiftOutcome::Unknown {
+                                error: e.to_string(),
+                            },
+                            None,
+                        ),
                         Ok(text) if status == 201 || status == 200 => {
                             match self.parse_gift(&text) {
                                 Ok(g) => (false, GiftOutcome::Created(g), None),
@@ -291,7 +312,9 @@ impl Api {
         let url = self.url(&format!(
             "/v1/rooms/{room_id}/leaderboard?window=live&limit={limit}"
         ));
-        let v = self.expect_ok(self.http.get(url), "GET leaderboard").await?;
+        let v = self
+            .expect_ok(self.http.get(url), "GET leaderboard")
+            .await?;
         let entries = v["entries"]
             .as_array()
             .ok_or_else(|| anyhow!("leaderboard has no `entries` array"))?;

@@ -310,7 +310,10 @@ impl Scenario {
         if self.jwt_secret.len() < 32 {
             bail!("the JWT secret must be at least 32 bytes (SPEC §3)");
         }
-        for (name, v) in [("--message-share", self.message_share), ("--ack-share", self.ack_share)] {
+        for (name, v) in [
+            ("--message-share", self.message_share),
+            ("--ack-share", self.ack_share),
+        ] {
             if !(0.0..=1.0).contains(&v) {
                 bail!("{name} must be between 0 and 1, got {v}");
             }

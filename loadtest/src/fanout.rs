@@ -46,14 +46,14 @@ pub fn payload(run: &str, n: u64, measured: bool, size: usize) -> String {
 
 enum Publisher {
     Http(reqwest::Client, String),
-    Ws(crate::net::Ws),
+    Ws(Box<crate::net::Ws>),
 }
 
 pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     let duration = parse_duration(&a.duration)?;
     let warmup = parse_duration(&a.warmup)?;
     let drain = parse_duration(&a.drain)?;
-    if !(a.rate > 0.0) || a.connect_rate <= 0.0 {
+    if a.rate.is_nan() || a.rate <= 0.0 || a.connect_rate <= 0.0 {
         bail!("--rate and --connect-rate must be positive");
     }
     let pool = Arc::new(SourcePool::new(parse_source_ips(&a.source_ips)?));
@@ -86,7 +86,8 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     }
     let settle = Instant::now() + Duration::from_secs(30);
     while Instant::now() < settle
-        && metrics.connected.load(Ordering::Relaxed) + metrics.connect_failed.load(Ordering::Relaxed)
+        && metrics.connected.load(Ordering::Relaxed)
+            + metrics.connect_failed.load(Ordering::Relaxed)
             < a.subscribers as u64
     {
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -95,7 +96,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     tokio::time::sleep(Duration::from_millis(500)).await;
 
     let mut publisher = if a.publish.starts_with("ws://") {
-        Publisher::Ws(connect_ws(&a.publish, &pool).await?)
+        Publisher::Ws(Box::new(connect_ws(&a.publish, &pool).await?))
     } else {
         Publisher::Http(
             reqwest::Client::builder().tcp_nodelay(true).build()?,
@@ -106,7 +107,12 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     started.store(true, Ordering::SeqCst);
     let send_start = Instant::now();
     let timeline = Arc::new(Timeline::default());
-    let sampler = spawn_sampler(metrics.clone(), timeline.clone(), send_start, a.out.server_pid);
+    let sampler = spawn_sampler(
+        metrics.clone(),
+        timeline.clone(),
+        send_start,
+        a.out.server_pid,
+    );
     let total = warmup + duration;
     let mut n = 0u64;
     let mut measure: Option<(Instant, Option<crate::metrics::ProcSnapshot>, u64)> = None;
@@ -170,7 +176,9 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     let mut problems = Vec::new();
     let mut checked = 0u64;
     while let Some(r) = subs.join_next().await {
-        let Ok(Some((i, tracker, throughout))) = r else { continue };
+        let Ok(Some((i, tracker, throughout))) = r else {
+            continue;
+        };
         problems.extend(tracker.missing.iter().map(|&seq| Problem::Lost {
             viewer: i,
             seq,
@@ -178,9 +186,18 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
         }));
         for a in &tracker.anomalies {
             problems.push(match a {
-                crate::verify::Anomaly::Duplicate(seq) => Problem::Duplicate { viewer: i, seq: *seq },
-                crate::verify::Anomaly::Reordered(seq) => Problem::Reordered { viewer: i, seq: *seq },
-                other => Problem::Stream { viewer: i, what: format!("{other:?}") },
+                crate::verify::Anomaly::Duplicate(seq) => Problem::Duplicate {
+                    viewer: i,
+                    seq: *seq,
+                },
+                crate::verify::Anomaly::Reordered(seq) => Problem::Reordered {
+                    viewer: i,
+                    seq: *seq,
+                },
+                other => Problem::Stream {
+                    viewer: i,
+                    what: format!("{other:?}"),
+                },
             });
         }
         if throughout {
@@ -189,10 +206,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
             if tracker.first.is_none_or(|f| f > 0) || last + 1 < n {
                 problems.push(Problem::Stream {
                     viewer: i,
-                    what: format!(
-                        "received messages {:?}..={last} of 0..{n}",
-                        tracker.first
-                    ),
+                    what: format!("received messages {:?}..={last} of 0..{n}", tracker.first),
                 });
             }
         }

@@ -51,7 +51,9 @@ impl Default for ShardedHist {
 
 impl ShardedHist {
     pub fn record(&self, shard: usize, us: u64) {
-        let mut h = self.shards[shard % SCREEN_SHARDS].lock().expect("histogram lock");
+        let mut h = self.shards[shard % SCREEN_SHARDS]
+            .lock()
+            .expect("histogram lock");
         h.total.saturating_record(us.max(1));
         h.interval.saturating_record(us.max(1));
     }
@@ -230,14 +232,18 @@ pub fn spawn_sampler(
             let d = m.deliveries.load(Ordering::Relaxed);
             let p = Percentiles::of(&m.screen.take_interval());
             let rss = pid.and_then(proc_snapshot).map_or(0, |s| s.rss_kib);
-            timeline.samples.lock().expect("timeline lock").push(Sample {
-                t_s: start.elapsed().as_secs_f64().round(),
-                gifts: g - gifts,
-                deliveries: d - deliveries,
-                p50_ms: p.p50_ms,
-                p99_ms: p.p99_ms,
-                max_ms: p.max_ms,
-            });
+            timeline
+                .samples
+                .lock()
+                .expect("timeline lock")
+                .push(Sample {
+                    t_s: start.elapsed().as_secs_f64().round(),
+                    gifts: g - gifts,
+                    deliveries: d - deliveries,
+                    p50_ms: p.p50_ms,
+                    p99_ms: p.p99_ms,
+                    max_ms: p.max_ms,
+                });
             timeline.rss_kib_max.fetch_max(rss, Ordering::Relaxed);
             (gifts, deliveries) = (g, d);
         }

@@ -41,7 +41,10 @@ pub fn raise_nofile_limit(wanted: u64) -> u64 {
         }
         libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim);
     }
-    lim.rlim_cur as u64
+    // rlim_t is u64 on Linux; the conversion keeps other targets compiling.
+    #[allow(clippy::unnecessary_cast)]
+    let soft = lim.rlim_cur as u64;
+    soft
 }
 
 /// Loopback source addresses used one after the other: the next one is taken

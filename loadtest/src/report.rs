@@ -107,7 +107,11 @@ impl Report {
     /// The human summary printed at the end of a run.
     pub fn table(&self) -> String {
         let mut out = String::new();
-        let _ = writeln!(out, "== applause-loadtest {} ({}) ==", self.mode, self.run_id);
+        let _ = writeln!(
+            out,
+            "== applause-loadtest {} ({}) ==",
+            self.mode, self.run_id
+        );
         let g = &self.gifts;
         if g.attempted > 0 {
             let _ = writeln!(
@@ -153,7 +157,11 @@ impl Report {
             );
         }
         if !self.errors.is_empty() {
-            let list: Vec<String> = self.errors.iter().map(|(k, v)| format!("{k}={v}")).collect();
+            let list: Vec<String> = self
+                .errors
+                .iter()
+                .map(|(k, v)| format!("{k}={v}"))
+                .collect();
             let _ = writeln!(out, "errors     {}", list.join("  "));
         }
         let vr = &self.verification;
@@ -231,7 +239,11 @@ pub fn svg(samples: &[Sample], title: &str) -> String {
             300.0,
             "per second",
             vec![
-                ("deliveries/s", "#2ca02c", Box::new(|s: &Sample| s.deliveries as f64)),
+                (
+                    "deliveries/s",
+                    "#2ca02c",
+                    Box::new(|s: &Sample| s.deliveries as f64),
+                ),
                 ("gifts/s", "#9467bd", Box::new(|s: &Sample| s.gifts as f64)),
             ],
         ),
@@ -313,7 +325,9 @@ fn short(v: f64) -> String {
 }
 
 fn escape(s: &str) -> String {
-    s.replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;")
+    s.replace('&', "&amp;")
+        .replace('<', "&lt;")
+        .replace('>', "&gt;")
 }
 
 #[cfg(test)]

@@ -120,7 +120,12 @@ mod tests {
             Some(5),
             Some("g1"),
         );
-        check(r#"{"type":"resync_required"}"#, "resync_required", None, None);
+        check(
+            r#"{"type":"resync_required"}"#,
+            "resync_required",
+            None,
+            None,
+        );
         check("not json", "", None, None);
     }
 

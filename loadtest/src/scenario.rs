@@ -98,7 +98,11 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
     let api = Api::new(&s.http_base, s.request_timeout, s.retries, currency.clone())?;
     let mint = TokenMint::new(&s.jwt_secret);
     let admin = mint.mint(&format!("lt{run_id}-admin"), "admin", "loadtest admin")?;
-    let finance = mint.mint(&format!("lt{run_id}-finance"), "finance", "loadtest finance")?;
+    let finance = mint.mint(
+        &format!("lt{run_id}-finance"),
+        "finance",
+        "loadtest finance",
+    )?;
 
     let metrics = Arc::new(Metrics::default());
     let progress = Progress::start(metrics.clone(), out.quiet);
@@ -171,7 +175,11 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         tokio::time::sleep_until(due.into()).await;
         let room = v % s.rooms;
         let gateway = to_ws_url(&s.gateways[v % s.gateways.len()]);
-        let token = mint.mint(&format!("lt{run_id}-v{v}"), "viewer", &format!("viewer {v}"))?;
+        let token = mint.mint(
+            &format!("lt{run_id}-v{v}"),
+            "viewer",
+            &format!("viewer {v}"),
+        )?;
         let url = format!(
             "{gateway}/v1/ws?room={}&access_token={token}",
             rooms[room].room_id
@@ -195,7 +203,12 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
     let send_start = Instant::now();
     let send_total = s.warmup + s.duration;
     let timeline = Arc::new(Timeline::default());
-    let sampler = spawn_sampler(metrics.clone(), timeline.clone(), send_start, out.server_pid);
+    let sampler = spawn_sampler(
+        metrics.clone(),
+        timeline.clone(),
+        send_start,
+        out.server_pid,
+    );
     let warm = {
         let (metrics, pid, warmup) = (metrics.clone(), out.server_pid, s.warmup);
         let phase = progress.phase.clone();
@@ -216,7 +229,10 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
             .collect(),
         senders,
         mix,
-        catalog: catalog.iter().map(|c| (c.id.clone(), c.price_minor)).collect(),
+        catalog: catalog
+            .iter()
+            .map(|c| (c.id.clone(), c.price_minor))
+            .collect(),
         quantity: s.quantity,
         message_share: s.message_share,
         ack_share: s.ack_share,
@@ -362,7 +378,14 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         connect: Percentiles::of(&m.connect.lock().expect("lock").total),
     };
     report.errors = m.errors.lock().expect("errors lock").clone();
-    report.server = server_stats(out.server_pid, cpu_start, cpu_end, rss_max, deliveries_measured, measured_gifts(&timeline, s.warmup));
+    report.server = server_stats(
+        out.server_pid,
+        cpu_start,
+        cpu_end,
+        rss_max,
+        deliveries_measured,
+        measured_gifts(&timeline, s.warmup),
+    );
     report.timeline = timeline;
     report.verification = summarize(&problems, throughout, purchases.len() as u64);
     Ok(Outcome {
@@ -433,8 +456,14 @@ fn scenario_summary(s: &Scenario) -> BTreeMap<String, String> {
     put("rooms", s.rooms.to_string());
     put("viewers_per_room", s.viewers_per_room.to_string());
     put("senders", s.senders.to_string());
-    put("rate", s.rate_end.map_or("closed-loop".into(), |r| r.to_string()));
-    put("ramp_from", s.rate_start.map_or("-".into(), |r| r.to_string()));
+    put(
+        "rate",
+        s.rate_end.map_or("closed-loop".into(), |r| r.to_string()),
+    );
+    put(
+        "ramp_from",
+        s.rate_start.map_or("-".into(), |r| r.to_string()),
+    );
     put("quantity", s.quantity.to_string());
     put("message_share", s.message_share.to_string());
     put("ack_share", s.ack_share.to_string());
@@ -562,28 +591,40 @@ impl SendCtx {
             started: r.started,
             measured,
         };
-        self.shared.sent.write().expect("sent lock").insert(fp, sent);
+        self.shared
+            .sent
+            .write()
+            .expect("sent lock")
+            .insert(fp, sent);
         m.gifts_created.fetch_add(1, Ordering::Relaxed);
         let expected = self.catalog.get(&sticker).copied().unwrap_or(0) * i64::from(self.quantity);
         if expected != gift.amount_minor {
-            self.shared.problems.lock().expect("problems lock").push(Problem::AmountMismatch {
-                gift_id: gift.gift_id.clone(),
-                expected,
-                got: gift.amount_minor,
-            });
+            self.shared
+                .problems
+                .lock()
+                .expect("problems lock")
+                .push(Problem::AmountMismatch {
+                    gift_id: gift.gift_id.clone(),
+                    expected,
+                    got: gift.amount_minor,
+                });
         }
         let sender_id = if gift.sender_id.is_empty() {
             sender_id.clone()
         } else {
             gift.sender_id.clone()
         };
-        self.shared.purchases.lock().expect("purchases lock").push(PurchasedGift {
-            gift_id: gift.gift_id.clone(),
-            room,
-            sender_id,
-            amount_minor: gift.amount_minor,
-            seq: gift.seq,
-        });
+        self.shared
+            .purchases
+            .lock()
+            .expect("purchases lock")
+            .push(PurchasedGift {
+                gift_id: gift.gift_id.clone(),
+                room,
+                sender_id,
+                amount_minor: gift.amount_minor,
+                seq: gift.seq,
+            });
         if with_ack {
             m.acks_sent.fetch_add(1, Ordering::Relaxed);
             let ack_start = Instant::now();
@@ -784,7 +825,9 @@ async fn check_leaderboard(
     let deadline = Instant::now() + LEADERBOARD_WAIT;
     loop {
         let problems = match api.leaderboard(room_id, LEADERBOARD_LIMIT).await {
-            Ok(entries) => verify::verify_leaderboard(room_id, tallies, &entries, LEADERBOARD_LIMIT),
+            Ok(entries) => {
+                verify::verify_leaderboard(room_id, tallies, &entries, LEADERBOARD_LIMIT)
+            }
             Err(e) => vec![Problem::LeaderboardUnavailable {
                 room_id: room_id.to_owned(),
                 error: format!("{e:#}"),

@@ -59,7 +59,8 @@ impl SeqTracker {
     pub fn observe(&mut self, seq: u64, epoch: Option<u64>) -> bool {
         if let (Some(old), Some(new)) = (self.epoch, epoch) {
             if old != new {
-                self.anomalies.push(Anomaly::EpochChanged { from: old, to: new });
+                self.anomalies
+                    .push(Anomaly::EpochChanged { from: old, to: new });
                 self.epoch = Some(new);
             }
         }
@@ -76,7 +77,10 @@ impl SeqTracker {
             true
         } else if seq > next {
             if seq - next > GAP_SEQS_MAX {
-                self.anomalies.push(Anomaly::HugeGap { from: next, to: seq });
+                self.anomalies.push(Anomaly::HugeGap {
+                    from: next,
+                    to: seq,
+                });
             } else {
                 self.missing.extend(next..seq);
             }
@@ -116,20 +120,62 @@ pub struct PurchasedGift {
 /// A verification failure.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Problem {
-    Lost { viewer: usize, seq: u64, gift_id: Option<String> },
-    Duplicate { viewer: usize, seq: u64 },
-    Reordered { viewer: usize, seq: u64 },
-    WrongGift { viewer: usize, seq: u64 },
-    Stream { viewer: usize, what: String },
-    NeverDelivered { gift_id: String, seq: Option<u64> },
-    DuplicateGiftId { gift_id: String },
-    AmountMismatch { gift_id: String, expected: i64, got: i64 },
-    Finance { expected: i64, got: i64 },
-    FinanceUnavailable { error: String },
-    Leaderboard { room_id: String, user_id: String, expected: Option<i64>, got: Option<i64> },
-    LeaderboardOrder { room_id: String },
-    LeaderboardUnavailable { room_id: String, error: String },
-    UnknownOutcome { count: u64 },
+    Lost {
+        viewer: usize,
+        seq: u64,
+        gift_id: Option<String>,
+    },
+    Duplicate {
+        viewer: usize,
+        seq: u64,
+    },
+    Reordered {
+        viewer: usize,
+        seq: u64,
+    },
+    WrongGift {
+        viewer: usize,
+        seq: u64,
+    },
+    Stream {
+        viewer: usize,
+        what: String,
+    },
+    NeverDelivered {
+        gift_id: String,
+        seq: Option<u64>,
+    },
+    DuplicateGiftId {
+        gift_id: String,
+    },
+    AmountMismatch {
+        gift_id: String,
+        expected: i64,
+        got: i64,
+    },
+    Finance {
+        expected: i64,
+        got: i64,
+    },
+    FinanceUnavailable {
+        error: String,
+    },
+    Leaderboard {
+        room_id: String,
+        user_id: String,
+        expected: Option<i64>,
+        got: Option<i64>,
+    },
+    LeaderboardOrder {
+        room_id: String,
+    },
+    LeaderboardUnavailable {
+        room_id: String,
+        error: String,
+    },
+    UnknownOutcome {
+        count: u64,
+    },
 }
 
 impl Problem {
@@ -247,9 +293,18 @@ pub fn verify_deliveries(
         let t = &v.tracker;
         for a in &t.anomalies {
             problems.push(match a {
-                Anomaly::Duplicate(seq) => Problem::Duplicate { viewer: v.viewer, seq: *seq },
-                Anomaly::Reordered(seq) => Problem::Reordered { viewer: v.viewer, seq: *seq },
-                Anomaly::WrongGift(seq) => Problem::WrongGift { viewer: v.viewer, seq: *seq },
+                Anomaly::Duplicate(seq) => Problem::Duplicate {
+                    viewer: v.viewer,
+                    seq: *seq,
+                },
+                Anomaly::Reordered(seq) => Problem::Reordered {
+                    viewer: v.viewer,
+                    seq: *seq,
+                },
+                Anomaly::WrongGift(seq) => Problem::WrongGift {
+                    viewer: v.viewer,
+                    seq: *seq,
+                },
                 other => Problem::Stream {
                     viewer: v.viewer,
                     what: format!("{other:?}"),
@@ -392,7 +447,11 @@ mod tests {
     fn a_gift_after_the_last_seen_seq_is_lost() {
         let log: HashMap<u64, u64> = [(1, fingerprint("a")), (2, fingerprint("b"))].into();
         let buys = [purchase("a", 1), purchase("b", 2)];
-        let ok = verify_deliveries(&buys, &[log.clone()], &[viewer(tracker(0, &[1, 2]))]);
+        let ok = verify_deliveries(
+            &buys,
+            std::slice::from_ref(&log),
+            &[viewer(tracker(0, &[1, 2]))],
+        );
         assert!(ok.is_empty(), "{ok:?}");
         let bad = verify_deliveries(&buys, &[log], &[viewer(tracker(0, &[1]))]);
         assert_eq!(bad.len(), 1);

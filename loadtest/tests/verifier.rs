@@ -42,7 +42,11 @@ async fn run_against(fault: Fault, extra: &[&str]) -> (Vec<String>, bool) {
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("valid command line");
     let (outcome, _) = execute(cli).await.expect("the run completes");
-    let mut kinds: Vec<String> = outcome.problems.iter().map(|p| p.kind().to_owned()).collect();
+    let mut kinds: Vec<String> = outcome
+        .problems
+        .iter()
+        .map(|p| p.kind().to_owned())
+        .collect();
     kinds.dedup();
     assert_eq!(outcome.report.verification.ok, outcome.problems.is_empty());
     (kinds, outcome.ok())
@@ -60,10 +64,31 @@ fn assert_caught(kinds: &[String], ok: bool, expected: &str) {
 async fn a_correct_server_verifies_clean() {
     let base = start(Fault::None).await;
     let cli = Cli::try_parse_from([
-        "applause-loadtest", "run", "--target", &base, "--jwt-secret", SECRET,
-        "--rooms", "2", "--viewers", "5", "--senders", "4", "--rate", "40",
-        "--duration", "1s", "--warmup", "200ms", "--drain", "2s", "--ack-share", "0.3",
-        "--message-share", "0.5", "--quiet",
+        "applause-loadtest",
+        "run",
+        "--target",
+        &base,
+        "--jwt-secret",
+        SECRET,
+        "--rooms",
+        "2",
+        "--viewers",
+        "5",
+        "--senders",
+        "4",
+        "--rate",
+        "40",
+        "--duration",
+        "1s",
+        "--warmup",
+        "200ms",
+        "--drain",
+        "2s",
+        "--ack-share",
+        "0.3",
+        "--message-share",
+        "0.5",
+        "--quiet",
     ])
     .unwrap();
     let (outcome, _) = execute(cli).await.unwrap();
@@ -96,7 +121,10 @@ async fn a_duplicated_frame_is_reported() {
 async fn reordered_frames_are_reported() {
     let (kinds, ok) = run_against(Fault::ReorderFrames, &[]).await;
     assert_caught(&kinds, ok, "reordered");
-    assert!(!kinds.iter().any(|k| k == "lost"), "a late frame is not lost: {kinds:?}");
+    assert!(
+        !kinds.iter().any(|k| k == "lost"),
+        "a late frame is not lost: {kinds:?}"
+    );
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -115,8 +143,20 @@ async fn a_wrong_leaderboard_entry_is_reported() {
 async fn the_purchase_benchmark_checks_finance_too() {
     let base = start(Fault::FinanceTotal).await;
     let cli = Cli::try_parse_from([
-        "applause-loadtest", "purchase", "--target", &base, "--jwt-secret", SECRET,
-        "--senders", "4", "--concurrency", "4", "--duration", "500ms", "--warmup", "0s",
+        "applause-loadtest",
+        "purchase",
+        "--target",
+        &base,
+        "--jwt-secret",
+        SECRET,
+        "--senders",
+        "4",
+        "--concurrency",
+        "4",
+        "--duration",
+        "500ms",
+        "--warmup",
+        "0s",
         "--quiet",
     ])
     .unwrap();
@@ -124,5 +164,58 @@ async fn the_purchase_benchmark_checks_finance_too() {
     assert!(outcome.report.gifts.created > 0);
     assert!(outcome.report.latency.purchase.count > 0);
     assert!(!outcome.ok());
-    assert!(outcome.problems.iter().all(|p| p.kind() == "finance_mismatch"));
+    assert!(outcome
+        .problems
+        .iter()
+        .all(|p| p.kind() == "finance_mismatch"));
+}
+
+/// The binary itself: exit status 1 on a fault, 0 when clean, and the JSON
+/// report and SVG plot written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_binary_exits_non_zero_on_a_fault_and_writes_reports() {
+    let dir = std::env::temp_dir().join(format!("applause-loadtest-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    for (fault, expected_code) in [(Fault::DropFrame, 1), (Fault::None, 0)] {
+        let base = start(fault).await;
+        let json = dir.join(format!("{fault:?}.json"));
+        let svg = dir.join(format!("{fault:?}.svg"));
+        let output = tokio::process::Command::new(env!("CARGO_BIN_EXE_applause-loadtest"))
+            .args(["run", "--target", &base, "--rooms", "1", "--viewers", "3"])
+            .args([
+                "--senders",
+                "2",
+                "--rate",
+                "20",
+                "--duration",
+                "1s",
+                "--warmup",
+                "0s",
+            ])
+            .args(["--drain", "1s", "--quiet", "--json"])
+            .arg(&json)
+            .arg("--plot")
+            .arg(&svg)
+            .env("APPLAUSE_JWT_SECRET", SECRET)
+            .output()
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert_eq!(
+            output.status.code(),
+            Some(expected_code),
+            "{fault:?}: {stdout}"
+        );
+        let report: serde_json::Value =
+            serde_json::from_str(&std::fs::read_to_string(&json).unwrap()).unwrap();
+        assert_eq!(report["verification"]["ok"], expected_code == 0);
+        assert!(std::fs::read_to_string(&svg).unwrap().starts_with("<svg"));
+        if expected_code == 1 {
+            assert!(
+                stdout.contains("FAILED") && stdout.contains("never received"),
+                "{stdout}"
+            );
+        }
+    }
+    std::fs::remove_dir_all(&dir).unwrap();
 }

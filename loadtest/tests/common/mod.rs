@@ -78,7 +78,11 @@ fn sub_of(headers: &HeaderMap) -> Option<String> {
 }
 
 fn error(status: StatusCode, code: &str) -> Response {
-    (status, Json(json!({"error": {"code": code, "message": code}}))).into_response()
+    (
+        status,
+        Json(json!({"error": {"code": code, "message": code}})),
+    )
+        .into_response()
 }
 
 async fn stickers() -> Json<Value> {
@@ -162,7 +166,9 @@ async fn gift(
         "balance": "0.00", "seq": room.seq, "created_at": "2026-01-01T00:00:00Z",
     });
     inner.by_key.insert(key.to_owned(), resp.clone());
-    inner.gifts.insert(gift_id, json!({"room_id": room_id, "sender_id": sub}));
+    inner
+        .gifts
+        .insert(gift_id, json!({"room_id": room_id, "sender_id": sub}));
     (StatusCode::CREATED, Json(resp)).into_response()
 }
 
@@ -217,10 +223,7 @@ async fn ws(
     let room_id = q.get("room").cloned().unwrap_or_default();
     let subscribed = {
         let inner = s.inner.lock().unwrap();
-        inner
-            .rooms
-            .get(&room_id)
-            .map(|r| (r.tx.subscribe(), r.seq))
+        inner.rooms.get(&room_id).map(|r| (r.tx.subscribe(), r.seq))
     };
     let Some((rx, seq)) = subscribed else {
         return error(StatusCode::NOT_FOUND, "room_not_found");
@@ -237,8 +240,13 @@ async fn viewer(
     mut rx: broadcast::Receiver<(bool, String)>,
     fault: Fault,
 ) {
-    let welcome = json!({"type": "welcome", "room_id": room_id, "epoch": 1, "seq": seq, "server_time": "x"});
-    if socket.send(Message::text(welcome.to_string())).await.is_err() {
+    let welcome =
+        json!({"type": "welcome", "room_id": room_id, "epoch": 1, "seq": seq, "server_time": "x"});
+    if socket
+        .send(Message::text(welcome.to_string()))
+        .await
+        .is_err()
+    {
         return;
     }
     let mut gifts = 0;
