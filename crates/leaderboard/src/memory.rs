@@ -13,9 +13,9 @@ use parking_lot::RwLock;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    check_id, check_limit, check_now, global_board_key, plan, room_board_key,
-    stored_name, validate, wall_ms, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan,
-    RebuildReport, Window, TOTAL_MINOR_MAX,
+    check_id, check_limit, check_now, global_board_key, plan, room_board_key, stored_name,
+    validate, wall_ms, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan, RebuildReport,
+    Window, TOTAL_MINOR_MAX,
 };
 use crate::model::{rebuild_input, tally, Status};
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
@@ -213,7 +213,10 @@ impl State {
             return None;
         }
         // O(rank): fine for the embedded twin, where boards are small.
-        let ahead = board.order.range(..(Reverse(total), user.to_owned())).count();
+        let ahead = board
+            .order
+            .range(..(Reverse(total), user.to_owned()))
+            .count();
         Some(self.entry(ahead + 1, user, total))
     }
 }
@@ -354,7 +357,9 @@ impl Leaderboard for MemoryBoards {
         let statuses: Vec<(Status, Status)> = unique
             .iter()
             .zip(&marks)
-            .map(|(u, &mark)| fresh.apply(u, mark, now_ms.div_euclid(1000), wall, self.marker_ttl_ms))
+            .map(|(u, &mark)| {
+                fresh.apply(u, mark, now_ms.div_euclid(1000), wall, self.marker_ttl_ms)
+            })
             .collect();
         let applied = tally(&unique, &statuses);
         let mut report = RebuildReport {
@@ -383,4 +388,3 @@ impl Leaderboard for MemoryBoards {
         Ok(self.state.read().generation.is_none())
     }
 }
-

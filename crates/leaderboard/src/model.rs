@@ -194,7 +194,10 @@ pub(crate) fn check_now(now_ms: i64) -> Result<(), BoardError> {
     if (0..=AT_MS_MAX).contains(&now_ms) {
         Ok(())
     } else {
-        Err(BoardError::invalid("now", format!("{now_ms} ms is out of range")))
+        Err(BoardError::invalid(
+            "now",
+            format!("{now_ms} ms is out of range"),
+        ))
     }
 }
 
@@ -373,7 +376,8 @@ pub(crate) fn plan(update: &BoardUpdate, now_s: i64) -> (PartPlan, PartPlan) {
         boards: Vec::with_capacity(3),
     };
     if p.day_expire_s > now_s {
-        room.boards.push((format!("{tag}:d:{}", p.day), p.day_expire_s));
+        room.boards
+            .push((format!("{tag}:d:{}", p.day), p.day_expire_s));
         global
             .boards
             .push((format!("{GLOBAL_TAG}:d:{}", p.day), p.day_expire_s));
@@ -486,8 +490,14 @@ mod tests {
         let p = periods(ms("2026-01-01T23:59:59.999Z"));
         assert_eq!(p.day, "20260101");
         assert_eq!(p.week, "2026W01");
-        assert_eq!(p.day_expire_s, ms("2026-01-02T00:00:00Z") / 1000 + PERIOD_GRACE_SECS);
-        assert_eq!(p.week_expire_s, ms("2026-01-05T00:00:00Z") / 1000 + PERIOD_GRACE_SECS);
+        assert_eq!(
+            p.day_expire_s,
+            ms("2026-01-02T00:00:00Z") / 1000 + PERIOD_GRACE_SECS
+        );
+        assert_eq!(
+            p.week_expire_s,
+            ms("2026-01-05T00:00:00Z") / 1000 + PERIOD_GRACE_SECS
+        );
         let p = periods(ms("2027-01-03T12:00:00Z"));
         assert_eq!(p.week, "2026W53");
         assert_eq!(periods(ms("2027-01-04T00:00:00Z")).week, "2027W01");

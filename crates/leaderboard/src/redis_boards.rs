@@ -400,16 +400,44 @@ impl RedisBoards {
             if !self.adopt_pointer(pointer, &generation) {
                 break;
             }
+            // A rebuild switched generations under us: what this call just
+            // wrote lives in a dead generation that the rebuild's sweep may
+            // already have passed, so remove it here, then re-apply.
+            self.unlink_written(&generation, updates, now_s).await?;
         }
         Ok(report)
     }
 
-    /// Reads one board's top entries, following a moved pointer once.
-    async fn top_of(
+    /// Deletes every key `apply_in` may have written for `updates` under
+    /// the dead `generation`.
+    async fn unlink_written(
         &self,
-        relative_key: &str,
-        limit: usize,
-    ) -> Result<Vec<Entry>, BoardError> {
+        generation: &str,
+        updates: &[BoardUpdate],
+        plan_now_s: i64,
+    ) -> Result<(), BoardError> {
+        let mut keys: HashSet<String> = HashSet::new();
+        keys.insert(self.key(generation, &names_key()));
+        for update in updates {
+            let (room, global) = plan(update, plan_now_s);
+            for part in [room, global] {
+                keys.insert(self.key(generation, &part.marker));
+                for (board, _) in part.boards {
+                    keys.insert(self.key(generation, &board));
+                }
+            }
+        }
+        let keys: Vec<String> = keys.into_iter().collect();
+        for chunk in keys.chunks(UNLINK_KEYS_MAX) {
+            let mut pipe = redis::pipe();
+            pipe.cmd("UNLINK").arg(chunk);
+            self.query(&pipe).await?;
+        }
+        Ok(())
+    }
+
+    /// Reads one board's top entries, following a moved pointer once.
+    async fn top_of(&self, relative_key: &str, limit: usize) -> Result<Vec<Entry>, BoardError> {
         let mut rows: Vec<(String, i64)> = Vec::new();
         let mut generation = self.generation();
         for _ in 0..2 {
@@ -437,7 +465,9 @@ impl RedisBoards {
             }
             generation = self.generation();
         }
-        let names = self.names(&generation, rows.iter().map(|r| r.0.as_str())).await?;
+        let names = self
+            .names(&generation, rows.iter().map(|r| r.0.as_str()))
+            .await?;
         Ok(rows
             .into_iter()
             .zip(names)
@@ -547,7 +577,9 @@ impl RedisBoards {
             report.duplicates += part.duplicates;
             report.overflowed.extend(part.overflowed);
             let mut pipe = redis::pipe();
-            pipe.cmd("PEXPIRE").arg(self.lock_key()).arg(REBUILD_LOCK_MS);
+            pipe.cmd("PEXPIRE")
+                .arg(self.lock_key())
+                .arg(REBUILD_LOCK_MS);
             self.query(&pipe).await?;
         }
         // The switch: one SET, after which every reader and writer that
@@ -612,8 +644,11 @@ impl Leaderboard for RedisBoards {
         check_id("broadcaster_id", broadcaster_id)?;
         check_limit(limit)?;
         check_now(now_ms)?;
-        self.top_of(&room_board_key(room_id, broadcaster_id, window, now_ms), limit)
-            .await
+        self.top_of(
+            &room_board_key(room_id, broadcaster_id, window, now_ms),
+            limit,
+        )
+        .await
     }
 
     async fn me(
