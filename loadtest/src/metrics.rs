@@ -92,6 +92,8 @@ pub struct Metrics {
     pub deliveries_measured: AtomicU64,
     pub gifts_attempted: AtomicU64,
     pub gifts_created: AtomicU64,
+    /// Gifts created whose purchase started after warm-up.
+    pub gifts_measured: AtomicU64,
     pub gifts_rejected: AtomicU64,
     pub gifts_unknown: AtomicU64,
     pub retries: AtomicU64,

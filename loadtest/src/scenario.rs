@@ -37,6 +37,8 @@ const LEADERBOARD_LIMIT: usize = 100;
 const LEADERBOARD_WAIT: Duration = Duration::from_secs(5);
 /// Frames that arrived before their purchase's 201, kept per viewer to time later.
 const PENDING_FRAMES_MAX: usize = 10_000;
+/// How long a new connection may take to send its welcome frame.
+const WELCOME_WAIT: Duration = Duration::from_secs(10);
 /// Channels funded round-robin.
 const CHANNELS: [&str; 3] = ["apple", "google", "web"];
 
@@ -356,7 +358,7 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         unknown,
         retries: load(&m.retries),
         acks_sent: load(&m.acks_sent),
-        per_s: measured_gifts(&timeline, s.warmup) as f64 / measured_s,
+        per_s: load(&m.gifts_measured) as f64 / measured_s,
         amount: format_minor(&currency, bought),
     };
     report.deliveries = report::Deliveries {
@@ -384,7 +386,7 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         cpu_end,
         rss_max,
         deliveries_measured,
-        measured_gifts(&timeline, s.warmup),
+        load(&m.gifts_measured),
     );
     report.timeline = timeline;
     report.verification = summarize(&problems, throughout, purchases.len() as u64);
@@ -393,15 +395,6 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         problems,
         problems_fatal: true,
     })
-}
-
-/// Gifts created after warm-up, from the per-second timeline.
-fn measured_gifts(timeline: &[Sample], warmup: Duration) -> u64 {
-    timeline
-        .iter()
-        .filter(|s| s.t_s > warmup.as_secs_f64())
-        .map(|s| s.gifts)
-        .sum()
 }
 
 pub(crate) fn server_stats(
@@ -597,6 +590,9 @@ impl SendCtx {
             .expect("sent lock")
             .insert(fp, sent);
         m.gifts_created.fetch_add(1, Ordering::Relaxed);
+        if measured {
+            m.gifts_measured.fetch_add(1, Ordering::Relaxed);
+        }
         let expected = self.catalog.get(&sticker).copied().unwrap_or(0) * i64::from(self.quantity);
         if expected != gift.amount_minor {
             self.shared
@@ -667,10 +663,29 @@ async fn viewer(
             return None;
         }
     };
+    // A viewer counts as connected once welcomed: the welcome's seq is where
+    // its obligation to see every later event starts.
+    let mut tracker = SeqTracker::default();
+    let welcome = tokio::time::timeout(WELCOME_WAIT, ws.next()).await;
+    let welcomed = match welcome {
+        Ok(Some(Ok(Message::Text(text)))) => {
+            let f = scan_frame(&text);
+            (f.kind == "welcome").then(|| {
+                tracker.welcome(f.seq.unwrap_or(0), f.epoch);
+                shared.last_seq[v].store(f.seq.unwrap_or(0), Ordering::Relaxed);
+            })
+        }
+        _ => None,
+    };
+    if welcomed.is_none() {
+        m.connect_failed.fetch_add(1, Ordering::Relaxed);
+        m.error("no_welcome");
+        shared.last_seq[v].store(u64::MAX, Ordering::Relaxed);
+        return None;
+    }
     Metrics::record(&m.connect, t0.elapsed());
     m.connected.fetch_add(1, Ordering::Relaxed);
-    let mut tracker = SeqTracker::default();
-    let mut welcomed_in_time = false;
+    let welcomed_in_time = !shared.sending_started.load(Ordering::SeqCst);
     let mut open = true;
     let mut pending: Vec<(u64, Instant)> = Vec::new();
     loop {
@@ -681,9 +696,7 @@ async fn viewer(
                     let now = Instant::now();
                     let f = scan_frame(&text);
                     if f.kind == "welcome" {
-                        tracker.welcome(f.seq.unwrap_or(0), f.epoch);
-                        welcomed_in_time = !shared.sending_started.load(Ordering::SeqCst);
-                        shared.last_seq[v].store(f.seq.unwrap_or(0), Ordering::Relaxed);
+                        m.error("second_welcome");
                         continue;
                     }
                     if let Some(code) = f.code {

@@ -1,0 +1,60 @@
+#!/usr/bin/env bash
+# Shared helpers for the benchmark scripts: paths, core pinning, cleanup of
+# everything we start (by pid, never by name), waiting for ports, summaries.
+set -euo pipefail
+
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)"
+TARGET_DIR="${CARGO_TARGET_DIR:-$ROOT/target}"
+LT="${LT:-$TARGET_DIR/release/applause-loadtest}"
+APPLAUSE="${APPLAUSE:-$TARGET_DIR/release/applause}"
+PEERS="${PEERS:-/work/shared/peers}"
+# Server on one core, load generator on the other (2-core machine).
+SERVER_CORE="${SERVER_CORE:-0}"
+CLIENT_CORE="${CLIENT_CORE:-1}"
+DURATION="${DURATION:-20s}"
+WARMUP="${WARMUP:-3s}"
+VIEWERS_MATRIX="${VIEWERS_MATRIX:-1000 5000}"
+RATE_MATRIX="${RATE_MATRIX:-10 20}"
+RESULTS="${RESULTS:-$ROOT/loadtest/bench/results/$(date -u +%Y%m%dT%H%M%SZ)}"
+mkdir -p "$RESULTS"
+
+PIDS=()
+NGINX_PIDFILE=""
+cleanup() {
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
+  done
+  if [ -n "$NGINX_PIDFILE" ] && [ -f "$NGINX_PIDFILE" ]; then
+    kill -QUIT "$(cat "$NGINX_PIDFILE")" 2>/dev/null || true
+  fi
+  for pid in "${PIDS[@]:-}"; do
+    [ -n "$pid" ] && wait "$pid" 2>/dev/null || true
+  done
+}
+trap cleanup EXIT INT TERM
+
+# Many sockets on both sides.
+ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+wait_port() { # host port [seconds]
+  local deadline=$((SECONDS + ${3:-20}))
+  until (exec 3<>"/dev/tcp/$1/$2") 2>/dev/null; do
+    [ "$SECONDS" -ge "$deadline" ] && { echo "port $1:$2 did not open" >&2; return 1; }
+    sleep 0.2
+  done
+}
+
+lt() { # runs the load generator pinned to the client core
+  taskset -c "$CLIENT_CORE" "$LT" "$@"
+}
+
+# One line per JSON report: name, viewers, rate, deliveries/s, latency, CPU per delivery.
+summarize() {
+  printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s\n" run viewers msgs/s deliveries/s p50_ms p99_ms max_ms cpu_us/deliv rss_kib
+  for f in "$RESULTS"/*.json; do
+    jq -r --arg n "$(basename "$f" .json)" '[$n, .viewers.connected, (.gifts.per_s|floor), (.deliveries.per_s|floor),
+      .latency.gift_to_screen.p50_ms, .latency.gift_to_screen.p99_ms, .latency.gift_to_screen.max_ms,
+      ((.server.cpu_us_per_delivery // 0)*100|floor/100), (.server.rss_kib_max // 0)] | @tsv' "$f" |
+      awk -F'\t' '{printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s\n",$1,$2,$3,$4,$5,$6,$7,$8,$9}'
+  done | tee "$RESULTS/summary.txt"
+}
