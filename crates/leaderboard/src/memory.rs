@@ -80,6 +80,13 @@ impl Markers {
     }
 }
 
+/// The wall clock and the marker TTL, as the Redis server would see them.
+#[derive(Debug, Clone, Copy)]
+struct WallClock {
+    now_ms: i64,
+    ttl_ms: i64,
+}
+
 #[derive(Debug, Default)]
 struct State {
     /// Set by a rebuild; `None` means the boards are not known complete.
@@ -100,9 +107,9 @@ impl State {
         member: &str,
         amount: i64,
         name: Option<(&str, &str)>,
-        now_ms: i64,
-        ttl_ms: i64,
+        clock: WallClock,
     ) -> Status {
+        let WallClock { now_ms, ttl_ms } = clock;
         if mark && !self.markers.insert(&part.marker, now_ms, ttl_ms) {
             return Status::Duplicate;
         }
@@ -157,8 +164,7 @@ impl State {
             &update.sender_id,
             update.amount_minor,
             None,
-            now_ms,
-            ttl_ms,
+            WallClock { now_ms, ttl_ms },
         );
         let global_status = self.apply_part(
             &global,
@@ -166,8 +172,7 @@ impl State {
             &update.broadcaster_id,
             update.amount_minor,
             Some((&update.sender_id, stored_name(&update.sender_name))),
-            now_ms,
-            ttl_ms,
+            WallClock { now_ms, ttl_ms },
         );
         (room_status, global_status)
     }
