@@ -25,10 +25,12 @@ use std::sync::Arc;
 
 mod clock;
 mod memory;
+mod redis_bus;
 mod rules;
 
 pub use clock::{system_now_ms, Clock, SystemClock, TokioClock};
 pub use memory::{InProcessBus, InProcessBusConfig};
+pub use redis_bus::{RedisBus, RedisBusConfig};
 
 use applause_core::EventEnvelope;
 use async_trait::async_trait;

@@ -9,7 +9,13 @@ use crate::{History, HistoryBounds, PublishOutcome};
 
 /// What the bus does with `seq` given the room's last published seq (`None`
 /// when the bus has no record of the room, which accepts any first seq).
+///
+/// Seq 0 means "nothing yet" (see [`crate::RoomCursor`]), so an event at 0 is
+/// never delivered: it counts as already at or before any cursor.
 pub(crate) fn check_order(last_seq: Option<u64>, seq: u64) -> PublishOutcome {
+    if seq == 0 {
+        return PublishOutcome::Duplicate;
+    }
     match last_seq {
         None => PublishOutcome::Published,
         Some(last) if seq <= last => PublishOutcome::Duplicate,
@@ -94,6 +100,8 @@ mod tests {
     fn order_outcomes() {
         let cases = [
             (None, 7, PublishOutcome::Published),
+            (None, 0, PublishOutcome::Duplicate),
+            (Some(3), 0, PublishOutcome::Duplicate),
             (Some(0), 1, PublishOutcome::Published),
             (Some(4), 5, PublishOutcome::Published),
             (Some(4), 4, PublishOutcome::Duplicate),

@@ -66,3 +66,19 @@ pub async fn assert_quiet(rx: &mut Receiver<BusMessage>) {
         panic!("expected no message, got {msg:?}");
     }
 }
+
+/// The Redis the tests talk to (a real server; see the crate's test notes).
+pub fn redis_url() -> String {
+    std::env::var("APPLAUSE_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
+}
+
+/// A key prefix no other test run shares.
+pub fn prefix() -> String {
+    format!("test:{}:", uuid::Uuid::new_v4().simple())
+}
+
+pub async fn redis_bus(bounds: HistoryBounds) -> applause_bus::RedisBus {
+    applause_bus::RedisBus::connect(&redis_url(), &prefix(), bounds)
+        .await
+        .expect("redis at APPLAUSE_TEST_REDIS_URL or 127.0.0.1:6379 (start redis-server)")
+}

@@ -34,6 +34,12 @@ mod cases {
             ]
         );
         assert_eq!(bus.publish(&[]).await.unwrap(), vec![]);
+        // Seq 0 means "nothing yet" and is never published.
+        let fresh = room();
+        assert_eq!(
+            bus.publish(&evs(&fresh, [0, 1])).await.unwrap(),
+            vec![PublishOutcome::Duplicate, PublishOutcome::Published]
+        );
     }
 
     pub async fn rooms_are_independent_in_one_batch(make: MakeBus) {
@@ -260,4 +266,8 @@ macro_rules! conformance_suite {
 
 conformance_suite!(in_process, |bounds| Box::pin(async move {
     Arc::new(InProcessBus::new(bounds)) as Arc<dyn EventBus>
+}));
+
+conformance_suite!(redis, |bounds| Box::pin(async move {
+    Arc::new(redis_bus(bounds).await) as Arc<dyn EventBus>
 }));

@@ -1,0 +1,394 @@
+//! The Redis bus for separate processes: a Lua script orders and appends each
+//! event to the room's Stream and PUBLISHes it; a background task owns the
+//! pub/sub connection and forwards the rooms this process joined.
+//!
+//! Key layout (all keys of a room share the Redis Cluster hash tag `{room}`,
+//! so the script's keys land in one slot):
+//! - `<prefix>{<room>}:seq` — the room's last published seq (string);
+//! - `<prefix>{<room>}:events` — the room's history, a Stream with entry ids
+//!   `<seq>-0` and fields `e` (envelope JSON) and `c` (committed_at_ms);
+//! - `<prefix>{<room>}:ch` — the pub/sub channel carrying the envelope JSON.
+//!
+//! Both keys expire `key_ttl_ms` after the room's last event.
+
+mod subscriber;
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use applause_core::EventEnvelope;
+use async_trait::async_trait;
+use dashmap::DashSet;
+use parking_lot::Mutex;
+use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::{ErrorKind, RedisError, Script};
+use tokio::sync::mpsc;
+use tokio::task::JoinHandle;
+
+use crate::clock::{Clock, SystemClock};
+use crate::rules::answer_history;
+use crate::{BusError, BusMessage, EventBus, History, HistoryBounds, PublishOutcome, RoomCursor};
+
+/// Settings of a [`RedisBus`].
+#[derive(Clone)]
+pub struct RedisBusConfig {
+    /// Prepended to every key and channel, e.g. `applause:`; no braces (they
+    /// would change the Cluster hash tag).
+    pub key_prefix: String,
+    pub bounds: HistoryBounds,
+    /// Capacity of the messages channel, in messages.
+    pub messages_capacity_max: usize,
+    /// A room's keys expire this long after its last event; longer than any
+    /// publisher retry, so an old seq is never accepted as a room's first.
+    pub key_ttl_ms: u64,
+    /// Bound on every Redis round trip made on a caller's behalf.
+    pub command_timeout_ms: u64,
+    /// Bound on the PING of [`EventBus::ready`].
+    pub ready_timeout_ms: u64,
+    /// How often the subscriber PINGs its connection to notice a dead peer.
+    pub ping_interval_ms: u64,
+    /// Cap of the subscriber's exponential reconnect backoff.
+    pub reconnect_backoff_ms_max: u64,
+    /// How long the subscriber waits for room in a full messages channel
+    /// before it drops events and later reports [`BusMessage::Reconnected`]
+    /// (rather than buffering without bound).
+    pub lag_grace_ms: u64,
+    /// How event age is measured against `committed_at_ms`.
+    pub clock: Arc<dyn Clock>,
+}
+
+impl RedisBusConfig {
+    pub fn new(key_prefix: impl Into<String>, bounds: HistoryBounds) -> Self {
+        Self {
+            key_prefix: key_prefix.into(),
+            bounds,
+            messages_capacity_max: 16_384,
+            key_ttl_ms: 24 * 60 * 60 * 1_000,
+            command_timeout_ms: 2_000,
+            ready_timeout_ms: 500,
+            ping_interval_ms: 5_000,
+            reconnect_backoff_ms_max: 5_000,
+            lag_grace_ms: 1_000,
+            clock: Arc::new(SystemClock),
+        }
+    }
+}
+
+impl std::fmt::Debug for RedisBusConfig {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RedisBusConfig")
+            .field("key_prefix", &self.key_prefix)
+            .field("bounds", &self.bounds)
+            .field("messages_capacity_max", &self.messages_capacity_max)
+            .field("key_ttl_ms", &self.key_ttl_ms)
+            .field("command_timeout_ms", &self.command_timeout_ms)
+            .field("ping_interval_ms", &self.ping_interval_ms)
+            .field("reconnect_backoff_ms_max", &self.reconnect_backoff_ms_max)
+            .finish_non_exhaustive()
+    }
+}
+
+/// State shared by the bus handle and its subscriber task.
+struct Shared {
+    client: redis::Client,
+    config: RedisBusConfig,
+    /// Rooms this process joined: resubscribed after every reconnect and used
+    /// to drop messages still in flight for a room already left.
+    joined: DashSet<String>,
+    /// Serialises join, leave and resubscription, so a join never subscribes
+    /// on a connection that a concurrent reconnect is replacing.
+    membership: tokio::sync::Mutex<()>,
+    /// The live pub/sub connection's command half; `None` while reconnecting.
+    sink: Mutex<Option<PubSubSink>>,
+}
+
+impl Shared {
+    fn key(&self, room_id: &str, suffix: &str) -> String {
+        format!("{}{{{room_id}}}:{suffix}", self.config.key_prefix)
+    }
+
+    fn seq_key(&self, room_id: &str) -> String {
+        self.key(room_id, "seq")
+    }
+
+    fn stream_key(&self, room_id: &str) -> String {
+        self.key(room_id, "events")
+    }
+
+    fn channel(&self, room_id: &str) -> String {
+        self.key(room_id, "ch")
+    }
+
+    fn command_timeout(&self) -> Duration {
+        Duration::from_millis(self.config.command_timeout_ms)
+    }
+}
+
+/// The scaled-mode bus. Cheap to share behind an `Arc`; dropping it stops its
+/// subscriber task.
+pub struct RedisBus {
+    shared: Arc<Shared>,
+    conn: ConnectionManager,
+    script: Script,
+    rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
+    subscriber: JoinHandle<()>,
+}
+
+impl RedisBus {
+    /// Connects with default settings: `key_prefix` such as `applause:`.
+    pub async fn connect(
+        redis_url: &str,
+        key_prefix: &str,
+        bounds: HistoryBounds,
+    ) -> Result<Self, BusError> {
+        Self::connect_with(redis_url, RedisBusConfig::new(key_prefix, bounds)).await
+    }
+
+    /// Connects the command connection and the pub/sub connection; fails if
+    /// Redis cannot be reached now (later outages are survived).
+    pub async fn connect_with(redis_url: &str, config: RedisBusConfig) -> Result<Self, BusError> {
+        if config.key_prefix.contains(['{', '}']) {
+            return Err(BusError::Unavailable(
+                "redis key prefix must not contain braces".into(),
+            ));
+        }
+        let client = redis::Client::open(redis_url).map_err(unavailable)?;
+        let timeout = Duration::from_millis(config.command_timeout_ms);
+        let manager_config = ConnectionManagerConfig::new()
+            .set_connection_timeout(timeout)
+            .set_response_timeout(timeout)
+            .set_max_delay(config.reconnect_backoff_ms_max);
+        let conn = tokio::time::timeout(
+            timeout,
+            client.get_connection_manager_with_config(manager_config),
+        )
+        .await
+        .map_err(|_| BusError::Unavailable("redis connect timed out".into()))?
+        .map_err(unavailable)?;
+        let (tx, rx) = mpsc::channel(config.messages_capacity_max.max(2));
+        let shared = Arc::new(Shared {
+            client,
+            config,
+            joined: DashSet::new(),
+            membership: tokio::sync::Mutex::new(()),
+            sink: Mutex::new(None),
+        });
+        let stream = subscriber::open(&shared).await.map_err(unavailable)?;
+        let subscriber = tokio::spawn(subscriber::run(Arc::clone(&shared), stream, tx));
+        Ok(Self {
+            shared,
+            conn,
+            script: Script::new(include_str!("publish.lua")),
+            rx: Mutex::new(Some(rx)),
+            subscriber,
+        })
+    }
+
+    fn publish_pipeline(
+        &self,
+        events: &[EventEnvelope],
+        load_script: bool,
+    ) -> Result<redis::Pipeline, BusError> {
+        let shared = &self.shared;
+        let mut pipe = redis::pipe();
+        if load_script {
+            pipe.load_script(&self.script).ignore();
+        }
+        for event in events {
+            let json = serde_json::to_string(event)
+                .map_err(|e| BusError::Unavailable(format!("event not encodable: {e}")))?;
+            let mut invocation = self.script.prepare_invoke();
+            invocation
+                .key(shared.seq_key(&event.room_id))
+                .key(shared.stream_key(&event.room_id))
+                .arg(event.seq)
+                .arg(json)
+                .arg(event.committed_at_ms)
+                .arg(shared.config.bounds.events_max.max(1))
+                .arg(shared.channel(&event.room_id))
+                .arg(shared.config.key_ttl_ms.max(1));
+            pipe.invoke_script(&invocation);
+        }
+        Ok(pipe)
+    }
+
+    async fn query<T: redis::FromRedisValue>(
+        &self,
+        pipe: &redis::Pipeline,
+    ) -> Result<T, RedisError> {
+        let mut conn = self.conn.clone();
+        match tokio::time::timeout(self.shared.command_timeout(), pipe.query_async(&mut conn)).await
+        {
+            Ok(result) => result,
+            Err(_) => Err(RedisError::from((
+                ErrorKind::IoError,
+                "redis command timed out",
+            ))),
+        }
+    }
+}
+
+impl Drop for RedisBus {
+    fn drop(&mut self) {
+        self.subscriber.abort();
+    }
+}
+
+fn unavailable(e: RedisError) -> BusError {
+    BusError::Unavailable(e.to_string())
+}
+
+fn outcome((code, n): (i64, i64)) -> Result<PublishOutcome, BusError> {
+    match code {
+        0 => Ok(PublishOutcome::Duplicate),
+        1 => Ok(PublishOutcome::Published),
+        2 => Ok(PublishOutcome::Gap {
+            expected: u64::try_from(n).unwrap_or(0),
+        }),
+        _ => Err(BusError::Unavailable(format!(
+            "unexpected publish script reply {code}"
+        ))),
+    }
+}
+
+/// Decodes XRANGE entries; an undecodable entry ends the list, which the
+/// history rules then answer with `Gone` (a resync rather than a stuck resume).
+fn decode_entries(entries: Vec<(String, HashMap<String, String>)>) -> Vec<Arc<EventEnvelope>> {
+    let mut out = Vec::with_capacity(entries.len());
+    for (id, fields) in entries {
+        let Some(event) = fields
+            .get("e")
+            .and_then(|json| serde_json::from_str::<EventEnvelope>(json).ok())
+        else {
+            tracing::warn!(stream_id = %id, "undecodable event in room history");
+            break;
+        };
+        out.push(Arc::new(event));
+    }
+    out
+}
+
+#[async_trait]
+impl EventBus for RedisBus {
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishOutcome>, BusError> {
+        if events.is_empty() {
+            return Ok(Vec::new());
+        }
+        // One round trip: EVALSHA per event, pipelined. After a Redis restart
+        // the script cache is empty; the retry loads it in the same pipeline.
+        // Events that did run before a failure answer `Duplicate` on retry.
+        let pipe = self.publish_pipeline(events, false)?;
+        let replies: Vec<(i64, i64)> = match self.query(&pipe).await {
+            Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                let pipe = self.publish_pipeline(events, true)?;
+                self.query(&pipe).await.map_err(unavailable)?
+            }
+            other => other.map_err(unavailable)?,
+        };
+        if replies.len() != events.len() {
+            return Err(BusError::Unavailable(format!(
+                "{} publish replies for {} events",
+                replies.len(),
+                events.len()
+            )));
+        }
+        replies.into_iter().map(outcome).collect()
+    }
+
+    async fn join(&self, room_id: &str) -> Result<RoomCursor, BusError> {
+        let shared = &self.shared;
+        {
+            let _membership = shared.membership.lock().await;
+            if !shared.joined.contains(room_id) {
+                let sink = shared.sink.lock().clone();
+                let Some(mut sink) = sink else {
+                    return Err(BusError::Unavailable("redis pub/sub reconnecting".into()));
+                };
+                // redis-rs resolves this once Redis confirmed the subscription.
+                tokio::time::timeout(
+                    shared.command_timeout(),
+                    sink.subscribe(shared.channel(room_id)),
+                )
+                .await
+                .map_err(|_| BusError::Unavailable("redis subscribe timed out".into()))?
+                .map_err(unavailable)?;
+                shared.joined.insert(room_id.to_owned());
+            }
+        }
+        // Read after subscribing: every event after this seq will arrive.
+        let mut pipe = redis::pipe();
+        pipe.get(shared.seq_key(room_id));
+        let (last_seq,): (Option<u64>,) = self.query(&pipe).await.map_err(unavailable)?;
+        Ok(RoomCursor {
+            last_seq: last_seq.unwrap_or(0),
+        })
+    }
+
+    async fn leave(&self, room_id: &str) -> Result<(), BusError> {
+        let shared = &self.shared;
+        let _membership = shared.membership.lock().await;
+        if shared.joined.remove(room_id).is_none() {
+            return Ok(());
+        }
+        let sink = shared.sink.lock().clone();
+        if let Some(mut sink) = sink {
+            // A failure leaves a subscription that dies with its connection
+            // and whose messages are dropped as not joined.
+            let unsubscribed = tokio::time::timeout(
+                shared.command_timeout(),
+                sink.unsubscribe(shared.channel(room_id)),
+            )
+            .await;
+            if !matches!(unsubscribed, Ok(Ok(()))) {
+                tracing::warn!(room_id, "redis unsubscribe failed");
+            }
+        }
+        Ok(())
+    }
+
+    fn messages(&self) -> Option<mpsc::Receiver<BusMessage>> {
+        self.rx.lock().take()
+    }
+
+    async fn history(
+        &self,
+        room_id: &str,
+        since_seq: u64,
+        max: usize,
+    ) -> Result<History, BusError> {
+        let shared = &self.shared;
+        let bounds = shared.config.bounds;
+        // Never read more than the kept window, whatever the caller asks.
+        let count = max.min(bounds.events_max).max(1);
+        let mut pipe = redis::pipe();
+        pipe.atomic()
+            .get(shared.seq_key(room_id))
+            .cmd("XRANGE")
+            .arg(shared.stream_key(room_id))
+            .arg(format!("{}-0", since_seq.saturating_add(1)))
+            .arg("+")
+            .arg("COUNT")
+            .arg(count);
+        let (last_seq, entries): (Option<u64>, Vec<(String, HashMap<String, String>)>) =
+            self.query(&pipe).await.map_err(unavailable)?;
+        Ok(answer_history(
+            last_seq,
+            since_seq,
+            max,
+            decode_entries(entries),
+            bounds,
+            shared.config.clock.now_ms(),
+        ))
+    }
+
+    async fn ready(&self) -> bool {
+        let mut conn = self.conn.clone();
+        let ping = redis::cmd("PING");
+        let timeout = Duration::from_millis(self.shared.config.ready_timeout_ms);
+        matches!(
+            tokio::time::timeout(timeout, ping.query_async::<String>(&mut conn)).await,
+            Ok(Ok(_))
+        )
+    }
+}
