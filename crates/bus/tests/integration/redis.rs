@@ -236,3 +236,122 @@ async fn a_lagging_consumer_gets_reconnected_instead_of_unbounded_buffering() {
     publisher.publish(&evs(&r, [51])).await.unwrap();
     assert_eq!(recv_event(&mut rx).await.seq, 51);
 }
+
+/// A private redis-server on a free port, killed when dropped: lets a test
+/// take Redis away without disturbing the shared server other tests use.
+struct PrivateRedis {
+    port: u16,
+    child: Option<tokio::process::Child>,
+}
+
+impl PrivateRedis {
+    async fn start(port: u16) -> Self {
+        let child = tokio::process::Command::new("redis-server")
+            .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+            .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .stdout(std::process::Stdio::null())
+            .kill_on_drop(true)
+            .spawn()
+            .expect("redis-server on PATH");
+        let url = format!("redis://127.0.0.1:{port}");
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+        loop {
+            let client = redis::Client::open(url.as_str()).unwrap();
+            if let Ok(mut c) = client.get_multiplexed_async_connection().await {
+                if redis::cmd("PING")
+                    .query_async::<String>(&mut c)
+                    .await
+                    .is_ok()
+                {
+                    break;
+                }
+            }
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "private redis did not start"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        Self {
+            port,
+            child: Some(child),
+        }
+    }
+
+    fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            child.kill().await.expect("kill private redis");
+        }
+    }
+}
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Redis goes away and comes back empty (a restart without persistence):
+/// calls fail with `Unavailable` meanwhile, then the subscriber resubscribes
+/// by itself and publishing works again (the script cache is reloaded).
+#[tokio::test]
+async fn a_redis_restart_is_survived() {
+    let mut server = PrivateRedis::start(free_port()).await;
+    let mut config = RedisBusConfig::new(prefix(), HistoryBounds::default());
+    config.reconnect_backoff_ms_max = 200;
+    config.command_timeout_ms = 500;
+    let bus = RedisBus::connect_with(&server.url(), config).await.unwrap();
+    let mut rx = bus.messages().unwrap();
+    let r = room();
+    bus.join(&r).await.unwrap();
+    bus.publish(&evs(&r, [1])).await.unwrap();
+    assert_eq!(recv_event(&mut rx).await.seq, 1);
+
+    server.stop().await;
+    assert!(matches!(
+        bus.publish(&evs(&r, [2])).await,
+        Err(applause_bus::BusError::Unavailable(_))
+    ));
+    assert!(!bus.ready().await);
+    assert!(bus.history(&r, 0, 10).await.is_err());
+
+    let server = PrivateRedis::start(server.port).await;
+    match recv(&mut rx).await {
+        BusMessage::Reconnected => {}
+        other => panic!("expected Reconnected, got {other:?}"),
+    }
+    // The command connection reconnects on its own schedule; retry briefly.
+    let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
+    let out = loop {
+        match bus.publish(&evs(&r, [2])).await {
+            Ok(out) => break out,
+            Err(e) => {
+                assert!(tokio::time::Instant::now() < deadline, "still failing: {e}");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    };
+    // The restarted Redis has no record of the room: any first seq is accepted.
+    assert_eq!(out, vec![PublishOutcome::Published]);
+    assert_eq!(recv_event(&mut rx).await.seq, 2);
+    assert!(bus.ready().await);
+    // The empty script cache answered NOSCRIPT and the bus loaded the script.
+    let mut c = redis::Client::open(server.url())
+        .unwrap()
+        .get_multiplexed_async_connection()
+        .await
+        .unwrap();
+    let stats: String = redis::cmd("INFO")
+        .arg("commandstats")
+        .query_async(&mut c)
+        .await
+        .unwrap();
+    assert!(stats.contains("cmdstat_script|load:calls=1"), "{stats}");
+    drop(server);
+}
