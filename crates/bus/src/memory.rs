@@ -128,9 +128,9 @@ impl InProcessBus {
                     Err(mpsc::error::TrySendError::Full(())) => {
                         // Backpressure: wait for the gateway outside the lock,
                         // then check the order again (another publisher may
-                        // have published this seq meanwhile).
-                        // A closed receiver yields no permit; the retry then
-                        // takes the `Closed` arm below.
+                        // have published this seq meanwhile). A closed
+                        // receiver yields no permit, and the retry then takes
+                        // the `Closed` arm below.
                         drop(room);
                         permit = self.tx.reserve().await.ok();
                         continue;
