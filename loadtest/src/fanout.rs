@@ -95,7 +95,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     // Let the last handshakes settle server-side before the first message.
     tokio::time::sleep(Duration::from_millis(500)).await;
 
-    let mut publisher = if a.publish.starts_with("ws://") {
+    let publisher = if a.publish.starts_with("ws://") {
         Publisher::Ws(Box::new(connect_ws(&a.publish, &pool).await?))
     } else {
         Publisher::Http(
@@ -114,49 +114,23 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
         a.out.server_pid,
     );
     let total = warmup + duration;
-    let mut n = 0u64;
-    let mut measure: Option<(Instant, Option<crate::metrics::ProcSnapshot>, u64)> = None;
-    let mut http_tasks = JoinSet::new();
-    while send_start.elapsed() < total {
-        let t = send_start.elapsed();
-        if measure.is_none() && t >= warmup {
-            metrics.measuring.store(true, Ordering::SeqCst);
-            progress.set_phase("measuring");
-            measure = Some((Instant::now(), a.out.server_pid.and_then(proc_snapshot), n));
-        }
-        let due = (t.as_secs_f64() * a.rate) as u64 + 1;
-        while n < due {
-            let body = payload(&run_id, n, measure.is_some(), a.payload_bytes);
-            match &mut publisher {
-                Publisher::Ws(ws) => {
-                    if let Err(e) = ws.send(Message::text(body)).await {
-                        bail!("publishing over WebSocket failed: {e}");
-                    }
-                }
-                Publisher::Http(client, url) => {
-                    let req = client
-                        .post(url.as_str())
-                        .header("content-type", "application/json")
-                        .body(body);
-                    let m = metrics.clone();
-                    http_tasks.spawn(async move {
-                        match req.send().await {
-                            Ok(r) if r.status().is_success() => {}
-                            Ok(r) => m.error(&format!("publish_http_{}", r.status().as_u16())),
-                            Err(_) => m.error("publish_transport_error"),
-                        }
-                    });
-                }
-            }
-            metrics.gifts_created.fetch_add(1, Ordering::Relaxed);
-            n += 1;
-        }
-        while http_tasks.try_join_next().is_some() {}
-        tokio::time::sleep(Duration::from_millis(1)).await;
-    }
-    while http_tasks.join_next().await.is_some() {}
+    let publishing = tokio::spawn(publish(
+        publisher,
+        metrics.clone(),
+        run_id.clone(),
+        a.rate,
+        a.payload_bytes,
+        send_start,
+        warmup,
+        total,
+    ));
+    tokio::time::sleep_until((send_start + warmup).into()).await;
+    let cpu_start = a.out.server_pid.and_then(proc_snapshot);
+    let measure_start = Instant::now();
+    metrics.measuring.store(true, Ordering::SeqCst);
+    progress.set_phase("measuring");
+    let (n, first_measured) = publishing.await??;
     metrics.measuring.store(false, Ordering::SeqCst);
-    let (measure_start, cpu_start, first_measured) = measure.unwrap_or((Instant::now(), None, n));
     let measured = measure_start.elapsed();
     let cpu_end = a.out.server_pid.and_then(proc_snapshot);
 
@@ -170,9 +144,6 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let _ = stop_tx.send(true);
-    if let Publisher::Ws(ws) = &mut publisher {
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
-    }
     let mut problems = Vec::new();
     let mut checked = 0u64;
     while let Some(r) = subs.join_next().await {
@@ -275,6 +246,60 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     })
 }
 
+/// Publishes one message at a time, in order, on schedule (`rate` per second
+/// from `start` until `total`); returns how many were published and the number
+/// of the first measured one. Sequential on purpose: concurrent POSTs could
+/// reach the server out of order and look like reordering.
+#[allow(clippy::too_many_arguments)]
+async fn publish(
+    mut publisher: Publisher,
+    metrics: Arc<Metrics>,
+    run: String,
+    rate: f64,
+    size: usize,
+    start: Instant,
+    warmup: Duration,
+    total: Duration,
+) -> Result<(u64, u64)> {
+    let mut n = 0u64;
+    let mut first_measured = None;
+    loop {
+        let due = start + Duration::from_secs_f64(n as f64 / rate);
+        if due.duration_since(start) >= total {
+            break;
+        }
+        tokio::time::sleep_until(due.into()).await;
+        let measured = due.duration_since(start) >= warmup;
+        if measured && first_measured.is_none() {
+            first_measured = Some(n);
+        }
+        let body = payload(&run, n, measured, size);
+        match &mut publisher {
+            Publisher::Ws(ws) => ws
+                .send(Message::text(body))
+                .await
+                .map_err(|e| anyhow::anyhow!("publishing over WebSocket failed: {e}"))?,
+            Publisher::Http(client, url) => {
+                let req = client
+                    .post(url.as_str())
+                    .header("content-type", "application/json")
+                    .body(body);
+                match req.send().await {
+                    Ok(r) if r.status().is_success() => {}
+                    Ok(r) => metrics.error(&format!("publish_http_{}", r.status().as_u16())),
+                    Err(_) => metrics.error("publish_transport_error"),
+                }
+            }
+        }
+        metrics.gifts_created.fetch_add(1, Ordering::Relaxed);
+        n += 1;
+    }
+    if let Publisher::Ws(ws) = &mut publisher {
+        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    }
+    Ok((n, first_measured.unwrap_or(n)))
+}
+
 /// One subscriber: counts and times this run's messages, tracks their order.
 #[allow(clippy::too_many_arguments)]
 async fn subscriber(
@@ -306,9 +331,13 @@ async fn subscriber(
     let throughout_candidate = !started.load(Ordering::SeqCst);
     let mut tracker = SeqTracker::default();
     let mut open = true;
+    // One stop future for the whole loop: creating it per frame would
+    // re-register a waker on the shared channel for every received frame.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let arrived = now_us();

@@ -113,7 +113,14 @@ impl Report {
             self.mode, self.run_id
         );
         let g = &self.gifts;
-        if g.attempted > 0 {
+        let fanout = self.mode == "fanout";
+        if fanout {
+            let _ = writeln!(
+                out,
+                "published  {} messages ({:.1}/s measured)",
+                g.created, g.per_s
+            );
+        } else if g.attempted > 0 {
             let _ = writeln!(
                 out,
                 "gifts      attempted {}  created {}  rejected {}  unknown {}  retries {}  acks {}  ({:.1}/s, total {})",
@@ -166,7 +173,13 @@ impl Report {
         }
         let vr = &self.verification;
         if vr.performed {
-            if vr.ok {
+            if vr.ok && fanout {
+                let _ = writeln!(
+                    out,
+                    "verify     OK: {} messages × {} subscribers exactly once and in order",
+                    vr.gifts_checked, vr.viewers_checked
+                );
+            } else if vr.ok {
                 let _ = writeln!(
                     out,
                     "verify     OK: {} gifts × {} viewers exactly once and in order; finance and leaderboards match",

@@ -21,9 +21,7 @@ use tokio_tungstenite::tungstenite::Message;
 use crate::api::{Api, GiftOutcome, StickerInfo};
 use crate::auth::TokenMint;
 use crate::config::{OutputOpts, Scenario};
-use crate::metrics::{
-    proc_snapshot, spawn_sampler, Metrics, Percentiles, ProcSnapshot, Sample, Timeline,
-};
+use crate::metrics::{proc_snapshot, spawn_sampler, Metrics, Percentiles, ProcSnapshot, Timeline};
 use crate::money::format_minor;
 use crate::net::{connect_ws, raise_nofile_limit, to_ws_url, SourcePool};
 use crate::progress::Progress;
@@ -688,9 +686,13 @@ async fn viewer(
     let welcomed_in_time = !shared.sending_started.load(Ordering::SeqCst);
     let mut open = true;
     let mut pending: Vec<(u64, Instant)> = Vec::new();
+    // One stop future for the whole loop: creating it per frame would
+    // re-register a waker on the shared channel for every received frame.
+    let stopped = stop.changed();
+    tokio::pin!(stopped);
     loop {
         tokio::select! {
-            _ = stop.changed() => break,
+            _ = &mut stopped => break,
             msg = ws.next() => match msg {
                 Some(Ok(Message::Text(text))) => {
                     let now = Instant::now();
