@@ -107,6 +107,19 @@ struct Metrics {
     batches: IntCounterVec,
 }
 
+/// What one committed batch produced, in commit order: the room events to
+/// publish and the gifts to count on the leaderboards.
+#[derive(Debug, Clone, Default)]
+pub struct CommitNotice {
+    pub events: Vec<applause_core::EventEnvelope>,
+    pub gifts: Vec<GiftRecord>,
+}
+
+/// How many commit notices may wait for the publisher. Past it notices are
+/// dropped and counted: the events stay in the outbox (the relay publishes
+/// them) and the leaderboards are rebuilt from the ledger.
+const NOTICES_QUEUED_MAX: usize = 4_096;
+
 /// A handle to the ledger; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
@@ -114,6 +127,8 @@ pub struct Ledger {
     tx: mpsc::Sender<Request>,
     currency: Currency,
     policy: SplitPolicy,
+    notices: Arc<std::sync::Mutex<Option<mpsc::Receiver<CommitNotice>>>>,
+    notices_dropped: Arc<std::sync::atomic::AtomicU64>,
 }
 
 impl Ledger {
@@ -137,20 +152,39 @@ impl Ledger {
         backend.migrate().await?;
         let metrics = Metrics::register(registry);
         let (tx, rx) = mpsc::channel(options.queue_max.max(1));
+        let (notice_tx, notice_rx) = mpsc::channel(NOTICES_QUEUED_MAX);
+        let notices_dropped = Arc::new(std::sync::atomic::AtomicU64::new(0));
         tokio::spawn(committer(
             backend.clone(),
             rx,
-            options.batch_max.max(1),
-            options.currency.clone(),
-            options.policy.clone(),
-            metrics,
+            Committer {
+                batch_max: options.batch_max.max(1),
+                currency: options.currency.clone(),
+                policy: options.policy.clone(),
+                metrics,
+                notices: notice_tx,
+                notices_dropped: notices_dropped.clone(),
+            },
         ));
         Ok(Ledger {
             backend,
             tx,
             currency: options.currency,
             policy: options.policy,
+            notices: Arc::new(std::sync::Mutex::new(Some(notice_rx))),
+            notices_dropped,
         })
+    }
+
+    /// Takes the receiver of commit notices (once; `None` after).
+    pub fn take_commit_notices(&self) -> Option<mpsc::Receiver<CommitNotice>> {
+        self.notices.lock().ok()?.take()
+    }
+
+    /// How many commit notices were dropped because nobody kept up.
+    pub fn notices_dropped(&self) -> u64 {
+        self.notices_dropped
+            .load(std::sync::atomic::Ordering::Relaxed)
     }
 
     pub fn currency(&self) -> &Currency {
@@ -389,20 +423,22 @@ impl Metrics {
     }
 }
 
-/// The committer: takes what has queued, commits it as one transaction,
-/// answers every request of the batch.
-async fn committer(
-    backend: Arc<dyn Backend>,
-    mut rx: mpsc::Receiver<Request>,
+struct Committer {
     batch_max: usize,
     currency: Currency,
     policy: SplitPolicy,
     metrics: Metrics,
-) {
-    let mut batch: Vec<Request> = Vec::with_capacity(batch_max);
+    notices: mpsc::Sender<CommitNotice>,
+    notices_dropped: Arc<std::sync::atomic::AtomicU64>,
+}
+
+/// The committer: takes what has queued, commits it as one transaction,
+/// announces what it committed, answers every request of the batch.
+async fn committer(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Request>, c: Committer) {
+    let mut batch: Vec<Request> = Vec::with_capacity(c.batch_max);
     let mut last_ms = 0i64;
     loop {
-        if rx.recv_many(&mut batch, batch_max).await == 0 {
+        if rx.recv_many(&mut batch, c.batch_max).await == 0 {
             return;
         }
         let commands: Vec<Command> = batch.iter().map(|r| r.command.clone()).collect();
@@ -410,21 +446,26 @@ async fn committer(
         let now_ms = chrono::Utc::now().timestamp_millis().max(last_ms);
         last_ms = now_ms;
         let started = Instant::now();
-        let plan_fn = |loaded| plan::plan(&commands, loaded, now_ms, &currency, &policy);
+        let plan_fn = |loaded| plan::plan(&commands, loaded, now_ms, &c.currency, &c.policy);
         let result = backend.run_batch(&commands, &plan_fn).await;
-        metrics
+        c.metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
-        metrics.batch_size.observe(commands.len() as f64);
+        c.metrics.batch_size.observe(commands.len() as f64);
         match result {
             Ok(outcomes) => {
-                metrics.batches.with_label_values(&["ok"]).inc();
+                c.metrics.batches.with_label_values(&["ok"]).inc();
+                let notice = notice_of(&outcomes);
+                if !notice.events.is_empty() && c.notices.try_send(notice).is_err() {
+                    c.notices_dropped
+                        .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+                }
                 for (req, o) in batch.drain(..).zip(outcomes) {
                     let _ = req.reply.send(Ok(o));
                 }
             }
             Err(e) => {
-                metrics.batches.with_label_values(&["error"]).inc();
+                c.metrics.batches.with_label_values(&["error"]).inc();
                 tracing::warn!(error = %e, commands = commands.len(), "ledger batch failed; nothing was written");
                 let e = Arc::new(e);
                 for req in batch.drain(..) {
@@ -435,4 +476,22 @@ async fn committer(
             }
         }
     }
+}
+
+/// The events and gifts of a committed batch, in command (= seq) order.
+fn notice_of(outcomes: &[Outcome]) -> CommitNotice {
+    let mut n = CommitNotice::default();
+    for o in outcomes {
+        match o {
+            Outcome::Purchase(PurchaseOutcome::Charged(gift, ev)) => {
+                n.gifts.push((**gift).clone());
+                n.events.extend(ev.iter().cloned());
+            }
+            Outcome::EndRoom(EndRoomOutcome::Ended(_, ev))
+            | Outcome::Ack(AckOutcome::Acked(ev))
+            | Outcome::Event(ev) => n.events.extend(ev.iter().cloned()),
+            _ => {}
+        }
+    }
+    n
 }

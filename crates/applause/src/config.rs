@@ -1,0 +1,327 @@
+//! Command-line flags (each with an `APPLAUSE_*` environment twin) and the
+//! typed, validated [`Settings`] built from them before any port is bound.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use applause_core::{Catalog, Currency, Ppm, SplitPolicy};
+use applause_gateway::GatewayConfig;
+use applause_gifts::{GiftsConfig, RateLimit};
+use applause_ledger::LedgerOptions;
+use clap::Args;
+
+/// Flags shared by every subcommand that runs or reads the platform.
+#[derive(Debug, Clone, Args)]
+pub struct CommonArgs {
+    /// Address to listen on.
+    #[arg(long, env = "APPLAUSE_BIND", default_value = "127.0.0.1:8080")]
+    pub bind: String,
+    /// Directory for the SQLite ledger and the generated JWT secret.
+    #[arg(long, env = "APPLAUSE_DATA_DIR", default_value = "./data")]
+    pub data_dir: PathBuf,
+    /// Ledger database: `sqlite:PATH` or `postgres://…` (default: SQLite in the data dir).
+    #[arg(long, env = "APPLAUSE_DATABASE_URL")]
+    pub database_url: Option<String>,
+    /// Redis for leaderboards and the event bus (unset: in-memory, single process).
+    #[arg(long, env = "APPLAUSE_REDIS_URL")]
+    pub redis_url: Option<String>,
+    /// Prefix of every Redis key (several deployments can share one Redis).
+    #[arg(long, env = "APPLAUSE_REDIS_PREFIX", default_value = "applause:")]
+    pub redis_prefix: String,
+    /// Sticker catalog TOML file (default: the built-in catalog).
+    #[arg(long, env = "APPLAUSE_CATALOG")]
+    pub catalog: Option<PathBuf>,
+    /// Settlement currency code.
+    #[arg(long, env = "APPLAUSE_CURRENCY", default_value = "USD")]
+    pub currency: String,
+    /// Decimals of the settlement currency's minor unit.
+    #[arg(long, env = "APPLAUSE_CURRENCY_EXPONENT", default_value_t = 2)]
+    pub currency_exponent: u32,
+    /// Store fee rate for money that came through Apple.
+    #[arg(long, env = "APPLAUSE_FEE_APPLE", default_value = "0.30")]
+    pub fee_apple: String,
+    /// Store fee rate for money that came through Google.
+    #[arg(long, env = "APPLAUSE_FEE_GOOGLE", default_value = "0.15")]
+    pub fee_google: String,
+    /// Card-processor fee rate for money that came through the web.
+    #[arg(long, env = "APPLAUSE_FEE_WEB", default_value = "0.03")]
+    pub fee_web: String,
+    /// Broadcaster share of what remains after the store fee.
+    #[arg(long, env = "APPLAUSE_BROADCASTER_SHARE", default_value = "0.70")]
+    pub broadcaster_share: String,
+    /// Per-broadcaster share overrides, `id=rate`, comma-separated.
+    #[arg(
+        long,
+        env = "APPLAUSE_BROADCASTER_SHARE_OVERRIDES",
+        value_delimiter = ','
+    )]
+    pub broadcaster_share_override: Vec<String>,
+    /// Gift purchases per user per second (sustained).
+    #[arg(long, env = "APPLAUSE_GIFT_RATE_PER_S", default_value_t = 50)]
+    pub gift_rate_per_s: u32,
+    /// Gift purchases per user in a burst.
+    #[arg(long, env = "APPLAUSE_GIFT_BURST", default_value_t = 100)]
+    pub gift_burst: u32,
+    /// File of blocked words for gift messages and acks (one per line).
+    #[arg(long, env = "APPLAUSE_BLOCKED_WORDS")]
+    pub blocked_words: Option<PathBuf>,
+    /// Events kept per room for resume.
+    #[arg(long, env = "APPLAUSE_HISTORY_EVENTS_MAX", default_value_t = 1_000)]
+    pub history_events_max: usize,
+    /// Seconds events are kept per room for resume.
+    #[arg(long, env = "APPLAUSE_HISTORY_AGE_S", default_value_t = 300)]
+    pub history_age_s: u64,
+    /// Bytes queued per WebSocket before it is closed as a slow consumer.
+    #[arg(long, env = "APPLAUSE_OUTBOUND_QUEUE_BYTES_MAX", default_value_t = 256 * 1024)]
+    pub outbound_queue_bytes_max: usize,
+    /// Most WebSocket connections held at once.
+    #[arg(long, env = "APPLAUSE_CONNECTIONS_MAX", default_value_t = 100_000)]
+    pub connections_max: usize,
+    /// WebSocket connects per second per client IP (sustained).
+    #[arg(long, env = "APPLAUSE_CONNECTS_PER_IP_PER_S", default_value_t = 2_000)]
+    pub connects_per_ip_per_s: u32,
+    /// Seconds of silence before a WebSocket peer is closed.
+    #[arg(long, env = "APPLAUSE_WS_IDLE_TIMEOUT_S", default_value_t = 60)]
+    pub ws_idle_timeout_s: u64,
+    /// Most commands the ledger commits in one transaction.
+    #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = 2_048)]
+    pub batch_max: usize,
+    /// Log format: text or json.
+    #[arg(long, env = "APPLAUSE_LOG_FORMAT", default_value = "text")]
+    pub log_format: String,
+}
+
+/// Everything a process needs, validated.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    pub bind: SocketAddr,
+    pub data_dir: PathBuf,
+    pub database_url: String,
+    pub redis_url: Option<String>,
+    pub redis_prefix: String,
+    pub catalog: Catalog,
+    pub ledger: LedgerOptions,
+    pub gifts: GiftsConfig,
+    pub gateway: GatewayConfig,
+    pub history: applause_bus::HistoryBounds,
+    pub json_logs: bool,
+}
+
+fn rate(name: &str, text: &str) -> Result<Ppm, String> {
+    Ppm::parse(text).map_err(|e| format!("--{name}: {e}"))
+}
+
+impl CommonArgs {
+    /// Validates every value; the error names the flag and the value.
+    pub fn settings(&self) -> Result<Settings, String> {
+        let bind: SocketAddr = self.bind.parse().map_err(|_| {
+            format!(
+                "--bind {:?} is not an address such as 127.0.0.1:8080",
+                self.bind
+            )
+        })?;
+        let currency = Currency::new(&self.currency, self.currency_exponent)
+            .map_err(|e| format!("--currency: {e}"))?;
+        let fees = [
+            rate("fee-apple", &self.fee_apple)?,
+            rate("fee-google", &self.fee_google)?,
+            rate("fee-web", &self.fee_web)?,
+        ];
+        let share = rate("broadcaster-share", &self.broadcaster_share)?;
+        let mut overrides = HashMap::new();
+        for o in self
+            .broadcaster_share_override
+            .iter()
+            .filter(|o| !o.trim().is_empty())
+        {
+            let (id, r) = o
+                .split_once('=')
+                .ok_or_else(|| format!("--broadcaster-share-override {o:?} must be id=rate"))?;
+            if !applause_core::ids::is_valid_user_id(id.trim()) {
+                return Err(format!(
+                    "--broadcaster-share-override {o:?}: {id:?} is not a user id"
+                ));
+            }
+            overrides.insert(id.trim().to_owned(), rate("broadcaster-share-override", r)?);
+        }
+        let catalog = match &self.catalog {
+            None => Catalog::builtin(&currency),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--catalog {}: {e}", path.display()))?;
+                Catalog::from_toml(&text, &currency)
+                    .map_err(|e| format!("--catalog {}: {e}", path.display()))?
+            }
+        };
+        let blocked_words = match &self.blocked_words {
+            None => Default::default(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .map_err(|e| format!("--blocked-words {}: {e}", path.display()))?;
+                GiftsConfig::parse_blocked_words(&text)
+            }
+        };
+        let database_url = match &self.database_url {
+            Some(u)
+                if u.starts_with("postgres://")
+                    || u.starts_with("postgresql://")
+                    || u.starts_with("sqlite:") =>
+            {
+                u.clone()
+            }
+            Some(u) => {
+                return Err(format!(
+                    "--database-url {u:?} must start with sqlite: or postgres://"
+                ))
+            }
+            None => format!("sqlite:{}", self.data_dir.join("applause.db").display()),
+        };
+        if let Some(r) = &self.redis_url {
+            if !(r.starts_with("redis://")
+                || r.starts_with("rediss://")
+                || r.starts_with("unix://"))
+            {
+                return Err(format!("--redis-url {r:?} must start with redis://"));
+            }
+        }
+        if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
+            return Err(format!(
+                "--redis-prefix {:?} must be non-empty, without braces or spaces",
+                self.redis_prefix
+            ));
+        }
+        if !(1..=10_000).contains(&self.batch_max) {
+            return Err(format!(
+                "--batch-max {} must be between 1 and 10000",
+                self.batch_max
+            ));
+        }
+        let json_logs = match self.log_format.as_str() {
+            "text" => false,
+            "json" => true,
+            other => return Err(format!("--log-format {other:?} must be text or json")),
+        };
+        let gifts = GiftsConfig {
+            rate: RateLimit {
+                per_second: self.gift_rate_per_s,
+                burst: self.gift_burst,
+            },
+            blocked_words,
+            ..GiftsConfig::default()
+        };
+        gifts
+            .validate()
+            .map_err(|e| format!("--gift-rate-per-s/--gift-burst: {e}"))?;
+        let gateway = GatewayConfig {
+            outbound_queue_bytes_max: self.outbound_queue_bytes_max,
+            history_events_max: self.history_events_max,
+            history_age_ms_max: self.history_age_s.saturating_mul(1000),
+            connections_max: self.connections_max,
+            connects_per_ip_per_s: self.connects_per_ip_per_s,
+            idle_timeout_ms: self.ws_idle_timeout_s.saturating_mul(1000),
+            ..GatewayConfig::default()
+        };
+        gateway.validate()?;
+        Ok(Settings {
+            bind,
+            data_dir: self.data_dir.clone(),
+            database_url,
+            redis_url: self.redis_url.clone(),
+            redis_prefix: self.redis_prefix.clone(),
+            catalog,
+            ledger: LedgerOptions {
+                currency,
+                policy: SplitPolicy::new(fees, share, overrides),
+                batch_max: self.batch_max,
+                ..LedgerOptions::default()
+            },
+            gifts,
+            history: applause_bus::HistoryBounds {
+                events_max: self.history_events_max,
+                age_ms_max: self.history_age_s.saturating_mul(1000),
+            },
+            gateway,
+            json_logs,
+        })
+    }
+}
+
+/// The JWT secret: `APPLAUSE_JWT_SECRET`, or the one in the data directory,
+/// created (32 random bytes, hex, mode 0600) when absent.
+pub fn jwt_secret(data_dir: &Path) -> Result<Vec<u8>, String> {
+    if let Ok(s) = std::env::var("APPLAUSE_JWT_SECRET") {
+        if s.len() < applause_web::auth::SECRET_BYTES_MIN {
+            return Err(format!(
+                "APPLAUSE_JWT_SECRET is {} bytes; at least {} are required",
+                s.len(),
+                applause_web::auth::SECRET_BYTES_MIN
+            ));
+        }
+        return Ok(s.into_bytes());
+    }
+    let path = data_dir.join("jwt-secret");
+    match std::fs::read_to_string(&path) {
+        Ok(s) if s.trim().len() >= applause_web::auth::SECRET_BYTES_MIN => {
+            Ok(s.trim().as_bytes().to_vec())
+        }
+        Ok(_) => Err(format!(
+            "{} holds a secret shorter than 32 bytes",
+            path.display()
+        )),
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {
+            std::fs::create_dir_all(data_dir)
+                .map_err(|e| format!("--data-dir {}: {e}", data_dir.display()))?;
+            let secret: [u8; 32] = rand::random();
+            let text = hex::encode(secret);
+            write_private(&path, &text).map_err(|e| format!("{}: {e}", path.display()))?;
+            Ok(text.into_bytes())
+        }
+        Err(e) => Err(format!("{}: {e}", path.display())),
+    }
+}
+
+fn write_private(path: &Path, text: &str) -> std::io::Result<()> {
+    use std::io::Write;
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::OpenOptionsExt;
+        let mut f = std::fs::OpenOptions::new()
+            .write(true)
+            .create_new(true)
+            .mode(0o600)
+            .open(path)?;
+        f.write_all(text.as_bytes())
+    }
+    #[cfg(not(unix))]
+    {
+        std::fs::write(path, text)
+    }
+}
+
+/// Parses a duration such as `30s`, `15m`, `2h`, `7d`.
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let (num, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let n: u64 = num
+        .parse()
+        .map_err(|_| format!("{text:?} is not a duration such as 30s, 15m, 2h or 7d"))?;
+    let secs = match unit {
+        "s" | "" => n,
+        "m" => n * 60,
+        "h" => n * 3600,
+        "d" => n * 86_400,
+        _ => {
+            return Err(format!(
+                "{text:?} is not a duration such as 30s, 15m, 2h or 7d"
+            ))
+        }
+    };
+    if secs == 0 || secs > 366 * 86_400 {
+        return Err(format!("{text:?} must be between 1s and 366d"));
+    }
+    Ok(Duration::from_secs(secs))
+}

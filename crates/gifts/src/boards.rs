@@ -1,0 +1,183 @@
+//! Leaderboard reads: a room's top gifters, one's own rank, top broadcasters.
+
+use applause_core::ids::is_valid_object_id;
+use applause_core::ErrorCode;
+use applause_leaderboard::{Entry, Window};
+use applause_web::ApiError;
+use axum::extract::{Path, Query, State};
+use axum::http::{HeaderMap, StatusCode};
+use axum::response::Response;
+use serde::Deserialize;
+
+use crate::gifts::ledger_error;
+use crate::render::json;
+use crate::{principal, GiftService};
+
+/// The most entries one read returns.
+pub const LIMIT_MAX: usize = 100;
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct BoardQuery {
+    #[serde(default)]
+    window: Option<String>,
+    #[serde(default)]
+    limit: Option<String>,
+}
+
+type QueryResult = Result<Query<BoardQuery>, axum::extract::rejection::QueryRejection>;
+
+fn parse(
+    q: QueryResult,
+    default_window: Window,
+    allow_live: bool,
+) -> Result<(Window, usize), ApiError> {
+    let Query(q) = q.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
+    let window = match q.window.as_deref() {
+        None => default_window,
+        Some(w) => w
+            .parse::<Window>()
+            .ok()
+            .filter(|w| allow_live || *w != Window::Live)
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!(
+                        "window {w:?} must be {}",
+                        if allow_live {
+                            "live, day, week or all"
+                        } else {
+                            "day, week or all"
+                        }
+                    ),
+                )
+            })?,
+    };
+    let limit = match q.limit.as_deref() {
+        None => 10,
+        Some(l) => l
+            .parse::<usize>()
+            .ok()
+            .filter(|l| (1..=LIMIT_MAX).contains(l))
+            .ok_or_else(|| {
+                ApiError::new(
+                    ErrorCode::InvalidQuery,
+                    format!("limit must be a whole number from 1 to {LIMIT_MAX}"),
+                )
+            })?,
+    };
+    Ok((window, limit))
+}
+
+fn entries_json(entries: &[Entry], svc: &GiftService) -> Vec<serde_json::Value> {
+    let c = svc.0.ledger.currency();
+    entries
+        .iter()
+        .map(|e| {
+            serde_json::json!({
+                "rank": e.rank,
+                "user_id": e.user_id,
+                "name": e.name.clone().unwrap_or_else(|| e.user_id.clone()),
+                "amount": c.format(e.amount_minor),
+            })
+        })
+        .collect()
+}
+
+fn board_error(e: applause_leaderboard::BoardError) -> ApiError {
+    ApiError::unavailable(e)
+}
+
+async fn room_broadcaster(svc: &GiftService, room_id: &str) -> Result<String, ApiError> {
+    if !is_valid_object_id(room_id) {
+        return Err(ErrorCode::RoomNotFound.into());
+    }
+    let room = svc
+        .0
+        .ledger
+        .room(room_id)
+        .await
+        .map_err(ledger_error)?
+        .ok_or_else(|| ApiError::from(ErrorCode::RoomNotFound))?;
+    Ok(room.broadcaster_id)
+}
+
+pub(crate) async fn room_top(
+    State(svc): State<GiftService>,
+    Path(room_id): Path<String>,
+    q: QueryResult,
+) -> Result<Response, ApiError> {
+    let (window, limit) = parse(q, Window::Live, true)?;
+    let broadcaster = room_broadcaster(&svc, &room_id).await?;
+    let entries = svc
+        .0
+        .boards
+        .top(
+            &room_id,
+            &broadcaster,
+            window,
+            limit,
+            applause_web::now_ms(),
+        )
+        .await
+        .map_err(board_error)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "room_id": room_id,
+            "window": window.as_str(),
+            "entries": entries_json(&entries, &svc),
+        }),
+    ))
+}
+
+pub(crate) async fn room_me(
+    State(svc): State<GiftService>,
+    headers: HeaderMap,
+    Path(room_id): Path<String>,
+    q: QueryResult,
+) -> Result<Response, ApiError> {
+    let who = principal(&svc, &headers)?;
+    let (window, _) = parse(q, Window::Live, true)?;
+    let broadcaster = room_broadcaster(&svc, &room_id).await?;
+    let me = svc
+        .0
+        .boards
+        .me(
+            &room_id,
+            &broadcaster,
+            window,
+            &who.user_id,
+            applause_web::now_ms(),
+        )
+        .await
+        .map_err(board_error)?;
+    let c = svc.0.ledger.currency();
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({
+            "room_id": room_id,
+            "window": window.as_str(),
+            "user_id": who.user_id,
+            "rank": me.as_ref().map(|e| e.rank),
+            "amount": c.format(me.map(|e| e.amount_minor).unwrap_or(0)),
+        }),
+    ))
+}
+
+pub(crate) async fn broadcasters(
+    State(svc): State<GiftService>,
+    q: QueryResult,
+) -> Result<Response, ApiError> {
+    let (window, limit) = parse(q, Window::Day, false)?;
+    let entries = svc
+        .0
+        .boards
+        .top_broadcasters(window, limit, applause_web::now_ms())
+        .await
+        .map_err(board_error)?;
+    Ok(json(
+        StatusCode::OK,
+        &serde_json::json!({ "window": window.as_str(), "entries": entries_json(&entries, &svc) }),
+    ))
+}
