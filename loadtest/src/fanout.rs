@@ -45,8 +45,65 @@ pub fn payload(run: &str, n: u64, measured: bool, size: usize) -> String {
 }
 
 enum Publisher {
-    Http(reqwest::Client, String),
+    /// HTTP/1.1 POSTs pipelined on one connection: sent on schedule without
+    /// waiting for answers (a loaded server answers late, which must not slow
+    /// the publish rate) and still in order (one connection is processed in order).
+    Http(PipelinedPost),
     Ws(Box<crate::net::Ws>),
+}
+
+/// The writing half of a pipelined HTTP/1.1 POST connection; a reader task
+/// drains the answers and counts non-2xx statuses as errors.
+struct PipelinedPost {
+    write: tokio::net::tcp::OwnedWriteHalf,
+    head: String,
+    reader: tokio::task::JoinHandle<()>,
+}
+
+impl PipelinedPost {
+    async fn connect(url: &str, pool: &SourcePool, metrics: Arc<Metrics>) -> Result<Self> {
+        let Some(rest) = url.strip_prefix("http://") else {
+            bail!("--publish must be http://… or ws://… (got {url})");
+        };
+        let (authority, path) = rest.split_at(rest.find('/').unwrap_or(rest.len()));
+        let path = if path.is_empty() { "/" } else { path };
+        let dest = tokio::net::lookup_host(authority)
+            .await?
+            .find(std::net::SocketAddr::is_ipv4)
+            .ok_or_else(|| anyhow::anyhow!("{authority} has no IPv4 address"))?;
+        let stream = pool.connect(dest).await?;
+        stream.set_nodelay(true)?;
+        let (mut read, write) = stream.into_split();
+        let reader = tokio::spawn(async move {
+            use tokio::io::AsyncReadExt;
+            let mut buf = vec![0u8; 64 * 1024];
+            while let Ok(n) = read.read(&mut buf).await {
+                if n == 0 {
+                    break;
+                }
+                // Best effort: status lines of the answers in this chunk.
+                let text = String::from_utf8_lossy(&buf[..n]);
+                for part in text.split("HTTP/1.1 ").skip(1) {
+                    if !part.starts_with('2') {
+                        metrics.error(&format!("publish_http_{}", part.get(..3).unwrap_or("?")));
+                    }
+                }
+            }
+        });
+        Ok(Self {
+            write,
+            head: format!(
+                "POST {path} HTTP/1.1\r\nHost: {authority}\r\nContent-Type: application/json\r\nContent-Length: "
+            ),
+            reader,
+        })
+    }
+
+    async fn post(&mut self, body: &str) -> std::io::Result<()> {
+        use tokio::io::AsyncWriteExt;
+        let request = format!("{}{}\r\n\r\n{body}", self.head, body.len());
+        self.write.write_all(request.as_bytes()).await
+    }
 }
 
 pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
@@ -98,10 +155,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     let publisher = if a.publish.starts_with("ws://") {
         Publisher::Ws(Box::new(connect_ws(&a.publish, &pool).await?))
     } else {
-        Publisher::Http(
-            reqwest::Client::builder().tcp_nodelay(true).build()?,
-            a.publish.clone(),
-        )
+        Publisher::Http(PipelinedPost::connect(&a.publish, &pool, metrics.clone()).await?)
     };
     progress.set_phase("warm-up");
     started.store(true, Ordering::SeqCst);
@@ -279,23 +333,23 @@ async fn publish(
                 .send(Message::text(body))
                 .await
                 .map_err(|e| anyhow::anyhow!("publishing over WebSocket failed: {e}"))?,
-            Publisher::Http(client, url) => {
-                let req = client
-                    .post(url.as_str())
-                    .header("content-type", "application/json")
-                    .body(body);
-                match req.send().await {
-                    Ok(r) if r.status().is_success() => {}
-                    Ok(r) => metrics.error(&format!("publish_http_{}", r.status().as_u16())),
-                    Err(_) => metrics.error("publish_transport_error"),
-                }
-            }
+            Publisher::Http(post) => post
+                .post(&body)
+                .await
+                .map_err(|e| anyhow::anyhow!("publishing over HTTP failed: {e}"))?,
         }
         metrics.gifts_created.fetch_add(1, Ordering::Relaxed);
         n += 1;
     }
-    if let Publisher::Ws(ws) = &mut publisher {
-        let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+    match &mut publisher {
+        Publisher::Ws(ws) => {
+            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+        }
+        Publisher::Http(post) => {
+            // Give the last answers a moment, then stop reading.
+            tokio::time::sleep(Duration::from_millis(200)).await;
+            post.reader.abort();
+        }
     }
     Ok((n, first_measured.unwrap_or(n)))
 }
