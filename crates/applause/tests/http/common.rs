@@ -329,9 +329,7 @@ impl Server {
 
     /// The finance summary; its ledger check must pass.
     pub async fn summary(&self) -> Value {
-        let r = self
-            .get("/v1/finance/summary", Some(&self.finance()))
-            .await;
+        let r = self.get("/v1/finance/summary", Some(&self.finance())).await;
         r.expect_status(200);
         assert_eq!(
             r.json["ledger_check"]["ok"], true,
@@ -383,7 +381,11 @@ pub struct Resp {
 impl Resp {
     #[track_caller]
     pub fn expect_status(&self, status: u16) {
-        assert_eq!(self.status, status, "unexpected status; body: {}", self.body);
+        assert_eq!(
+            self.status, status,
+            "unexpected status; body: {}",
+            self.body
+        );
     }
 
     /// Asserts an error response: status, JSON content type, `error.code`
@@ -443,7 +445,10 @@ pub fn minor(amount: &str) -> i64 {
         None => (false, amount),
     };
     let (whole, frac) = digits.split_once('.').unwrap_or((digits, "0"));
-    assert!(frac.len() <= 2, "amount {amount:?} has more than 2 decimals");
+    assert!(
+        frac.len() <= 2,
+        "amount {amount:?} has more than 2 decimals"
+    );
     let frac = format!("{frac:0<2}");
     let v = whole.parse::<i64>().expect("whole part") * 100 + frac.parse::<i64>().expect("cents");
     if neg {
