@@ -306,6 +306,23 @@ impl Server {
         .await
     }
 
+    /// Like [`Server::buy`], on a task of its own (for concurrent requests).
+    pub fn buy_task(
+        &self,
+        token: &str,
+        room: &str,
+        key: &str,
+        body: &Value,
+    ) -> JoinHandle<Resp> {
+        let rb = self
+            .client
+            .post(self.url(&format!("/v1/rooms/{room}/gifts")))
+            .bearer_auth(token)
+            .header("idempotency-key", key)
+            .json(body);
+        tokio::spawn(send(rb))
+    }
+
     /// Buys `quantity` of `sticker` with a fresh key.
     pub async fn gift(&self, token: &str, room: &str, sticker: &str, quantity: u32) -> Resp {
         let key = format!("k-{}", random_name());
