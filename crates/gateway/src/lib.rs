@@ -1,1 +1,33 @@
-//! placeholder
+//! Applause gateway: the WebSocket fan-out of SPEC §4 — rooms, connections,
+//! history and resume, the slow-consumer policy and broadcaster acks.
+//!
+//! Room events arrive from the [`applause_bus::EventBus`] pre-rendered; each
+//! frame becomes shared bytes once and is queued to every connection of its
+//! room without waiting. Each connection has a byte-bounded queue and one
+//! writer task that writes many frames per flush. The gateway never imports
+//! the gift service: rooms and acks come through [`RoomDirectory`] and
+//! [`AckHandler`], implemented by the binary.
+//!
+//! Wiring:
+//! ```ignore
+//! let gw = Gateway::new(config, auth, bus, rooms, acks, &registry)?;
+//! let app = gw.router().merge(other_routes);
+//! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+//!     .with_graceful_shutdown(async move { stop.await; gw.shutdown().await })
+//!     .await?;
+//! ```
+
+mod config;
+mod connection;
+mod gateway;
+mod limits;
+mod metrics;
+mod outbox;
+mod ports;
+pub mod protocol;
+mod room;
+mod server;
+
+pub use config::GatewayConfig;
+pub use gateway::{Gateway, GatewayError};
+pub use ports::{AckHandler, RoomDirectory, RoomInfo};

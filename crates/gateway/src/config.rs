@@ -1,0 +1,199 @@
+//! The gateway's limits: every bound on connections, queues, frames and history,
+//! with defaults, validated before any port is bound.
+
+use std::time::Duration;
+
+/// Every bound the gateway keeps. Build one with [`GatewayConfig::default`] and
+/// override fields; [`GatewayConfig::validate`] names the first bad value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct GatewayConfig {
+    /// Bytes of frames queued for one connection (plus the batch being written)
+    /// before it is closed with 4008 `slow_consumer`.
+    pub outbound_queue_bytes_max: usize,
+    /// The largest frame a client may send (close 1009 past it).
+    pub inbound_frame_bytes_max: usize,
+    /// Malformed client frames tolerated; the next one closes with 1008.
+    pub malformed_frames_max: u32,
+    /// Events kept per room for resume.
+    pub history_events_max: usize,
+    /// Age of the oldest event kept per room for resume.
+    pub history_age_ms_max: u64,
+    /// How often the server pings a connection.
+    pub ping_interval_ms: u64,
+    /// A peer silent (no frame, no pong) for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// WebSocket connections held at once by this gateway (503 past it).
+    pub connections_max: usize,
+    /// New connections per second from one IP address; 0 disables the limit.
+    pub connects_per_ip_per_s: u32,
+    /// Connections one IP address may open in a burst above its rate.
+    pub connects_per_ip_burst: u32,
+    /// The WebSocket read buffer of each connection. Inbound frames are small,
+    /// and at 50,000 connections every KiB here is 50 MB.
+    pub read_buffer_bytes: usize,
+    /// Bytes the WebSocket layer buffers before writing to the socket; a batch
+    /// of frames up to this size costs one write.
+    pub write_buffer_bytes: usize,
+    /// How long a closing connection gets to flush its close frame.
+    pub close_grace_ms: u64,
+    /// How long [`crate::Gateway::shutdown`] waits for connections to close.
+    pub shutdown_grace_ms: u64,
+    /// How long a room without connections stays subscribed (its history stays
+    /// warm for viewers who reconnect and resume).
+    pub room_linger_ms: u64,
+}
+
+impl Default for GatewayConfig {
+    fn default() -> Self {
+        Self {
+            outbound_queue_bytes_max: 1024 * 1024,
+            inbound_frame_bytes_max: 4 * 1024,
+            malformed_frames_max: 5,
+            history_events_max: 1_000,
+            history_age_ms_max: 5 * 60 * 1_000,
+            ping_interval_ms: 20_000,
+            idle_timeout_ms: 60_000,
+            connections_max: 100_000,
+            connects_per_ip_per_s: 500,
+            connects_per_ip_burst: 2_000,
+            read_buffer_bytes: 2 * 1024,
+            write_buffer_bytes: 16 * 1024,
+            close_grace_ms: 2_000,
+            shutdown_grace_ms: 5_000,
+            room_linger_ms: 30_000,
+        }
+    }
+}
+
+impl GatewayConfig {
+    /// Checks every bound; the error names the field and its bad value.
+    pub fn validate(&self) -> Result<(), String> {
+        fn at_least(name: &str, value: u64, min: u64) -> Result<(), String> {
+            if value < min {
+                return Err(format!(
+                    "gateway {name} = {value} is too small (at least {min})"
+                ));
+            }
+            Ok(())
+        }
+        fn at_most(name: &str, value: u64, max: u64) -> Result<(), String> {
+            if value > max {
+                return Err(format!(
+                    "gateway {name} = {value} is too large (at most {max})"
+                ));
+            }
+            Ok(())
+        }
+        let u = |v: usize| v as u64;
+        at_least(
+            "inbound_frame_bytes_max",
+            u(self.inbound_frame_bytes_max),
+            256,
+        )?;
+        at_most(
+            "inbound_frame_bytes_max",
+            u(self.inbound_frame_bytes_max),
+            1 << 20,
+        )?;
+        // A resume replays up to the whole history through the queue, so the
+        // queue must at least hold one large frame.
+        at_least(
+            "outbound_queue_bytes_max",
+            u(self.outbound_queue_bytes_max),
+            16 * 1024,
+        )?;
+        at_least(
+            "malformed_frames_max",
+            u64::from(self.malformed_frames_max),
+            1,
+        )?;
+        at_least("history_events_max", u(self.history_events_max), 1)?;
+        at_most("history_events_max", u(self.history_events_max), 1_000_000)?;
+        at_least("history_age_ms_max", self.history_age_ms_max, 1_000)?;
+        at_least("ping_interval_ms", self.ping_interval_ms, 100)?;
+        if self.idle_timeout_ms <= self.ping_interval_ms {
+            return Err(format!(
+                "gateway idle_timeout_ms = {} must exceed ping_interval_ms = {}",
+                self.idle_timeout_ms, self.ping_interval_ms
+            ));
+        }
+        at_least("connections_max", u(self.connections_max), 1)?;
+        if self.connects_per_ip_per_s > 0 {
+            at_least(
+                "connects_per_ip_burst",
+                u64::from(self.connects_per_ip_burst),
+                1,
+            )?;
+        }
+        at_least("read_buffer_bytes", u(self.read_buffer_bytes), 256)?;
+        at_most("read_buffer_bytes", u(self.read_buffer_bytes), 1 << 20)?;
+        at_least("write_buffer_bytes", u(self.write_buffer_bytes), 1)?;
+        at_most("write_buffer_bytes", u(self.write_buffer_bytes), 1 << 20)?;
+        at_least("close_grace_ms", self.close_grace_ms, 1)?;
+        at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
+        Ok(())
+    }
+
+    pub(crate) fn ping_interval(&self) -> Duration {
+        Duration::from_millis(self.ping_interval_ms)
+    }
+
+    pub(crate) fn idle_timeout(&self) -> Duration {
+        Duration::from_millis(self.idle_timeout_ms)
+    }
+
+    pub(crate) fn close_grace(&self) -> Duration {
+        Duration::from_millis(self.close_grace_ms)
+    }
+
+    pub(crate) fn history_age(&self) -> Duration {
+        Duration::from_millis(self.history_age_ms_max)
+    }
+
+    pub(crate) fn room_linger(&self) -> Duration {
+        Duration::from_millis(self.room_linger_ms)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn check(edit: impl FnOnce(&mut GatewayConfig), expected_field: Option<&str>) {
+        let mut c = GatewayConfig::default();
+        edit(&mut c);
+        match (c.validate(), expected_field) {
+            (Ok(()), None) => {}
+            (Err(e), Some(field)) => assert!(e.contains(field), "{e} should name {field}"),
+            (r, f) => panic!("validate() = {r:?}, expected error naming {f:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_are_valid_and_bad_values_are_named() {
+        check(|_| {}, None);
+        check(
+            |c| c.inbound_frame_bytes_max = 10,
+            Some("inbound_frame_bytes_max"),
+        );
+        check(
+            |c| c.outbound_queue_bytes_max = 0,
+            Some("outbound_queue_bytes_max"),
+        );
+        check(|c| c.history_events_max = 0, Some("history_events_max"));
+        check(|c| c.malformed_frames_max = 0, Some("malformed_frames_max"));
+        check(
+            |c| c.idle_timeout_ms = c.ping_interval_ms,
+            Some("idle_timeout_ms"),
+        );
+        check(|c| c.connections_max = 0, Some("connections_max"));
+        check(|c| c.read_buffer_bytes = 1, Some("read_buffer_bytes"));
+        check(
+            |c| {
+                c.connects_per_ip_per_s = 0;
+                c.connects_per_ip_burst = 0;
+            },
+            None,
+        );
+    }
+}

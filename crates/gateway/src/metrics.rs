@@ -1,0 +1,100 @@
+//! The gateway's Prometheus metrics: connections, deliveries, slow-consumer
+//! closes, resume outcomes, refused connects and commit-to-socket latency.
+
+use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+
+/// Cheap to clone: every handle is an `Arc` inside.
+#[derive(Clone)]
+pub(crate) struct Metrics {
+    pub connections: IntGauge,
+    pub deliveries: IntCounter,
+    pub slow_consumer_closes: IntCounter,
+    pub resumes: IntCounterVec,
+    pub connects_refused: IntCounterVec,
+    pub protocol_errors: IntCounterVec,
+    pub fanout_latency: Histogram,
+}
+
+impl Metrics {
+    pub(crate) fn new(registry: &Registry) -> Result<Self, prometheus::Error> {
+        let m = Self::unregistered();
+        registry.register(Box::new(m.connections.clone()))?;
+        registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.slow_consumer_closes.clone()))?;
+        registry.register(Box::new(m.resumes.clone()))?;
+        registry.register(Box::new(m.connects_refused.clone()))?;
+        registry.register(Box::new(m.protocol_errors.clone()))?;
+        registry.register(Box::new(m.fanout_latency.clone()))?;
+        Ok(m)
+    }
+
+    /// The same metrics on no registry (unit tests).
+    pub(crate) fn unregistered() -> Self {
+        let buckets = vec![
+            0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.075, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+        ];
+        Self {
+            connections: IntGauge::new(
+                "applause_gateway_connections",
+                "Open WebSocket connections",
+            )
+            .expect("valid metric"),
+            deliveries: IntCounter::new(
+                "applause_gateway_deliveries_total",
+                "Room event frames written to sockets",
+            )
+            .expect("valid metric"),
+            slow_consumer_closes: IntCounter::new(
+                "applause_gateway_slow_consumer_closes_total",
+                "Connections closed with 4008 because their outbound queue overflowed",
+            )
+            .expect("valid metric"),
+            resumes: IntCounterVec::new(
+                Opts::new(
+                    "applause_gateway_resumes_total",
+                    "Resume requests by outcome",
+                ),
+                &["outcome"],
+            )
+            .expect("valid metric"),
+            connects_refused: IntCounterVec::new(
+                Opts::new(
+                    "applause_gateway_connects_refused_total",
+                    "WebSocket connects refused before the upgrade, by reason",
+                ),
+                &["reason"],
+            )
+            .expect("valid metric"),
+            protocol_errors: IntCounterVec::new(
+                Opts::new(
+                    "applause_gateway_protocol_errors_total",
+                    "Client frames refused, by error code",
+                ),
+                &["code"],
+            )
+            .expect("valid metric"),
+            fanout_latency: Histogram::with_opts(
+                HistogramOpts::new(
+                    "applause_gateway_fanout_latency_seconds",
+                    "From an event's ledger commit to its frame being flushed to a socket",
+                )
+                .buckets(buckets),
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// Records a flushed batch: one delivery per event frame, with latencies
+    /// from each event's commit time.
+    pub(crate) fn delivered(&self, committed_at_ms: &[i64]) {
+        if committed_at_ms.is_empty() {
+            return;
+        }
+        self.deliveries.inc_by(committed_at_ms.len() as u64);
+        let now = applause_web::now_ms();
+        for &at in committed_at_ms {
+            let ms = (now - at).max(0);
+            self.fanout_latency.observe(ms as f64 / 1_000.0);
+        }
+    }
+}

@@ -1,0 +1,411 @@
+//! One room on this gateway: its connections, its last delivered `seq` and a
+//! ring of recent events for resume. Everything that orders frames for a
+//! connection (welcome, live events, replays) happens under the room's lock,
+//! so each connection sees one gap-free, duplicate-free sequence.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use applause_core::EventEnvelope;
+use axum::extract::ws::Utf8Bytes;
+use parking_lot::Mutex;
+use tokio::time::Instant;
+
+use crate::outbox::{Closing, OutFrame, Outbox, Push};
+use crate::ports::RoomInfo;
+use crate::protocol;
+
+/// A room event as fanned out: each frame converted to shared bytes once.
+#[derive(Debug)]
+pub(crate) struct Delivered {
+    pub seq: u64,
+    pub frame: Utf8Bytes,
+    pub broadcaster_frame: Option<Utf8Bytes>,
+    pub committed_at_ms: i64,
+    pub ends_room: bool,
+    received: Instant,
+}
+
+impl Delivered {
+    pub(crate) fn new(env: &EventEnvelope) -> Self {
+        Self {
+            seq: env.seq,
+            frame: Utf8Bytes::from(env.frame.clone()),
+            broadcaster_frame: env.broadcaster_frame.clone().map(Utf8Bytes::from),
+            committed_at_ms: env.committed_at_ms,
+            ends_room: env.ends_room,
+            received: Instant::now(),
+        }
+    }
+
+    fn frame_for(&self, broadcaster: bool) -> OutFrame {
+        let text = match (&self.broadcaster_frame, broadcaster) {
+            (Some(f), true) => f.clone(),
+            _ => self.frame.clone(),
+        };
+        OutFrame::Event {
+            text,
+            committed_at_ms: self.committed_at_ms,
+        }
+    }
+}
+
+struct Member {
+    id: u64,
+    outbox: Arc<Outbox>,
+    broadcaster: bool,
+    /// Set while a resume fetches older events from the bus: live events are
+    /// held back (they stay in the ring) and queued after the replay.
+    paused_at: Option<u64>,
+}
+
+struct State {
+    /// The last `seq` fanned out; `None` until the bus cursor or a first event.
+    last_seq: Option<u64>,
+    /// Contiguous recent events, oldest first.
+    ring: VecDeque<Arc<Delivered>>,
+    members: Vec<Member>,
+    /// Removed from the registry: a connection holding this room must look again.
+    dead: bool,
+    empty_since: Option<Instant>,
+}
+
+/// Counters from one fan-out, for the metrics.
+#[derive(Debug, Default, Clone, Copy)]
+pub(crate) struct FanOut {
+    pub slow_consumers: u64,
+}
+
+/// What a resume came to.
+#[derive(Debug)]
+pub(crate) enum ResumeStep {
+    /// The events were queued (possibly none).
+    Replayed(usize),
+    /// The events after the client's position are gone.
+    Resync,
+    /// The ring does not reach back far enough: fetch events after `since`
+    /// from the bus (live delivery to this member is paused meanwhile).
+    NeedHistory,
+}
+
+pub(crate) struct Room {
+    pub id: Arc<str>,
+    pub epoch: u64,
+    pub broadcaster_id: String,
+    state: Mutex<State>,
+    /// Joined on the bus (once per room object).
+    pub joined: tokio::sync::OnceCell<()>,
+    events_max: usize,
+    age_max: Duration,
+}
+
+impl Room {
+    pub(crate) fn new(info: &RoomInfo, events_max: usize, age_max: Duration) -> Self {
+        Self {
+            id: Arc::from(info.room_id.as_str()),
+            epoch: info.epoch,
+            broadcaster_id: info.broadcaster_id.clone(),
+            state: Mutex::new(State {
+                last_seq: None,
+                ring: VecDeque::new(),
+                members: Vec::new(),
+                dead: false,
+                empty_since: Some(Instant::now()),
+            }),
+            joined: tokio::sync::OnceCell::new(),
+            events_max,
+            age_max,
+        }
+    }
+
+    /// Records the bus cursor after joining. Events the dispatcher already
+    /// took stay when they are newer; an older start is discarded.
+    pub(crate) fn set_cursor(&self, cursor: u64) {
+        let mut s = self.state.lock();
+        match s.last_seq {
+            Some(last) if last >= cursor => {}
+            _ => {
+                s.ring.clear();
+                s.last_seq = Some(cursor);
+            }
+        }
+    }
+
+    pub(crate) fn last_seq(&self) -> Option<u64> {
+        self.state.lock().last_seq
+    }
+
+    /// Adds a connection and queues its welcome under the lock, so every event
+    /// after the welcome's `seq` follows it. `Err` when the room was retired.
+    pub(crate) fn register(
+        &self,
+        id: u64,
+        outbox: Arc<Outbox>,
+        broadcaster: bool,
+        server_time: &str,
+    ) -> Result<u64, ()> {
+        let mut s = self.state.lock();
+        if s.dead {
+            return Err(());
+        }
+        let seq = s.last_seq.unwrap_or(0);
+        outbox.push(OutFrame::Control(protocol::welcome(
+            &self.id,
+            self.epoch,
+            seq,
+            server_time,
+        )));
+        s.members.push(Member {
+            id,
+            outbox,
+            broadcaster,
+            paused_at: None,
+        });
+        s.empty_since = None;
+        Ok(seq)
+    }
+
+    pub(crate) fn unregister(&self, id: u64) {
+        let mut s = self.state.lock();
+        if let Some(i) = s.members.iter().position(|m| m.id == id) {
+            s.members.swap_remove(i);
+        }
+        if s.members.is_empty() {
+            s.empty_since = Some(Instant::now());
+        }
+    }
+
+    /// Retires the room when it has had no connection for `linger`.
+    pub(crate) fn retire_if_idle(&self, linger: Duration) -> bool {
+        let mut s = self.state.lock();
+        let idle = s.members.is_empty() && s.empty_since.is_some_and(|t| t.elapsed() >= linger);
+        if idle {
+            s.dead = true;
+        }
+        idle
+    }
+
+    pub(crate) fn member_count(&self) -> usize {
+        self.state.lock().members.len()
+    }
+
+    /// Fans an event out if it is the next `seq` (or the first one seen);
+    /// returns `None` for a duplicate or a gap, leaving the room unchanged.
+    pub(crate) fn apply(&self, ev: Arc<Delivered>) -> Option<FanOut> {
+        let mut s = self.state.lock();
+        match s.last_seq {
+            Some(last) if ev.seq != last + 1 => return None,
+            _ => {}
+        }
+        s.last_seq = Some(ev.seq);
+        let mut out = FanOut::default();
+        for m in s.members.iter().filter(|m| m.paused_at.is_none()) {
+            if m.outbox.push(ev.frame_for(m.broadcaster)) == Push::Overflow {
+                out.slow_consumers += 1;
+            }
+        }
+        if ev.ends_room {
+            for m in &s.members {
+                m.outbox.close(
+                    Closing {
+                        code: protocol::close::NORMAL,
+                        reason: "room_ended",
+                    },
+                    None,
+                );
+            }
+        }
+        s.ring.push_back(ev);
+        self.prune(&mut s);
+        Some(out)
+    }
+
+    /// After events were lost for good: starts over at the next event and
+    /// tells every connection it must resync.
+    pub(crate) fn reset(&self) {
+        let mut s = self.state.lock();
+        s.ring.clear();
+        s.last_seq = None;
+        for m in &s.members {
+            m.outbox
+                .push(OutFrame::Control(protocol::resync_required()));
+        }
+    }
+
+    fn prune(&self, s: &mut State) {
+        while s.ring.len() > self.events_max {
+            s.ring.pop_front();
+        }
+        while s
+            .ring
+            .front()
+            .is_some_and(|e| e.received.elapsed() > self.age_max)
+        {
+            s.ring.pop_front();
+        }
+    }
+
+    /// Replays the events after `since` to a member from the ring, or asks
+    /// for the bus's history when the ring starts later.
+    pub(crate) fn resume_from_ring(&self, member: u64, since: u64) -> ResumeStep {
+        let mut s = self.state.lock();
+        self.prune(&mut s);
+        let last = s.last_seq.unwrap_or(0);
+        let Some(i) = s.members.iter().position(|m| m.id == member) else {
+            return ResumeStep::Replayed(0);
+        };
+        if since >= last {
+            return ResumeStep::Replayed(0);
+        }
+        let first = s.ring.front().map_or(last + 1, |e| e.seq);
+        if first > since + 1 {
+            s.members[i].paused_at = Some(last);
+            return ResumeStep::NeedHistory;
+        }
+        let m = &s.members[i];
+        let mut n = 0;
+        for e in s.ring.iter().filter(|e| e.seq > since) {
+            m.outbox.push(e.frame_for(m.broadcaster));
+            n += 1;
+        }
+        ResumeStep::Replayed(n)
+    }
+
+    /// Finishes a resume that needed the bus: queues `older` (events after the
+    /// client's position, from the bus) then the ring's newer events, and
+    /// resumes live delivery. `older == None` means the bus no longer has them.
+    pub(crate) fn resume_with_history(
+        &self,
+        member: u64,
+        since: u64,
+        older: Option<Vec<Arc<Delivered>>>,
+    ) -> ResumeStep {
+        let mut s = self.state.lock();
+        let Some(i) = s.members.iter().position(|m| m.id == member) else {
+            return ResumeStep::Replayed(0);
+        };
+        let paused_at = s.members[i].paused_at.take().unwrap_or(since);
+        let m = &s.members[i];
+        let mut next = since + 1;
+        let mut frames = Vec::new();
+        let mut complete = older.is_some();
+        for e in older.iter().flatten() {
+            if e.seq == next && e.seq <= paused_at {
+                frames.push(e.frame_for(m.broadcaster));
+                next += 1;
+            }
+        }
+        let from = next;
+        for e in s.ring.iter().filter(|e| e.seq >= from) {
+            if e.seq != next {
+                complete = false;
+                break;
+            }
+            frames.push(e.frame_for(m.broadcaster));
+            next += 1;
+        }
+        let last = s.last_seq.unwrap_or(0);
+        if next <= last {
+            complete = false;
+        }
+        if complete {
+            let n = frames.len();
+            for f in frames {
+                m.outbox.push(f);
+            }
+            return ResumeStep::Replayed(n);
+        }
+        // The replay has a hole; the live stream must not: queue what this
+        // member missed while paused, then tell it to resync.
+        m.outbox
+            .push(OutFrame::Control(protocol::resync_required()));
+        for e in s.ring.iter().filter(|e| e.seq > paused_at) {
+            m.outbox.push(e.frame_for(m.broadcaster));
+        }
+        ResumeStep::Resync
+    }
+
+    #[cfg(test)]
+    pub(crate) fn ring_len(&self) -> usize {
+        self.state.lock().ring.len()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn info() -> RoomInfo {
+        RoomInfo {
+            room_id: "r1".into(),
+            broadcaster_id: "b".into(),
+            epoch: 1,
+            live: true,
+        }
+    }
+
+    fn ev(seq: u64) -> Arc<Delivered> {
+        Arc::new(Delivered::new(&EventEnvelope {
+            room_id: "r1".into(),
+            epoch: 1,
+            seq,
+            frame: format!("{{\"seq\":{seq}}}"),
+            broadcaster_frame: Some(format!("{{\"seq\":{seq},\"split\":1}}")),
+            broadcaster_id: "b".into(),
+            committed_at_ms: 0,
+            ends_room: false,
+        }))
+    }
+
+    #[tokio::test]
+    async fn applies_only_the_next_seq_and_bounds_the_ring() {
+        let room = Room::new(&info(), 3, Duration::from_secs(60));
+        room.set_cursor(10);
+        assert!(room.apply(ev(10)).is_none(), "duplicate");
+        assert!(room.apply(ev(12)).is_none(), "gap");
+        for s in 11..=15 {
+            assert!(room.apply(ev(s)).is_some());
+        }
+        assert_eq!(room.last_seq(), Some(15));
+        assert_eq!(room.ring_len(), 3);
+    }
+
+    #[tokio::test]
+    async fn resume_replays_from_the_ring_or_asks_for_history() {
+        let room = Room::new(&info(), 5, Duration::from_secs(60));
+        room.set_cursor(0);
+        for s in 1..=8 {
+            room.apply(ev(s));
+        }
+        let o = Arc::new(Outbox::new(1 << 20));
+        assert_eq!(room.register(7, o.clone(), false, "t"), Ok(8));
+        assert!(matches!(
+            room.resume_from_ring(7, 5),
+            ResumeStep::Replayed(3)
+        ));
+        assert!(matches!(
+            room.resume_from_ring(7, 8),
+            ResumeStep::Replayed(0)
+        ));
+        assert!(matches!(
+            room.resume_from_ring(7, 2),
+            ResumeStep::NeedHistory
+        ));
+        // While paused, live events are held back and come after the replay.
+        room.apply(ev(9));
+        let older: Vec<_> = (3..=4).map(ev).collect();
+        assert!(matches!(
+            room.resume_with_history(7, 2, Some(older)),
+            ResumeStep::Replayed(7)
+        ));
+        assert!(matches!(
+            room.resume_from_ring(7, 0),
+            ResumeStep::NeedHistory
+        ));
+        assert!(matches!(
+            room.resume_with_history(7, 0, None),
+            ResumeStep::Resync
+        ));
+    }
+}

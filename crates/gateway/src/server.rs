@@ -1,0 +1,203 @@
+//! `GET /v1/ws?room=…`: everything decided before the upgrade (shutdown,
+//! connection cap, per-IP rate, token, room) answered as plain HTTP errors,
+//! then the upgrade with deliberately small WebSocket buffers.
+
+use std::net::SocketAddr;
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+
+use applause_core::ErrorCode;
+use applause_web::{ApiError, Principal};
+use axum::extract::connect_info::ConnectInfo;
+use axum::extract::ws::WebSocketUpgrade;
+use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::response::{IntoResponse, Response};
+use axum::routing::get;
+use axum::Router;
+use futures_util::StreamExt;
+use serde::Deserialize;
+use tracing::Instrument;
+
+use crate::connection::{self, Session};
+use crate::gateway::{Gateway, Inner};
+
+#[derive(Debug, Deserialize)]
+struct WsQuery {
+    room: Option<String>,
+    access_token: Option<String>,
+}
+
+impl Gateway {
+    /// The router serving `GET /v1/ws`. Serve it with
+    /// `into_make_service_with_connect_info::<SocketAddr>()` to enable the
+    /// per-IP connect rate limit (without it the limit is not applied).
+    pub fn router(&self) -> Router {
+        Router::new()
+            .route("/v1/ws", get(ws_handler))
+            .with_state(self.inner.clone())
+    }
+}
+
+/// Holds one slot of the connection cap for as long as it lives.
+struct Slot(Arc<Inner>);
+
+impl Slot {
+    fn take(inner: &Arc<Inner>) -> Option<Slot> {
+        let max = inner.config.connections_max;
+        inner
+            .connections
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .ok()?;
+        inner.metrics.connections.inc();
+        Some(Slot(inner.clone()))
+    }
+}
+
+impl Drop for Slot {
+    fn drop(&mut self) {
+        self.0.connections.fetch_sub(1, Ordering::AcqRel);
+        self.0.metrics.connections.dec();
+    }
+}
+
+fn refuse(inner: &Inner, reason: &str, err: ApiError) -> Response {
+    inner
+        .metrics
+        .connects_refused
+        .with_label_values(&[reason])
+        .inc();
+    err.into_response()
+}
+
+async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
+    let (mut parts, _body) = req.into_parts();
+    if inner.shutdown.is_cancelled() {
+        return refuse(
+            &inner,
+            "shutdown",
+            ApiError::new(ErrorCode::Unavailable, "the gateway is shutting down"),
+        );
+    }
+    let Ok(Query(q)) = Query::<WsQuery>::try_from_uri(&parts.uri) else {
+        return refuse(
+            &inner,
+            "bad_query",
+            ApiError::new(ErrorCode::InvalidQuery, "invalid query string"),
+        );
+    };
+    if let Some(ConnectInfo(addr)) = parts.extensions.get::<ConnectInfo<SocketAddr>>() {
+        if !inner.limiter.admit(addr.ip()) {
+            return refuse(
+                &inner,
+                "rate_limited",
+                ApiError::new(
+                    ErrorCode::RateLimited,
+                    "too many connections from this address",
+                )
+                .with_retry_after(1),
+            );
+        }
+    }
+    let principal = match authenticate(&inner, &q, &parts.headers) {
+        Ok(p) => p,
+        Err(e) => return refuse(&inner, "unauthorized", e),
+    };
+    let Some(room_id) = q.room.filter(|r| applause_core::ids::is_valid_object_id(r)) else {
+        return refuse(
+            &inner,
+            "room_not_found",
+            ApiError::from(ErrorCode::RoomNotFound),
+        );
+    };
+    let info = match inner.directory.room(&room_id).await {
+        Ok(Some(info)) => info,
+        Ok(None) => {
+            return refuse(
+                &inner,
+                "room_not_found",
+                ApiError::new(ErrorCode::RoomNotFound, "no such room"),
+            )
+        }
+        Err(e) => return refuse(&inner, "directory", e),
+    };
+    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+        Ok(u) => u,
+        Err(rejection) => return rejection.into_response(),
+    };
+    let Some(slot) = Slot::take(&inner) else {
+        return refuse(
+            &inner,
+            "connections_max",
+            ApiError::new(
+                ErrorCode::Unavailable,
+                "the gateway is at its connection limit",
+            )
+            .with_retry_after(1),
+        );
+    };
+    let room = match inner.joined_room(&info).await {
+        Ok(room) => room,
+        Err(e) => return refuse(&inner, "bus", e),
+    };
+    let config = &inner.config;
+    let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
+    let span = tracing::info_span!(
+        "ws",
+        conn = id,
+        room = %info.room_id,
+        user = principal.as_ref().map_or("", |p| p.user_id.as_str()),
+    );
+    let session = Session {
+        inner: inner.clone(),
+        room,
+        info,
+        principal,
+        id,
+    };
+    upgrade
+        // Every connection pays for these buffers even when idle: inbound
+        // frames are tiny, and outbound batching happens in our own queue.
+        .read_buffer_size(config.read_buffer_bytes)
+        .write_buffer_size(config.write_buffer_bytes)
+        .max_write_buffer_size(config.write_buffer_bytes + config.outbound_queue_bytes_max)
+        // Some headroom over our own limit so an oversized frame is read and
+        // answered with a clean 1009 rather than a bare protocol error.
+        .max_message_size(config.inbound_frame_bytes_max * 2)
+        .max_frame_size(config.inbound_frame_bytes_max * 2)
+        .on_upgrade(move |socket| {
+            async move {
+                let _slot = slot;
+                tracing::debug!("connected");
+                let (sink, stream) = socket.split();
+                connection::run(session, sink, stream).await;
+                tracing::debug!("disconnected");
+            }
+            .instrument(span)
+        })
+}
+
+/// The token from `access_token` or the `Authorization` header; none is an
+/// anonymous viewer, a bad one is a 401.
+fn authenticate(
+    inner: &Inner,
+    q: &WsQuery,
+    headers: &axum::http::HeaderMap,
+) -> Result<Option<Principal>, ApiError> {
+    let header = headers
+        .get(axum::http::header::AUTHORIZATION)
+        .map(|v| {
+            v.to_str()
+                .map_err(|_| ApiError::from(ErrorCode::Unauthorized))
+        })
+        .transpose()?;
+    let verified = match (&q.access_token, header) {
+        (Some(token), _) => inner.auth.verify(token),
+        (None, Some(h)) => inner.auth.verify_header(Some(h)),
+        (None, None) => return Ok(None),
+    };
+    verified
+        .map(Some)
+        .map_err(|_| ApiError::from(ErrorCode::Unauthorized))
+}
