@@ -6,6 +6,7 @@ pub mod error;
 pub mod events;
 pub mod ids;
 pub mod money;
+pub mod redpacket;
 pub mod split;
 
 pub use catalog::{Catalog, Sticker};
