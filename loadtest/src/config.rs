@@ -156,7 +156,8 @@ pub struct FanoutArgs {
     pub duration: String,
     #[arg(long, default_value = "3s")]
     pub warmup: String,
-    #[arg(long, default_value = "3s")]
+    /// How long to wait after publishing for queued messages to arrive.
+    #[arg(long, default_value = "10s")]
     pub drain: String,
     #[arg(long, default_value_t = 2000.0)]
     pub connect_rate: f64,

@@ -37,6 +37,8 @@ const LEADERBOARD_WAIT: Duration = Duration::from_secs(5);
 const PENDING_FRAMES_MAX: usize = 10_000;
 /// How long a new connection may take to send its welcome frame.
 const WELCOME_WAIT: Duration = Duration::from_secs(10);
+/// Without seqs to wait for, the drain ends after deliveries stop for this long.
+const DRAIN_QUIET: Duration = Duration::from_millis(500);
 /// Channels funded round-robin.
 const CHANNELS: [&str; 3] = ["apple", "google", "web"];
 
@@ -283,19 +285,33 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
     // Drain: wait until every open viewer has seen its room's last purchased seq.
     progress.set_phase("draining");
     let mut room_target = vec![0u64; s.rooms];
+    let mut seqs_missing = false;
     for p in shared.purchases.lock().expect("purchases lock").iter() {
-        if let Some(seq) = p.seq {
-            room_target[p.room] = room_target[p.room].max(seq);
+        match p.seq {
+            Some(seq) => room_target[p.room] = room_target[p.room].max(seq),
+            None => seqs_missing = true,
         }
     }
+    // Without seqs in the 201s there is no target: wait for deliveries to
+    // go quiet instead.
+    let quiet_needed = if seqs_missing && total_viewers > 0 {
+        DRAIN_QUIET
+    } else {
+        Duration::ZERO
+    };
     let drain_deadline = Instant::now() + s.drain;
+    let (mut last_count, mut last_change) = (u64::MAX, Instant::now());
     while Instant::now() < drain_deadline {
+        let count = metrics.deliveries.load(Ordering::Relaxed);
+        if count != last_count {
+            (last_count, last_change) = (count, Instant::now());
+        }
         let behind = shared
             .last_seq
             .iter()
             .enumerate()
             .any(|(v, last)| last.load(Ordering::Relaxed) < room_target[v % s.rooms]);
-        if !behind {
+        if !behind && last_change.elapsed() >= quiet_needed {
             break;
         }
         tokio::time::sleep(Duration::from_millis(20)).await;
