@@ -55,4 +55,12 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Deletes idempotency records created before `before_ms`.
     async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError>;
     async fn ping(&self) -> Result<(), LedgerError>;
+    async fn red_packet(
+        &self,
+        packet_id: &str,
+    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError>;
+    /// Ids of packets still unsettled at `now_ms` past their expiry.
+    async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError>;
+    /// (reason, refunded by) of a refunded gift.
+    async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError>;
 }

@@ -10,6 +10,15 @@
 //! and hot accounts (broadcaster, platform, store) are only appended to, never
 //! updated per purchase. Two backends: SQLite (embedded default) and
 //! PostgreSQL; only the backend modules know SQL.
+//!
+//! Refunds and red packets are commands like purchases. A refund reverses a
+//! gift's entries in one transaction (once: the gift row is locked and
+//! carries `refunded_at_ms`). A red packet's drop moves the total into the
+//! `escrow:<packet>` account and the packet row remembers each channel's
+//! part; claims draw from that escrow in the policy's draw order (lowest
+//! store fee first, like purchases), so a claimed share carries the channels
+//! it came from; the return at expiry is planned under the packet's lock and
+//! only while the packet is unsettled, so it happens once.
 
 mod backend;
 pub mod model;
@@ -113,6 +122,9 @@ struct Metrics {
 pub struct CommitNotice {
     pub events: Vec<applause_core::EventEnvelope>,
     pub gifts: Vec<GiftRecord>,
+    /// Gifts refunded by the batch (with `refunded_at_ms` set): the
+    /// leaderboards subtract them.
+    pub refunds: Vec<GiftRecord>,
 }
 
 /// How many commit notices may wait for the publisher. Past it notices are
@@ -282,6 +294,69 @@ impl Ledger {
             Outcome::Event(e) => Ok(e),
             other => Err(unexpected(other)),
         }
+    }
+
+    /// Refunds a gift once: reversal entries in one transaction.
+    pub async fn refund(&self, cmd: RefundCmd) -> Result<RefundOutcome, LedgerError> {
+        match self.submit(Command::Refund(cmd)).await? {
+            Outcome::Refund(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Drops a red packet: the total moves from the sender's wallet to escrow.
+    pub async fn drop_red_packet(&self, cmd: DropCmd) -> Result<DropOutcome, LedgerError> {
+        match self.submit(Command::Drop(cmd, plan::new_id('p'))).await? {
+            Outcome::Drop(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Claims the next share of a red packet for a user.
+    pub async fn claim_red_packet(&self, cmd: ClaimCmd) -> Result<ClaimOutcome, LedgerError> {
+        match self.submit(Command::Claim(cmd)).await? {
+            Outcome::Claim(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// Returns an expired packet's rest to its sender (once; see [`ExpireOutcome`]).
+    pub async fn expire_red_packet(&self, packet_id: &str) -> Result<ExpireOutcome, LedgerError> {
+        match self.submit(Command::Expire(packet_id.to_owned())).await? {
+            Outcome::Expire(o) => Ok(o),
+            other => Err(unexpected(other)),
+        }
+    }
+
+    /// One sweep: every packet unsettled past its expiry (as of `now_ms`) is
+    /// asked to return its rest. Safe to run on any number of nodes at once:
+    /// the committer re-checks each packet under its lock. Returns how many
+    /// returns this call committed.
+    pub async fn sweep_red_packets(&self, now_ms: i64) -> Result<u64, LedgerError> {
+        let due = self.backend.due_red_packets(now_ms, 500).await?;
+        let mut returned = 0;
+        for id in due {
+            if matches!(
+                self.expire_red_packet(&id).await?,
+                ExpireOutcome::Returned(..)
+            ) {
+                returned += 1;
+            }
+        }
+        Ok(returned)
+    }
+
+    /// A red packet and its claims so far (in claim order).
+    pub async fn red_packet(
+        &self,
+        packet_id: &str,
+    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
+        self.backend.red_packet(packet_id).await
+    }
+
+    /// Why and by whom a gift was refunded.
+    pub async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
+        self.backend.refund_of(gift_id).await
     }
 
     /// Records that a room's events up to `seq` reached the bus.
@@ -456,7 +531,8 @@ async fn committer(backend: Arc<dyn Backend>, mut rx: mpsc::Receiver<Request>, c
             Ok(outcomes) => {
                 c.metrics.batches.with_label_values(&["ok"]).inc();
                 let notice = notice_of(&outcomes);
-                if !notice.events.is_empty() && c.notices.try_send(notice).is_err() {
+                let any = !notice.events.is_empty() || !notice.refunds.is_empty();
+                if any && c.notices.try_send(notice).is_err() {
                     c.notices_dropped
                         .fetch_add(1, std::sync::atomic::Ordering::Relaxed);
                 }
@@ -489,7 +565,11 @@ fn notice_of(outcomes: &[Outcome]) -> CommitNotice {
             }
             Outcome::EndRoom(EndRoomOutcome::Ended(_, ev))
             | Outcome::Ack(AckOutcome::Acked(ev))
+            | Outcome::Drop(DropOutcome::Dropped(_, ev))
+            | Outcome::Claim(ClaimOutcome::Claimed(_, _, ev))
+            | Outcome::Expire(ExpireOutcome::Returned(_, ev))
             | Outcome::Event(ev) => n.events.extend(ev.iter().cloned()),
+            Outcome::Refund(RefundOutcome::Refunded(gift)) => n.refunds.push((**gift).clone()),
             _ => {}
         }
     }

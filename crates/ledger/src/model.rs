@@ -212,6 +212,8 @@ pub struct RevenueRow {
     pub broadcaster_earnings: i64,
     pub platform_revenue: i64,
     pub refunds: i64,
+    /// `gross - refunds`: what the row's gifts came to after reversals.
+    pub net: i64,
 }
 
 impl RevenueRow {
@@ -222,6 +224,7 @@ impl RevenueRow {
         self.broadcaster_earnings += other.broadcaster_earnings;
         self.platform_revenue += other.platform_revenue;
         self.refunds += other.refunds;
+        self.net += other.net;
     }
 }
 
@@ -254,6 +257,8 @@ pub struct CheckReport {
     pub negative_wallets: Vec<String>,
     /// Gifts whose parts do not sum to their amount.
     pub bad_splits: Vec<String>,
+    /// Red packets whose stored escrow differs from their escrow account.
+    pub mismatched_escrow: Vec<String>,
 }
 
 impl CheckReport {
@@ -263,5 +268,137 @@ impl CheckReport {
             && self.mismatched_wallets.is_empty()
             && self.negative_wallets.is_empty()
             && self.bad_splits.is_empty()
+            && self.mismatched_escrow.is_empty()
     }
+}
+
+/// A refund of a gift, as finance asks for it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefundCmd {
+    pub gift_id: String,
+    pub reason: String,
+    /// Who refunded (finance or admin user id), kept for the audit trail.
+    pub refunded_by: String,
+}
+
+/// What a refund came to. A gift is refunded at most once: a second request
+/// answers `AlreadyRefunded` with the gift as refunded the first time.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RefundOutcome {
+    Refunded(Box<GiftRecord>),
+    AlreadyRefunded(Box<GiftRecord>),
+    NotFound,
+}
+
+/// A red packet (SPEC §7). `shares` is the whole allocation, fixed at the
+/// drop; claim `i` gets `shares[i]`. `escrow` is what is still in escrow per
+/// funding channel (it always sums to the `escrow:<packet>` account).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RedPacket {
+    pub packet_id: String,
+    pub room_id: String,
+    pub sender_id: String,
+    pub sender_name: String,
+    pub mode: String,
+    pub total_minor: i64,
+    pub count: u32,
+    pub shares: Vec<i64>,
+    pub claimed_count: u32,
+    pub claimed_minor: i64,
+    pub escrow: PerChannel,
+    pub created_at_ms: i64,
+    pub expires_at_ms: i64,
+    /// When the packet was emptied by its last claim or its rest returned.
+    pub settled_at_ms: Option<i64>,
+    /// What went back to the sender at expiry.
+    pub returned_minor: i64,
+}
+
+impl RedPacket {
+    pub fn remaining_minor(&self) -> i64 {
+        self.escrow.iter().sum()
+    }
+    pub fn remaining_count(&self) -> u32 {
+        self.count - self.claimed_count
+    }
+    /// `open`, `exhausted`, `expired` (rest not yet returned) or `returned`.
+    pub fn state(&self, now_ms: i64) -> &'static str {
+        if self.claimed_count == self.count {
+            "exhausted"
+        } else if self.settled_at_ms.is_some() {
+            "returned"
+        } else if now_ms >= self.expires_at_ms {
+            "expired"
+        } else {
+            "open"
+        }
+    }
+}
+
+/// One claim of a red packet.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimRecord {
+    pub packet_id: String,
+    pub user_id: String,
+    pub user_name: String,
+    /// The claim's position (0-based): it got `shares[idx]`.
+    pub idx: u32,
+    pub amount_minor: i64,
+    /// Which funding channels the share carried from escrow into the wallet.
+    pub by_channel: PerChannel,
+    pub created_at_ms: i64,
+}
+
+/// Dropping a red packet. The shares were allocated by the gift service
+/// (`applause_core::redpacket`); the ledger re-checks them.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct DropCmd {
+    pub sender_id: String,
+    pub sender_name: String,
+    pub room_id: String,
+    pub mode: String,
+    pub total_minor: i64,
+    pub shares: Vec<i64>,
+    pub expires_in_ms: i64,
+    pub idempotency_key: String,
+    pub request_hash: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DropOutcome {
+    Dropped(Box<RedPacket>, Option<EventEnvelope>),
+    Rejected(ErrorCode),
+    /// The key was used before with the same request (a packet id or a refusal).
+    Replay(StoredOutcome),
+    KeyReused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClaimCmd {
+    pub packet_id: String,
+    pub user_id: String,
+    pub user_name: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ClaimOutcome {
+    Claimed(Box<ClaimRecord>, u32, Option<EventEnvelope>),
+    AlreadyClaimed,
+    /// Exhausted, expired, or its room has ended.
+    Gone,
+    NotFound,
+    /// Senders do not claim their own packets (a product decision).
+    OwnPacket,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ExpireOutcome {
+    /// The rest went back to the sender.
+    Returned(i64, Option<EventEnvelope>),
+    /// Not expired yet.
+    NotDue,
+    /// Emptied or already returned: nothing to do (this is what makes the
+    /// return happen once however many sweepers run).
+    AlreadySettled,
+    NotFound,
 }

@@ -34,7 +34,15 @@ pub mod accounts {
     pub fn funding(channel: Channel) -> String {
         format!("funding:{channel}")
     }
+    /// A red packet's escrow: the drop's total in, claims and the return out.
+    pub fn escrow(packet_id: &str) -> String {
+        format!("escrow:{packet_id}")
+    }
 }
+
+/// Red-packet idempotency keys share the `idempotency` table with gift
+/// purchases under this prefix, so a packet key never replays a gift.
+pub const RED_PACKET_KEY_PREFIX: &str = "red-packet:";
 
 /// One command of a batch.
 #[derive(Debug, Clone)]
@@ -55,6 +63,11 @@ pub(crate) enum Command {
         room_id: String,
         seq: u64,
     },
+    Refund(RefundCmd),
+    /// A drop with the packet id chosen by the handle.
+    Drop(DropCmd, String),
+    Claim(ClaimCmd),
+    Expire(String),
 }
 
 /// What each command came to, in command order.
@@ -67,6 +80,10 @@ pub(crate) enum Outcome {
     Ack(AckOutcome),
     Event(Option<EventEnvelope>),
     Done,
+    Refund(RefundOutcome),
+    Drop(DropOutcome),
+    Claim(ClaimOutcome),
+    Expire(ExpireOutcome),
 }
 
 /// The keys a batch reads; the backend loads (and in PostgreSQL locks) them
@@ -78,6 +95,9 @@ pub(crate) struct BatchKeys {
     pub idempotency: BTreeSet<(String, String)>,
     pub receipts: BTreeSet<String>,
     pub gifts: BTreeSet<String>,
+    pub packets: BTreeSet<String>,
+    /// (packet, user) pairs whose earlier claim must be known.
+    pub claims: BTreeSet<(String, String)>,
 }
 
 /// What an ack needs to know about its gift.
@@ -89,6 +109,17 @@ pub(crate) struct GiftAckInfo {
     pub acked: bool,
 }
 
+impl GiftAckInfo {
+    pub fn of(g: &GiftRecord) -> GiftAckInfo {
+        GiftAckInfo {
+            room_id: g.room_id.clone(),
+            broadcaster_id: g.broadcaster_id.clone(),
+            sender_id: g.sender_id.clone(),
+            acked: g.ack_text.is_some(),
+        }
+    }
+}
+
 /// The state loaded for a batch.
 #[derive(Debug, Default)]
 pub(crate) struct Loaded {
@@ -97,6 +128,11 @@ pub(crate) struct Loaded {
     pub idempotency: HashMap<(String, String), IdempotencyRecord>,
     pub receipts: HashMap<String, TopUpRecord>,
     pub gifts: HashMap<String, GiftAckInfo>,
+    /// The full records of the batch's gifts (for refunds).
+    pub gift_records: HashMap<String, GiftRecord>,
+    pub packets: HashMap<String, RedPacket>,
+    /// (packet, user) pairs that have claimed already.
+    pub claimed: BTreeSet<(String, String)>,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -128,6 +164,12 @@ pub(crate) struct WriteSet {
     pub receipts: Vec<TopUpRecord>,
     pub events: Vec<EventEnvelope>,
     pub acks: Vec<(String, String, i64)>,
+    /// (gift id, reason, refunded by, at).
+    pub refunds: Vec<(String, String, String, i64)>,
+    pub new_packets: Vec<RedPacket>,
+    /// Final state of every existing packet the batch changed.
+    pub packet_updates: Vec<RedPacket>,
+    pub claims: Vec<ClaimRecord>,
 }
 
 impl WriteSet {
@@ -139,6 +181,10 @@ impl WriteSet {
             && self.idempotency.is_empty()
             && self.events.is_empty()
             && self.acks.is_empty()
+            && self.refunds.is_empty()
+            && self.new_packets.is_empty()
+            && self.packet_updates.is_empty()
+            && self.claims.is_empty()
     }
 }
 
@@ -165,6 +211,25 @@ pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
             Command::Ack(a) => {
                 k.gifts.insert(a.gift_id.clone());
             }
+            Command::Refund(r) => {
+                k.gifts.insert(r.gift_id.clone());
+            }
+            Command::Drop(d, _) => {
+                k.rooms.insert(d.room_id.clone());
+                k.users.insert(d.sender_id.clone());
+                k.idempotency.insert((
+                    d.sender_id.clone(),
+                    format!("{RED_PACKET_KEY_PREFIX}{}", d.idempotency_key),
+                ));
+            }
+            Command::Claim(c) => {
+                k.packets.insert(c.packet_id.clone());
+                k.users.insert(c.user_id.clone());
+                k.claims.insert((c.packet_id.clone(), c.user_id.clone()));
+            }
+            Command::Expire(packet_id) => {
+                k.packets.insert(packet_id.clone());
+            }
         }
     }
     k
@@ -175,6 +240,18 @@ pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
 pub(crate) fn add_ack_rooms(keys: &mut BatchKeys, gifts: &HashMap<String, GiftAckInfo>) {
     for g in gifts.values() {
         keys.rooms.insert(g.room_id.clone());
+        // A refund credits the sender's wallet: lock it with the others.
+        keys.users.insert(g.sender_id.clone());
+    }
+}
+
+/// Likewise, packets name their room (for events) and their sender (the
+/// return at expiry); the backend adds them after loading the packets and
+/// before locking rooms and wallets.
+pub(crate) fn add_packet_keys(keys: &mut BatchKeys, packets: &HashMap<String, RedPacket>) {
+    for p in packets.values() {
+        keys.rooms.insert(p.room_id.clone());
+        keys.users.insert(p.sender_id.clone());
     }
 }
 
@@ -193,6 +270,7 @@ pub(crate) fn plan(
         now_ms,
         created_at: applause_core_time(now_ms),
         touched_rooms: BTreeSet::new(),
+        touched_packets: BTreeSet::new(),
     };
     let mut outcomes = Vec::with_capacity(commands.len());
     for c in commands {
@@ -236,12 +314,32 @@ pub(crate) fn plan(
                 }
                 Outcome::Done
             }
+            Command::Refund(cmd) => Outcome::Refund(p.refund(&mut state, cmd)?),
+            Command::Drop(cmd, packet_id) => {
+                Outcome::Drop(p.drop_packet(&mut state, cmd, packet_id)?)
+            }
+            Command::Claim(cmd) => Outcome::Claim(p.claim(&mut state, cmd)?),
+            Command::Expire(packet_id) => Outcome::Expire(p.expire(&mut state, packet_id)?),
         };
         outcomes.push(o);
     }
     for room_id in &p.touched_rooms {
         if let Some(room) = state.rooms.get(room_id) {
             p.w.room_updates.push(room.clone());
+        }
+    }
+    for packet_id in &p.touched_packets {
+        if let Some(packet) = state.packets.get(packet_id) {
+            // A packet dropped in this batch is written once, in its final state.
+            match p
+                .w
+                .new_packets
+                .iter_mut()
+                .find(|n| n.packet_id == *packet_id)
+            {
+                Some(new) => *new = packet.clone(),
+                None => p.w.packet_updates.push(packet.clone()),
+            }
         }
     }
     p.check_balanced()?;
@@ -261,6 +359,7 @@ struct Planner<'a> {
     now_ms: i64,
     created_at: String,
     touched_rooms: BTreeSet<String>,
+    touched_packets: BTreeSet<String>,
 }
 
 impl Planner<'_> {
@@ -487,6 +586,341 @@ impl Planner<'_> {
             .get_mut(&info.room_id)
             .map(|room| self.event(room, &body, None));
         AckOutcome::Acked(ev)
+    }
+
+    /// Reverses a gift: the sender's wallet gets each channel's portion back,
+    /// each store's, the broadcaster's and the platform's part are debited.
+    fn refund(&mut self, state: &mut Loaded, cmd: &RefundCmd) -> Result<RefundOutcome, String> {
+        let Some(gift) = state.gift_records.get_mut(&cmd.gift_id) else {
+            return Ok(RefundOutcome::NotFound);
+        };
+        if gift.refunded_at_ms.is_some() {
+            return Ok(RefundOutcome::AlreadyRefunded(Box::new(gift.clone())));
+        }
+        gift.refunded_at_ms = Some(self.now_ms);
+        let gift = gift.clone();
+        let txn_id = format!("refund:{}", gift.gift_id);
+        self.w.txns.push(TxnRow {
+            txn_id: txn_id.clone(),
+            kind: "refund",
+            created_at_ms: self.now_ms,
+        });
+        let balances = state.wallets.entry(gift.sender_id.clone()).or_default();
+        for c in Channel::ALL {
+            let paid = gift.paid[c.index()];
+            if paid != 0 {
+                balances[c.index()] = balances[c.index()]
+                    .checked_add(paid)
+                    .ok_or("wallet balance would overflow")?;
+                *self
+                    .w
+                    .wallet_deltas
+                    .entry((gift.sender_id.clone(), c))
+                    .or_default() += paid;
+                self.entry(&txn_id, accounts::wallet(&gift.sender_id, c), paid);
+            }
+            let store_c = gift.split.by_channel[c.index()][0];
+            if store_c != 0 {
+                self.entry(&txn_id, accounts::store(c), -store_c);
+            }
+        }
+        if gift.split.broadcaster != 0 {
+            self.entry(
+                &txn_id,
+                accounts::broadcaster(&gift.broadcaster_id),
+                -gift.split.broadcaster,
+            );
+        }
+        if gift.split.platform != 0 {
+            self.entry(&txn_id, accounts::PLATFORM.to_owned(), -gift.split.platform);
+        }
+        self.w.refunds.push((
+            gift.gift_id.clone(),
+            cmd.reason.clone(),
+            cmd.refunded_by.clone(),
+            self.now_ms,
+        ));
+        Ok(RefundOutcome::Refunded(Box::new(gift)))
+    }
+
+    /// Drops a red packet: the total leaves the sender's wallet (drawn like a
+    /// purchase) into the packet's escrow, which remembers each channel's part.
+    fn drop_packet(
+        &mut self,
+        state: &mut Loaded,
+        cmd: &DropCmd,
+        packet_id: &str,
+    ) -> Result<DropOutcome, String> {
+        let key = (
+            cmd.sender_id.clone(),
+            format!("{RED_PACKET_KEY_PREFIX}{}", cmd.idempotency_key),
+        );
+        if let Some(existing) = state.idempotency.get(&key) {
+            return Ok(if existing.request_hash == cmd.request_hash {
+                DropOutcome::Replay(existing.outcome.clone())
+            } else {
+                DropOutcome::KeyReused
+            });
+        }
+        if !applause_core::redpacket::is_valid_allocation(cmd.total_minor, &cmd.shares) {
+            return Err(format!(
+                "red packet {packet_id}: shares do not allocate the total"
+            ));
+        }
+        let rejection = match state.rooms.get(&cmd.room_id) {
+            None => Some(ErrorCode::RoomNotFound),
+            Some(room) if !room.live => Some(ErrorCode::RoomNotLive),
+            Some(_) => None,
+        };
+        let balances = state.wallets.entry(cmd.sender_id.clone()).or_default();
+        let draw = match rejection {
+            Some(_) => None,
+            None => self.policy.draw(balances, cmd.total_minor),
+        };
+        let Some(paid) = draw else {
+            let code = rejection.unwrap_or(ErrorCode::InsufficientFunds);
+            self.remember_key(state, key, &cmd.request_hash, StoredOutcome::Rejected(code));
+            return Ok(DropOutcome::Rejected(code));
+        };
+        let txn_id = format!("red-packet:{packet_id}");
+        self.w.txns.push(TxnRow {
+            txn_id: txn_id.clone(),
+            kind: "red_packet",
+            created_at_ms: self.now_ms,
+        });
+        for c in Channel::ALL {
+            let part = paid[c.index()];
+            if part != 0 {
+                balances[c.index()] -= part;
+                *self
+                    .w
+                    .wallet_deltas
+                    .entry((cmd.sender_id.clone(), c))
+                    .or_default() -= part;
+                self.entry(&txn_id, accounts::wallet(&cmd.sender_id, c), -part);
+            }
+        }
+        self.entry(&txn_id, accounts::escrow(packet_id), cmd.total_minor);
+        let packet = RedPacket {
+            packet_id: packet_id.to_owned(),
+            room_id: cmd.room_id.clone(),
+            sender_id: cmd.sender_id.clone(),
+            sender_name: cmd.sender_name.clone(),
+            mode: cmd.mode.clone(),
+            total_minor: cmd.total_minor,
+            count: cmd.shares.len() as u32,
+            shares: cmd.shares.clone(),
+            claimed_count: 0,
+            claimed_minor: 0,
+            escrow: paid,
+            created_at_ms: self.now_ms,
+            expires_at_ms: self.now_ms.saturating_add(cmd.expires_in_ms),
+            settled_at_ms: None,
+            returned_minor: 0,
+        };
+        let body = EventBody::RedPacket {
+            packet_id: packet_id.to_owned(),
+            sender: SenderView {
+                id: cmd.sender_id.clone(),
+                name: cmd.sender_name.clone(),
+            },
+            total: self.currency.format(cmd.total_minor),
+            count: packet.count,
+            mode: cmd.mode.clone(),
+            expires_at: applause_core_time(packet.expires_at_ms),
+        };
+        let room = state
+            .rooms
+            .get_mut(&cmd.room_id)
+            .expect("room checked above");
+        let ev = self.event(room, &body, None);
+        // Claims later in this batch find the packet in the state.
+        state.packets.insert(packet_id.to_owned(), packet.clone());
+        self.w.new_packets.push(packet.clone());
+        self.remember_key(
+            state,
+            key,
+            &cmd.request_hash,
+            StoredOutcome::Gift(packet_id.to_owned()),
+        );
+        Ok(DropOutcome::Dropped(Box::new(packet), Some(ev)))
+    }
+
+    fn remember_key(
+        &mut self,
+        state: &mut Loaded,
+        key: (String, String),
+        request_hash: &str,
+        outcome: StoredOutcome,
+    ) {
+        let rec = IdempotencyRecord {
+            user_id: key.0.clone(),
+            key: key.1.clone(),
+            request_hash: request_hash.to_owned(),
+            outcome,
+            created_at_ms: self.now_ms,
+        };
+        state.idempotency.insert(key, rec.clone());
+        self.w.idempotency.push(rec);
+    }
+
+    /// One claim: the next share, taken from escrow channel by channel in
+    /// the policy's draw order (lowest store fee first, as purchases draw),
+    /// into the claimer's wallet on the same channels. Claims of one packet
+    /// are applied one after another under the packet's lock, so they can
+    /// never hand out more than `count` shares or more than the total.
+    fn claim(&mut self, state: &mut Loaded, cmd: &ClaimCmd) -> Result<ClaimOutcome, String> {
+        let Some(packet) = state.packets.get_mut(&cmd.packet_id) else {
+            return Ok(ClaimOutcome::NotFound);
+        };
+        if packet.sender_id == cmd.user_id {
+            return Ok(ClaimOutcome::OwnPacket);
+        }
+        let pair = (cmd.packet_id.clone(), cmd.user_id.clone());
+        if state.claimed.contains(&pair) {
+            return Ok(ClaimOutcome::AlreadyClaimed);
+        }
+        let live = state.rooms.get(&packet.room_id).is_some_and(|r| r.live);
+        if packet.claimed_count >= packet.count
+            || packet.settled_at_ms.is_some()
+            || self.now_ms >= packet.expires_at_ms
+            || !live
+        {
+            return Ok(ClaimOutcome::Gone);
+        }
+        let idx = packet.claimed_count;
+        let amount = packet.shares[idx as usize];
+        let by_channel = self.policy.draw(&packet.escrow, amount).ok_or_else(|| {
+            format!(
+                "red packet {} escrow is short of its shares",
+                packet.packet_id
+            )
+        })?;
+        for c in Channel::ALL {
+            packet.escrow[c.index()] -= by_channel[c.index()];
+        }
+        packet.claimed_count += 1;
+        packet.claimed_minor += amount;
+        if packet.claimed_count == packet.count {
+            if packet.remaining_minor() != 0 {
+                return Err(format!(
+                    "red packet {} emptied with escrow left",
+                    packet.packet_id
+                ));
+            }
+            packet.settled_at_ms = Some(self.now_ms);
+        }
+        let packet = packet.clone();
+        self.touched_packets.insert(packet.packet_id.clone());
+        state.claimed.insert(pair);
+        let txn_id = format!("red-packet-claim:{}:{}", packet.packet_id, idx);
+        self.w.txns.push(TxnRow {
+            txn_id: txn_id.clone(),
+            kind: "red_packet_claim",
+            created_at_ms: self.now_ms,
+        });
+        self.entry(&txn_id, accounts::escrow(&packet.packet_id), -amount);
+        self.credit(state, &txn_id, &cmd.user_id, &by_channel)?;
+        let claim = ClaimRecord {
+            packet_id: packet.packet_id.clone(),
+            user_id: cmd.user_id.clone(),
+            user_name: cmd.user_name.clone(),
+            idx,
+            amount_minor: amount,
+            by_channel,
+            created_at_ms: self.now_ms,
+        };
+        self.w.claims.push(claim.clone());
+        let body = EventBody::RedPacketClaimed {
+            packet_id: packet.packet_id.clone(),
+            claimer: SenderView {
+                id: cmd.user_id.clone(),
+                name: cmd.user_name.clone(),
+            },
+            amount: self.currency.format(amount),
+            remaining_count: packet.remaining_count(),
+        };
+        let ev = state
+            .rooms
+            .get_mut(&packet.room_id)
+            .map(|room| self.event(room, &body, None));
+        Ok(ClaimOutcome::Claimed(
+            Box::new(claim),
+            packet.remaining_count(),
+            ev,
+        ))
+    }
+
+    /// The return at expiry: whatever is still in escrow goes back to the
+    /// sender on the channels it came from. Planned under the packet's lock
+    /// and only while the packet is unsettled, so it happens once however
+    /// many sweepers (nodes, restarts) ask for it.
+    fn expire(&mut self, state: &mut Loaded, packet_id: &str) -> Result<ExpireOutcome, String> {
+        let Some(packet) = state.packets.get_mut(packet_id) else {
+            return Ok(ExpireOutcome::NotFound);
+        };
+        if packet.settled_at_ms.is_some() || packet.claimed_count >= packet.count {
+            return Ok(ExpireOutcome::AlreadySettled);
+        }
+        if self.now_ms < packet.expires_at_ms {
+            return Ok(ExpireOutcome::NotDue);
+        }
+        let rest = packet.escrow;
+        let returned: i64 = rest.iter().sum();
+        packet.escrow = [0; 3];
+        packet.settled_at_ms = Some(self.now_ms);
+        packet.returned_minor = returned;
+        let packet = packet.clone();
+        self.touched_packets.insert(packet.packet_id.clone());
+        if returned != 0 {
+            let txn_id = format!("red-packet-return:{packet_id}");
+            self.w.txns.push(TxnRow {
+                txn_id: txn_id.clone(),
+                kind: "red_packet_return",
+                created_at_ms: self.now_ms,
+            });
+            self.entry(&txn_id, accounts::escrow(packet_id), -returned);
+            self.credit(state, &txn_id, &packet.sender_id, &rest)?;
+        }
+        let body = EventBody::RedPacketExpired {
+            packet_id: packet_id.to_owned(),
+            returned: self.currency.format(returned),
+        };
+        // An ended room gets no events after `room_ended`.
+        let ev = state
+            .rooms
+            .get_mut(&packet.room_id)
+            .filter(|r| r.live)
+            .map(|room| self.event(room, &body, None));
+        Ok(ExpireOutcome::Returned(returned, ev))
+    }
+
+    /// Credits a wallet per channel (entries and balance deltas).
+    fn credit(
+        &mut self,
+        state: &mut Loaded,
+        txn_id: &str,
+        user_id: &str,
+        by_channel: &PerChannel,
+    ) -> Result<(), String> {
+        let balances = state.wallets.entry(user_id.to_owned()).or_default();
+        for c in Channel::ALL {
+            let part = by_channel[c.index()];
+            if part == 0 {
+                continue;
+            }
+            balances[c.index()] = balances[c.index()]
+                .checked_add(part)
+                .filter(|b| *b <= applause_core::money::AMOUNT_MINOR_MAX)
+                .ok_or_else(|| "wallet balance would overflow".to_owned())?;
+            *self
+                .w
+                .wallet_deltas
+                .entry((user_id.to_owned(), c))
+                .or_default() += part;
+            self.entry(txn_id, accounts::wallet(user_id, c), part);
+        }
+        Ok(())
     }
 
     /// Assigns the room's next `seq` to an event and records it in the outbox.

@@ -19,7 +19,7 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use crate::backend::{Backend, PlanFn};
 use crate::model::*;
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
-use crate::rows::{self, BatchJson, GIFT_COLUMNS, ROOM_COLUMNS};
+use crate::rows::{self, BatchJson, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
 use crate::sqlite::{summary_and_check, wallet_of};
 use crate::LedgerError;
 
@@ -179,25 +179,50 @@ async fn load(
     let mut keys = plan::keys_of(commands);
     let mut loaded = Loaded::default();
     if !keys.gifts.is_empty() {
+        let q = format!(
+            "SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id = ANY($1) ORDER BY gift_id FOR UPDATE"
+        );
+        for r in sqlx::query(&q)
+            .bind(text_array(keys.gifts.iter().cloned()))
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            let g = rows::gift(&r)?;
+            loaded.gifts.insert(g.gift_id.clone(), GiftAckInfo::of(&g));
+            loaded.gift_records.insert(g.gift_id.clone(), g);
+        }
+        plan::add_ack_rooms(&mut keys, &loaded.gifts);
+    }
+    // Packets after gifts and before rooms: a claim or a return is planned
+    // against the locked packet row, so concurrent claims on several nodes
+    // serialize per packet and a return happens once.
+    if !keys.packets.is_empty() {
+        let q = format!(
+            "SELECT {PACKET_COLUMNS} FROM red_packets WHERE packet_id = ANY($1) ORDER BY packet_id FOR UPDATE"
+        );
+        for r in sqlx::query(&q)
+            .bind(text_array(keys.packets.iter().cloned()))
+            .fetch_all(&mut **tx)
+            .await?
+        {
+            let p = rows::packet(&r)?;
+            loaded.packets.insert(p.packet_id.clone(), p);
+        }
+        plan::add_packet_keys(&mut keys, &loaded.packets);
+        let (ps, us): (Vec<String>, Vec<String>) = keys.claims.iter().cloned().unzip();
         for r in sqlx::query(
-            "SELECT gift_id, room_id, broadcaster_id, sender_id, ack_text IS NOT NULL AS acked \
-             FROM gifts WHERE gift_id = ANY($1) ORDER BY gift_id FOR UPDATE",
+            "SELECT c.packet_id, c.user_id FROM red_packet_claims c \
+             JOIN UNNEST($1::text[], $2::text[]) AS k(p, u) ON c.packet_id = k.p AND c.user_id = k.u",
         )
-        .bind(text_array(keys.gifts.iter().cloned()))
+        .bind(ps)
+        .bind(us)
         .fetch_all(&mut **tx)
         .await?
         {
-            loaded.gifts.insert(
-                r.try_get("gift_id")?,
-                GiftAckInfo {
-                    room_id: r.try_get("room_id")?,
-                    broadcaster_id: r.try_get("broadcaster_id")?,
-                    sender_id: r.try_get("sender_id")?,
-                    acked: r.try_get("acked")?,
-                },
-            );
+            loaded
+                .claimed
+                .insert((r.try_get("packet_id")?, r.try_get("user_id")?));
         }
-        plan::add_ack_rooms(&mut keys, &loaded.gifts);
     }
     if !keys.rooms.is_empty() {
         let q = format!(
@@ -391,6 +416,47 @@ async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> R
             .execute(&mut **tx)
             .await?;
     }
+    for (gift_id, reason, by, at) in &w.refunds {
+        sqlx::query("UPDATE gifts SET refunded_at_ms = $2 WHERE gift_id = $1")
+            .bind(gift_id)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+        sqlx::query("INSERT INTO refunds (gift_id, reason, refunded_by, created_at_ms) VALUES ($1, $2, $3, $4)")
+            .bind(gift_id)
+            .bind(reason)
+            .bind(by)
+            .bind(at)
+            .execute(&mut **tx)
+            .await?;
+    }
+    if !w.new_packets.is_empty() || !w.packet_updates.is_empty() {
+        sqlx::query(
+            "INSERT INTO red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
+             claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
+             settled_at_ms, returned_minor) \
+             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, (v->>5)::bigint, (v->>6)::bigint, v->>7, (v->>8)::bigint, \
+             (v->>9)::bigint, (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, (v->>13)::bigint, \
+             (v->>14)::bigint, (v->>15)::bigint, (v->>16)::bigint FROM jsonb_array_elements($1::jsonb) v \
+             ON CONFLICT (packet_id) DO UPDATE SET claimed_count = excluded.claimed_count, \
+             claimed_minor = excluded.claimed_minor, escrow_apple = excluded.escrow_apple, \
+             escrow_google = excluded.escrow_google, escrow_web = excluded.escrow_web, \
+             settled_at_ms = excluded.settled_at_ms, returned_minor = excluded.returned_minor",
+        )
+        .bind(&j.packets)
+        .execute(&mut **tx)
+        .await?;
+    }
+    if !w.claims.is_empty() {
+        sqlx::query(
+            "INSERT INTO red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms) \
+             SELECT v->>0, v->>1, v->>2, (v->>3)::bigint, (v->>4)::bigint, v->>5, (v->>6)::bigint \
+             FROM jsonb_array_elements($1::jsonb) v",
+        )
+        .bind(&j.claims)
+        .execute(&mut **tx)
+        .await?;
+    }
     Ok(())
 }
 
@@ -403,6 +469,9 @@ impl Backend for Pg {
             .await
             .map_err(LedgerError::from_sqlx)?;
         tx.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
+        tx.execute(MONEY_SCHEMA)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
         tx.commit().await.map_err(LedgerError::from_sqlx)?;
         Ok(())
     }
@@ -561,6 +630,27 @@ impl Backend for Pg {
             .execute(&self.reader)
             .await
             .map(|_| ())
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn red_packet(
+        &self,
+        packet_id: &str,
+    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
+        red_packet_from(&self.reader, packet_id)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError> {
+        due_red_packets_from(&self.reader, now_ms, limit)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
+        refund_of_from(&self.reader, gift_id)
+            .await
             .map_err(LedgerError::from_sqlx)
     }
 }

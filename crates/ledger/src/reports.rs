@@ -2,6 +2,11 @@
 //! Every row satisfies `gross = store_fees + broadcaster_earnings +
 //! platform_revenue`, because each gift's split does and rows only add splits
 //! (per channel: the split's per-channel attribution, whose rows do too).
+//!
+//! Refunds are reported on the row of the gift they reverse (its day,
+//! channel, broadcaster, sticker), in their own `refunds` column; `net =
+//! gross - refunds` on every row. Gross and its parts stay what was sold, so
+//! a refund never makes an earlier report's gross change.
 
 use std::collections::BTreeMap;
 
@@ -27,6 +32,7 @@ pub fn revenue(gifts: &[GiftRecord], group_by: GroupBy) -> (Vec<RevenueRow>, Rev
                 broadcaster_earnings: parts[1],
                 platform_revenue: parts[2],
                 refunds: if refunded { gross } else { 0 },
+                net: if refunded { 0 } else { gross },
             };
             rows.entry(key.clone())
                 .or_insert_with(|| RevenueRow {
@@ -63,6 +69,7 @@ pub fn revenue(gifts: &[GiftRecord], group_by: GroupBy) -> (Vec<RevenueRow>, Rev
             broadcaster_earnings: g.split.broadcaster,
             platform_revenue: g.split.platform,
             refunds: if refunded { g.amount_minor } else { 0 },
+            net: if refunded { 0 } else { g.amount_minor },
         });
     }
     (rows.into_values().collect(), totals)

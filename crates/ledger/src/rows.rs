@@ -5,10 +5,60 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::model::*;
 
+/// Tables added for refunds and red packets; the same DDL works on SQLite
+/// and PostgreSQL. `red_packets` holds each packet's escrow per channel
+/// (checked against the `escrow:<packet>` account by `ledger check`).
+pub(crate) const MONEY_SCHEMA: &str = r#"
+CREATE TABLE IF NOT EXISTS refunds (
+    gift_id TEXT PRIMARY KEY,
+    reason TEXT NOT NULL,
+    refunded_by TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS red_packets (
+    packet_id TEXT PRIMARY KEY,
+    room_id TEXT NOT NULL,
+    sender_id TEXT NOT NULL,
+    sender_name TEXT NOT NULL,
+    mode TEXT NOT NULL,
+    total_minor BIGINT NOT NULL,
+    count BIGINT NOT NULL,
+    shares TEXT NOT NULL,
+    claimed_count BIGINT NOT NULL CHECK (claimed_count <= count),
+    claimed_minor BIGINT NOT NULL CHECK (claimed_minor <= total_minor),
+    escrow_apple BIGINT NOT NULL CHECK (escrow_apple >= 0),
+    escrow_google BIGINT NOT NULL CHECK (escrow_google >= 0),
+    escrow_web BIGINT NOT NULL CHECK (escrow_web >= 0),
+    created_at_ms BIGINT NOT NULL,
+    expires_at_ms BIGINT NOT NULL,
+    settled_at_ms BIGINT,
+    returned_minor BIGINT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS red_packets_due ON red_packets (expires_at_ms) WHERE settled_at_ms IS NULL;
+CREATE TABLE IF NOT EXISTS red_packet_claims (
+    packet_id TEXT NOT NULL,
+    user_id TEXT NOT NULL,
+    user_name TEXT NOT NULL,
+    idx BIGINT NOT NULL,
+    amount_minor BIGINT NOT NULL,
+    by_channel TEXT NOT NULL,
+    created_at_ms BIGINT NOT NULL,
+    PRIMARY KEY (packet_id, user_id),
+    UNIQUE (packet_id, idx)
+);
+"#;
+
 /// The columns of `gifts`, in the order both backends select them.
 pub(crate) const GIFT_COLUMNS: &str = "gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
      amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
      seq, epoch, created_at_ms, ack_text, acked_at_ms, refunded_at_ms";
+
+pub(crate) const PACKET_COLUMNS: &str = "packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
+     claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
+     settled_at_ms, returned_minor";
+
+pub(crate) const CLAIM_COLUMNS: &str =
+    "packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms";
 
 pub(crate) const ROOM_COLUMNS: &str =
     "room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms";
@@ -50,6 +100,61 @@ where
         ack_text: r.try_get("ack_text")?,
         acked_at_ms: r.try_get("acked_at_ms")?,
         refunded_at_ms: r.try_get("refunded_at_ms")?,
+    })
+}
+
+pub(crate) fn packet<'r, R>(r: &'r R) -> Result<RedPacket, sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+    Option<i64>: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let shares_text: String = r.try_get("shares")?;
+    let shares: Vec<i64> =
+        serde_json::from_str(&shares_text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(RedPacket {
+        packet_id: r.try_get("packet_id")?,
+        room_id: r.try_get("room_id")?,
+        sender_id: r.try_get("sender_id")?,
+        sender_name: r.try_get("sender_name")?,
+        mode: r.try_get("mode")?,
+        total_minor: r.try_get("total_minor")?,
+        count: r.try_get::<i64, _>("count")? as u32,
+        shares,
+        claimed_count: r.try_get::<i64, _>("claimed_count")? as u32,
+        claimed_minor: r.try_get("claimed_minor")?,
+        escrow: [
+            r.try_get("escrow_apple")?,
+            r.try_get("escrow_google")?,
+            r.try_get("escrow_web")?,
+        ],
+        created_at_ms: r.try_get("created_at_ms")?,
+        expires_at_ms: r.try_get("expires_at_ms")?,
+        settled_at_ms: r.try_get("settled_at_ms")?,
+        returned_minor: r.try_get("returned_minor")?,
+    })
+}
+
+pub(crate) fn claim<'r, R>(r: &'r R) -> Result<ClaimRecord, sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let text: String = r.try_get("by_channel")?;
+    let by_channel: [i64; 3] =
+        serde_json::from_str(&text).map_err(|e| sqlx::Error::Decode(Box::new(e)))?;
+    Ok(ClaimRecord {
+        packet_id: r.try_get("packet_id")?,
+        user_id: r.try_get("user_id")?,
+        user_name: r.try_get("user_name")?,
+        idx: r.try_get::<i64, _>("idx")? as u32,
+        amount_minor: r.try_get("amount_minor")?,
+        by_channel,
+        created_at_ms: r.try_get("created_at_ms")?,
     })
 }
 
@@ -161,6 +266,9 @@ pub(crate) struct BatchJson {
     pub wallet_credits: String,
     /// Net debits per wallet row (updated: the row exists, it was loaded).
     pub wallet_debits: String,
+    pub claims: String,
+    /// New packets and the final state of changed ones (upserted).
+    pub packets: String,
 }
 
 impl BatchJson {
@@ -255,6 +363,47 @@ impl BatchJson {
                 .map(|((user, channel), delta)| json!([user, channel.as_str(), delta]))
                 .collect()
         };
+        let claims: Vec<_> = w
+            .claims
+            .iter()
+            .map(|c| {
+                json!([
+                    c.packet_id,
+                    c.user_id,
+                    c.user_name,
+                    c.idx,
+                    c.amount_minor,
+                    serde_json::to_string(&c.by_channel).expect("array serializes"),
+                    c.created_at_ms
+                ])
+            })
+            .collect();
+        let packets: Vec<_> = w
+            .new_packets
+            .iter()
+            .chain(w.packet_updates.iter())
+            .map(|p| {
+                json!([
+                    p.packet_id,
+                    p.room_id,
+                    p.sender_id,
+                    p.sender_name,
+                    p.mode,
+                    p.total_minor,
+                    p.count,
+                    serde_json::to_string(&p.shares).expect("shares serialize"),
+                    p.claimed_count,
+                    p.claimed_minor,
+                    p.escrow[0],
+                    p.escrow[1],
+                    p.escrow[2],
+                    p.created_at_ms,
+                    p.expires_at_ms,
+                    p.settled_at_ms,
+                    p.returned_minor
+                ])
+            })
+            .collect();
         let s = |v: Vec<serde_json::Value>| serde_json::Value::Array(v).to_string();
         BatchJson {
             txns: s(txns),
@@ -265,6 +414,8 @@ impl BatchJson {
             events: s(events),
             wallet_credits: s(wallet_rows(false)),
             wallet_debits: s(wallet_rows(true)),
+            claims: s(claims),
+            packets: s(packets),
         }
     }
 }

@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use crate::backend::{Backend, PlanFn};
 use crate::model::*;
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
-use crate::rows::{self, BatchJson, GIFT_COLUMNS, ROOM_COLUMNS};
+use crate::rows::{self, BatchJson, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
 use crate::LedgerError;
 
 const SCHEMA: &str = r#"
@@ -124,6 +124,10 @@ impl Lite {
             .execute(SCHEMA)
             .await
             .map_err(LedgerError::from_sqlx)?;
+        writer
+            .execute(MONEY_SCHEMA)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
             .connect_with(options.read_only(true))
@@ -143,25 +147,46 @@ impl Lite {
         let mut loaded = Loaded::default();
         if !keys.gifts.is_empty() {
             let ids = json_list(keys.gifts.iter());
+            let q = format!(
+                "SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id IN (SELECT value FROM json_each(?1))"
+            );
+            for r in sqlx::query(&q).bind(ids).fetch_all(&mut *conn).await? {
+                let g = rows::gift(&r)?;
+                loaded.gifts.insert(g.gift_id.clone(), GiftAckInfo::of(&g));
+                loaded.gift_records.insert(g.gift_id.clone(), g);
+            }
+            plan::add_ack_rooms(&mut keys, &loaded.gifts);
+        }
+        if !keys.packets.is_empty() {
+            let q = format!(
+                "SELECT {PACKET_COLUMNS} FROM red_packets WHERE packet_id IN (SELECT value FROM json_each(?1))"
+            );
+            for r in sqlx::query(&q)
+                .bind(json_list(keys.packets.iter()))
+                .fetch_all(&mut *conn)
+                .await?
+            {
+                let p = rows::packet(&r)?;
+                loaded.packets.insert(p.packet_id.clone(), p);
+            }
+            plan::add_packet_keys(&mut keys, &loaded.packets);
+            let pairs: Vec<_> = keys
+                .claims
+                .iter()
+                .map(|(p, u)| serde_json::json!([p, u]))
+                .collect();
             for r in sqlx::query(
-                "SELECT gift_id, room_id, broadcaster_id, sender_id, ack_text IS NOT NULL AS acked \
-                 FROM gifts WHERE gift_id IN (SELECT value FROM json_each(?1))",
+                "SELECT packet_id, user_id FROM red_packet_claims \
+                 WHERE (packet_id, user_id) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
             )
-            .bind(ids)
+            .bind(serde_json::Value::Array(pairs).to_string())
             .fetch_all(&mut *conn)
             .await?
             {
-                loaded.gifts.insert(
-                    r.try_get("gift_id")?,
-                    GiftAckInfo {
-                        room_id: r.try_get("room_id")?,
-                        broadcaster_id: r.try_get("broadcaster_id")?,
-                        sender_id: r.try_get("sender_id")?,
-                        acked: r.try_get("acked")?,
-                    },
-                );
+                loaded
+                    .claimed
+                    .insert((r.try_get("packet_id")?, r.try_get("user_id")?));
             }
-            plan::add_ack_rooms(&mut keys, &loaded.gifts);
         }
         if !keys.rooms.is_empty() {
             let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id IN (SELECT value FROM json_each(?1))");
@@ -342,6 +367,46 @@ impl Lite {
                 .execute(&mut *conn)
                 .await?;
         }
+        for (gift_id, reason, by, at) in &w.refunds {
+            sqlx::query("UPDATE gifts SET refunded_at_ms = ?2 WHERE gift_id = ?1")
+                .bind(gift_id)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+            sqlx::query("INSERT INTO refunds (gift_id, reason, refunded_by, created_at_ms) VALUES (?1, ?2, ?3, ?4)")
+                .bind(gift_id)
+                .bind(reason)
+                .bind(by)
+                .bind(at)
+                .execute(&mut *conn)
+                .await?;
+        }
+        if !w.new_packets.is_empty() || !w.packet_updates.is_empty() {
+            sqlx::query(
+                "INSERT INTO red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
+                 claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
+                 settled_at_ms, returned_minor) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
+                 value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16 \
+                 FROM json_each(?1) WHERE true \
+                 ON CONFLICT (packet_id) DO UPDATE SET claimed_count = excluded.claimed_count, \
+                 claimed_minor = excluded.claimed_minor, escrow_apple = excluded.escrow_apple, \
+                 escrow_google = excluded.escrow_google, escrow_web = excluded.escrow_web, \
+                 settled_at_ms = excluded.settled_at_ms, returned_minor = excluded.returned_minor",
+            )
+            .bind(&j.packets)
+            .execute(&mut *conn)
+            .await?;
+        }
+        if !w.claims.is_empty() {
+            sqlx::query(
+                "INSERT INTO red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?1)",
+            )
+            .bind(&j.claims)
+            .execute(&mut *conn)
+            .await?;
+        }
         Ok(())
     }
 }
@@ -360,6 +425,9 @@ impl Backend for Lite {
     async fn migrate(&self) -> Result<(), LedgerError> {
         let mut w = self.writer.lock().await;
         w.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
+        w.execute(MONEY_SCHEMA)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
         Ok(())
     }
 
@@ -535,6 +603,27 @@ impl Backend for Lite {
             .map(|_| ())
             .map_err(LedgerError::from_sqlx)
     }
+
+    async fn red_packet(
+        &self,
+        packet_id: &str,
+    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
+        red_packet_from(&self.reader, packet_id)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError> {
+        due_red_packets_from(&self.reader, now_ms, limit)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
+
+    async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
+        refund_of_from(&self.reader, gift_id)
+            .await
+            .map_err(LedgerError::from_sqlx)
+    }
 }
 
 pub(crate) fn wallet_of(rows: impl Iterator<Item = (String, i64)>) -> Result<Wallet, LedgerError> {
@@ -596,6 +685,60 @@ macro_rules! summary_and_check {
                 }
             }
             Ok(s)
+        }
+
+        pub(crate) async fn red_packet_from(
+            pool: &sqlx::Pool<$db>,
+            packet_id: &str,
+        ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, sqlx::Error> {
+            let q = format!("SELECT {} FROM red_packets WHERE packet_id = $1", crate::rows::PACKET_COLUMNS);
+            let Some(row) = sqlx::query(&q).bind(packet_id).fetch_optional(pool).await? else {
+                return Ok(None);
+            };
+            let packet = crate::rows::packet(&row)?;
+            let q = format!(
+                "SELECT {} FROM red_packet_claims WHERE packet_id = $1 ORDER BY idx",
+                crate::rows::CLAIM_COLUMNS
+            );
+            let claims = sqlx::query(&q)
+                .bind(packet_id)
+                .fetch_all(pool)
+                .await?
+                .iter()
+                .map(|r| crate::rows::claim(r))
+                .collect::<Result<Vec<_>, _>>()?;
+            Ok(Some((packet, claims)))
+        }
+
+        pub(crate) async fn due_red_packets_from(
+            pool: &sqlx::Pool<$db>,
+            now_ms: i64,
+            limit: u32,
+        ) -> Result<Vec<String>, sqlx::Error> {
+            use sqlx::Row;
+            sqlx::query(
+                "SELECT packet_id FROM red_packets WHERE settled_at_ms IS NULL AND expires_at_ms <= $1 \
+                 ORDER BY expires_at_ms, packet_id LIMIT $2",
+            )
+            .bind(now_ms)
+            .bind(i64::from(limit))
+            .fetch_all(pool)
+            .await?
+            .iter()
+            .map(|r| r.try_get(0))
+            .collect()
+        }
+
+        pub(crate) async fn refund_of_from(
+            pool: &sqlx::Pool<$db>,
+            gift_id: &str,
+        ) -> Result<Option<(String, String)>, sqlx::Error> {
+            use sqlx::Row;
+            let row = sqlx::query("SELECT reason, refunded_by FROM refunds WHERE gift_id = $1")
+                .bind(gift_id)
+                .fetch_optional(pool)
+                .await?;
+            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
         }
 
         pub(crate) async fn check_from(pool: &sqlx::Pool<$db>) -> Result<CheckReport, sqlx::Error> {
@@ -666,6 +809,18 @@ macro_rules! summary_and_check {
             .await?
             {
                 c.bad_splits.push(r.try_get(0)?);
+            }
+            // Each packet's stored escrow equals its escrow account.
+            for r in sqlx::query(
+                "SELECT p.packet_id FROM red_packets p LEFT JOIN \
+                 (SELECT account, SUM(amount_minor) AS s FROM entries WHERE account LIKE 'escrow:%' GROUP BY account) e \
+                 ON e.account = 'escrow:' || p.packet_id \
+                 WHERE COALESCE(e.s, 0) <> p.escrow_apple + p.escrow_google + p.escrow_web LIMIT 20",
+            )
+            .fetch_all(pool)
+            .await?
+            {
+                c.mismatched_escrow.push(r.try_get(0)?);
             }
             Ok(c)
         }

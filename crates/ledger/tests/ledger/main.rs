@@ -7,5 +7,7 @@ mod concurrency;
 mod idempotency;
 mod invariants;
 mod outbox;
+mod redpackets;
+mod refunds;
 mod reports;
 mod rooms;
