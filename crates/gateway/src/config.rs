@@ -56,7 +56,7 @@ impl Default for GatewayConfig {
             connections_max: 100_000,
             connects_per_ip_per_s: 500,
             connects_per_ip_burst: 2_000,
-            read_buffer_bytes: 2 * 1024,
+            read_buffer_bytes: 1024,
             write_buffer_bytes: 16 * 1024,
             close_grace_ms: 2_000,
             shutdown_grace_ms: 5_000,

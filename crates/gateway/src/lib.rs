@@ -9,7 +9,7 @@
 //! [`AckHandler`], implemented by the binary.
 //!
 //! Wiring:
-//! ```ignore
+//! ```text
 //! let gw = Gateway::new(config, auth, bus, rooms, acks, &registry)?;
 //! let app = gw.router().merge(other_routes);
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())

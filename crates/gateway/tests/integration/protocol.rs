@@ -261,3 +261,24 @@ async fn silent_peer_is_closed_after_the_idle_timeout() {
     c.send_json(json!({"type": "ping"})).await;
     assert_eq!(c.next_json().await["type"], "pong");
 }
+
+#[tokio::test]
+async fn room_end_is_delivered_then_closes_1000() {
+    let h = Harness::start().await;
+    let (mut c, _) = h.connect(ROOM, None).await;
+    let mut end = gift(ROOM, 1);
+    end.frame =
+        json!({"type": "room_ended", "room_id": ROOM, "epoch": EPOCH, "seq": 1}).to_string();
+    end.broadcaster_frame = None;
+    end.ends_room = true;
+    h.publish(&[end]).await;
+    let (frames, closed) = c.until_close().await;
+    assert_eq!(frames[0]["type"], "room_ended");
+    assert_eq!(
+        closed,
+        Closed {
+            code: 1000,
+            reason: "room_ended".into()
+        }
+    );
+}
