@@ -125,7 +125,10 @@ fn bad_authorizations(user: &str) -> Vec<(&'static str, Option<String>)> {
                 Some(SECRET),
             )),
         ),
-        ("wrong issuer", bearer(forge(hs256(), wrong_iss, Some(SECRET)))),
+        (
+            "wrong issuer",
+            bearer(forge(hs256(), wrong_iss, Some(SECRET))),
+        ),
         ("no exp", bearer(forge(hs256(), no_exp, Some(SECRET)))),
         ("no iss", bearer(forge(hs256(), no_iss, Some(SECRET)))),
         (
@@ -134,7 +137,10 @@ fn bad_authorizations(user: &str) -> Vec<(&'static str, Option<String>)> {
         ),
         ("bad sub", bearer(forge(hs256(), bad_sub, Some(SECRET)))),
         ("tampered claims", bearer(tampered)),
-        ("unsigned", bearer(format!("{}.", genuine.rsplit_once('.').unwrap().0))),
+        (
+            "unsigned",
+            bearer(format!("{}.", genuine.rsplit_once('.').unwrap().0)),
+        ),
     ]
 }
 
@@ -158,7 +164,10 @@ async fn bad_tokens_are_unauthorized_and_charge_nothing() {
         let r = crate::common::send(with_auth(
             s.client
                 .post(s.url(&format!("/v1/rooms/{room}/gifts")))
-                .header("idempotency-key", format!("auth-{}", crate::common::random_name()))
+                .header(
+                    "idempotency-key",
+                    format!("auth-{}", crate::common::random_name()),
+                )
                 .json(&json!({"sticker_id": "rose", "quantity": 1})),
         ))
         .await;
@@ -178,12 +187,10 @@ async fn bad_tokens_are_unauthorized_and_charge_nothing() {
         r.expect_error(401, "unauthorized");
     }
     // Invalid bytes in the header value.
-    let r = crate::common::send(
-        s.client.get(s.url("/v1/wallet")).header(
-            "authorization",
-            reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
-        ),
-    )
+    let r = crate::common::send(s.client.get(s.url("/v1/wallet")).header(
+        "authorization",
+        reqwest::header::HeaderValue::from_bytes(b"Bearer \xff\xfe").unwrap(),
+    ))
     .await;
     r.expect_error(401, "unauthorized");
     s.shutdown().await;
@@ -279,16 +286,28 @@ async fn roles_are_enforced() {
 
     // Acknowledging: the room's broadcaster only.
     for token in [&viewer, &other_star] {
-        s.post(&format!("{path}/ack"), Some(token), &json!({"text": "thanks"}))
-            .await
-            .expect_error(403, "forbidden");
+        s.post(
+            &format!("{path}/ack"),
+            Some(token),
+            &json!({"text": "thanks"}),
+        )
+        .await
+        .expect_error(403, "forbidden");
     }
-    s.post(&format!("{path}/ack"), Some(&star), &json!({"text": "thanks!"}))
-        .await
-        .expect_status(200);
-    s.post(&format!("{path}/ack"), Some(&star), &json!({"text": "again"}))
-        .await
-        .expect_error(409, "already_acknowledged");
+    s.post(
+        &format!("{path}/ack"),
+        Some(&star),
+        &json!({"text": "thanks!"}),
+    )
+    .await
+    .expect_status(200);
+    s.post(
+        &format!("{path}/ack"),
+        Some(&star),
+        &json!({"text": "again"}),
+    )
+    .await
+    .expect_error(409, "already_acknowledged");
 
     // Ending a room: its broadcaster only.
     for token in [&other_star, &viewer] {
@@ -316,7 +335,10 @@ async fn clients_cannot_set_price_split_or_sender() {
     for (field, value) in [
         ("price", json!("0.01")),
         ("amount", json!("0.01")),
-        ("split", json!({"store": "0", "broadcaster": "0.99", "platform": "0"})),
+        (
+            "split",
+            json!({"store": "0", "broadcaster": "0.99", "platform": "0"}),
+        ),
         ("sender_id", json!("someone-else")),
         ("balance", json!("1000.00")),
         ("room_id", json!("another-room")),
@@ -324,9 +346,7 @@ async fn clients_cannot_set_price_split_or_sender() {
         let before = s.money("fan-p").await;
         let mut body = json!({"sticker_id": "rose", "quantity": 1});
         body[field] = value;
-        let r = s
-            .buy(&viewer, &room, &format!("mass-{field}"), &body)
-            .await;
+        let r = s.buy(&viewer, &room, &format!("mass-{field}"), &body).await;
         assert_eq!(r.status, 400, "{field}: {}", r.body);
         r.expect_error(400, "invalid_request");
         assert_eq!(s.money("fan-p").await, before, "{field} charged");
@@ -360,7 +380,11 @@ async fn clients_cannot_set_price_split_or_sender() {
         let r = s.gift(&viewer, &room, sticker, quantity).await;
         r.expect_status(201);
         let expected = prices[sticker] * i64::from(quantity);
-        assert_eq!(minor(r.json["amount"].as_str().unwrap()), expected, "{sticker}×{quantity}");
+        assert_eq!(
+            minor(r.json["amount"].as_str().unwrap()),
+            expected,
+            "{sticker}×{quantity}"
+        );
         assert_eq!(r.json["sender_id"], "fan-p");
         assert_eq!(r.json["room_id"], room.as_str());
         assert_eq!(r.json["quantity"], quantity);

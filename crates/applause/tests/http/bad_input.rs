@@ -22,9 +22,7 @@ struct Case {
 fn case(what: &'static str, body: Value, status: u16, code: &'static str) -> Case {
     Case {
         what,
-        key: Some(
-            HeaderValue::from_str(&format!("key-{}", crate::common::random_name())).unwrap(),
-        ),
+        key: Some(HeaderValue::from_str(&format!("key-{}", crate::common::random_name())).unwrap()),
         content_type: Some("application/json"),
         body: body.to_string().into_bytes(),
         room: None,
@@ -33,9 +31,9 @@ fn case(what: &'static str, body: Value, status: u16, code: &'static str) -> Cas
     }
 }
 
-fn raw(what: &'static str, body: &str, status: u16, code: &'static str) -> Case {
+fn raw(what: &'static str, body: impl AsRef<str>, status: u16, code: &'static str) -> Case {
     Case {
-        body: body.as_bytes().to_vec(),
+        body: body.as_ref().as_bytes().to_vec(),
         ..case(what, Value::Null, status, code)
     }
 }
@@ -197,8 +195,18 @@ async fn purchase_errors_charge_nothing() {
             402,
             "insufficient_funds",
         ),
-        raw("truncated JSON", r#"{"sticker_id": "rose","#, 400, "invalid_json"),
-        raw("not JSON", "sticker_id=rose&quantity=1", 400, "invalid_json"),
+        raw(
+            "truncated JSON",
+            r#"{"sticker_id": "rose","#,
+            400,
+            "invalid_json",
+        ),
+        raw(
+            "not JSON",
+            "sticker_id=rose&quantity=1",
+            400,
+            "invalid_json",
+        ),
         raw("empty body", "", 400, "invalid_json"),
         raw(
             "trailing garbage",
@@ -206,6 +214,33 @@ async fn purchase_errors_charge_nothing() {
             400,
             "invalid_json",
         ),
+        raw(
+            "quantity out of f64 range",
+            r#"{"sticker_id": "rose", "quantity": 1e400}"#,
+            400,
+            "invalid_json",
+        ),
+        Case {
+            body: b"{\"sticker_id\": \"ro\xffse\", \"quantity\": 1}".to_vec(),
+            ..case("invalid UTF-8", Value::Null, 400, "invalid_json")
+        },
+        raw(
+            "deep nesting",
+            &format!(
+                r#"{{"sticker_id": "rose", "quantity": {}{}}}"#,
+                "[".repeat(500),
+                "]".repeat(500)
+            ),
+            400,
+            "invalid_json",
+        ),
+        raw(
+            "duplicate field",
+            r#"{"sticker_id": "rose", "sticker_id": "galaxy", "quantity": 1}"#,
+            400,
+            "invalid_request",
+        ),
+        raw("null body", "null", 400, "invalid_request"),
         case(
             "sticker id a number",
             json!({"sticker_id": 5, "quantity": 1}),
@@ -224,7 +259,12 @@ async fn purchase_errors_charge_nothing() {
             400,
             "invalid_request",
         ),
-        case("missing sticker", json!({"quantity": 1}), 400, "invalid_request"),
+        case(
+            "missing sticker",
+            json!({"quantity": 1}),
+            400,
+            "invalid_request",
+        ),
         case("array body", json!([rose()]), 400, "invalid_request"),
         Case {
             content_type: None,
@@ -270,7 +310,10 @@ async fn long_multibyte_messages_and_keys_at_the_limit_are_accepted() {
     for (key, message) in [
         ("m-e", "é".repeat(200)),
         ("m-emoji", "🎉".repeat(200)),
-        ("m-mixed", format!("{}{}", "a".repeat(150), "日本".repeat(25))),
+        (
+            "m-mixed",
+            format!("{}{}", "a".repeat(150), "日本".repeat(25)),
+        ),
         ("m-class", "a classy spammer".to_owned()),
         (key255.as_str(), String::new()),
     ] {
@@ -289,6 +332,23 @@ async fn long_multibyte_messages_and_keys_at_the_limit_are_accepted() {
         if !message.is_empty() {
             assert_eq!(r.json["message"], message.as_str());
         }
+    }
+    // JSON is JSON whatever the parameters and case of its media type.
+    for (i, ct) in ["application/json; charset=utf-8", "Application/JSON"]
+        .iter()
+        .enumerate()
+    {
+        let key = format!("ct-{i}");
+        let r = s
+            .post_raw(
+                &format!("/v1/rooms/{room}/gifts"),
+                Some(&token),
+                Some(ct),
+                r#"{"sticker_id": "heart", "quantity": 1}"#,
+                &[("idempotency-key", key.as_str())],
+            )
+            .await;
+        r.expect_status(201);
     }
     s.shutdown().await;
 }
@@ -446,7 +506,12 @@ async fn rooms_wallets_routes_and_methods() {
             "invalid_title",
         ),
         ("newline", json!({"title": "a\nb"}), 400, "invalid_title"),
-        ("title a number", json!({"title": 3}), 400, "invalid_request"),
+        (
+            "title a number",
+            json!({"title": 3}),
+            400,
+            "invalid_request",
+        ),
         (
             "unknown field",
             json!({"title": "x", "live": false}),

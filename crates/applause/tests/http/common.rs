@@ -307,13 +307,7 @@ impl Server {
     }
 
     /// Like [`Server::buy`], on a task of its own (for concurrent requests).
-    pub fn buy_task(
-        &self,
-        token: &str,
-        room: &str,
-        key: &str,
-        body: &Value,
-    ) -> JoinHandle<Resp> {
+    pub fn buy_task(&self, token: &str, room: &str, key: &str, body: &Value) -> JoinHandle<Resp> {
         let rb = self
             .client
             .post(self.url(&format!("/v1/rooms/{room}/gifts")))

@@ -10,12 +10,7 @@ use serde_json::json;
 use crate::both_backends;
 use crate::common::{fmt_minor, minor, Backend, Server, Store};
 
-const STICKERS: &[(&str, i64)] = &[
-    ("heart", 10),
-    ("rose", 99),
-    ("coffee", 199),
-    ("star", 499),
-];
+const STICKERS: &[(&str, i64)] = &[("heart", 10), ("rose", 99), ("coffee", 199), ("star", 499)];
 const CHANNELS: &[&str] = &["apple", "google", "web"];
 
 both_backends!(concurrent_purchases_never_overdraw);
@@ -78,7 +73,11 @@ async fn concurrent_purchases_never_overdraw(backend: Backend) {
         // The balances after each purchase are B − x, B − 2x, … in some order.
         let want: BTreeSet<i64> = (1..=expected).map(|i| balance - i * x).collect();
         assert_eq!(after, want, "seed {seed}");
-        assert_eq!(s.balance(&user).await, balance - expected * x, "seed {seed}");
+        assert_eq!(
+            s.balance(&user).await,
+            balance - expected * x,
+            "seed {seed}"
+        );
         gross += expected * x;
         let summary = s.summary().await;
         assert_eq!(

@@ -94,10 +94,26 @@ async fn same_key_with_another_body_is_refused(backend: Backend) {
     first.expect_status(201);
     let before = s.money("fan-l").await;
     for (what, other_room, other) in [
-        ("quantity", &room, json!({"sticker_id": "rose", "quantity": 2, "message": "one"})),
-        ("sticker", &room, json!({"sticker_id": "heart", "quantity": 1, "message": "one"})),
-        ("message", &room, json!({"sticker_id": "rose", "quantity": 1, "message": "two"})),
-        ("no message", &room, json!({"sticker_id": "rose", "quantity": 1})),
+        (
+            "quantity",
+            &room,
+            json!({"sticker_id": "rose", "quantity": 2, "message": "one"}),
+        ),
+        (
+            "sticker",
+            &room,
+            json!({"sticker_id": "heart", "quantity": 1, "message": "one"}),
+        ),
+        (
+            "message",
+            &room,
+            json!({"sticker_id": "rose", "quantity": 1, "message": "two"}),
+        ),
+        (
+            "no message",
+            &room,
+            json!({"sticker_id": "rose", "quantity": 1}),
+        ),
         ("room", &room2, body.clone()),
     ] {
         let r = s.buy(&fan, other_room, "reuse", &other).await;
@@ -123,7 +139,11 @@ async fn a_failed_purchase_replays_as_that_failure(backend: Backend) {
     let before = s.money("fan-f").await;
     let again = s.buy(&fan, &room, "poor", &body).await;
     assert_eq!((again.status, &again.body), (402, &first.body));
-    assert_eq!(s.money("fan-f").await, before, "the replayed failure charged");
+    assert_eq!(
+        s.money("fan-f").await,
+        before,
+        "the replayed failure charged"
+    );
     assert_eq!(before.balance, 1050);
     // A new key buys it now.
     s.buy(&fan, &room, "rich", &body).await.expect_status(201);
@@ -143,7 +163,9 @@ async fn replays_survive_a_restart(backend: Backend) {
     let poor_body = json!({"sticker_id": "star", "quantity": 1});
     let refused = s.buy(&fan, &room, "durable-poor", &poor_body).await;
     refused.expect_error(402, "insufficient_funds");
-    let receipt = s.top_up_receipt("fan-s", "web", "3.00", "receipt-durable").await;
+    let receipt = s
+        .top_up_receipt("fan-s", "web", "3.00", "receipt-durable")
+        .await;
     receipt.expect_status(201);
     let before = s.money("fan-s").await;
 
@@ -154,27 +176,41 @@ async fn replays_survive_a_restart(backend: Backend) {
     assert_eq!((again.status, &again.body), (201, &created.body));
     let again = s.buy(&fan, &room, "durable-poor", &poor_body).await;
     assert_eq!((again.status, &again.body), (402, &refused.body));
-    let again = s.top_up_receipt("fan-s", "web", "3.00", "receipt-durable").await;
+    let again = s
+        .top_up_receipt("fan-s", "web", "3.00", "receipt-durable")
+        .await;
     assert_eq!((again.status, &again.body), (201, &receipt.body));
     s.buy(&fan, &room, "durable", &poor_body)
         .await
         .expect_error(422, "idempotency_key_reused");
-    assert_eq!(s.money("fan-s").await, before, "a replay after restart charged");
+    assert_eq!(
+        s.money("fan-s").await,
+        before,
+        "a replay after restart charged"
+    );
     s.shutdown().await;
 }
 
 both_backends!(top_up_receipts_are_idempotent);
 async fn top_up_receipts_are_idempotent(backend: Backend) {
     let s = server(backend).await;
-    let first = s.top_up_receipt("fan-t", "apple", "12.34", "receipt-1").await;
+    let first = s
+        .top_up_receipt("fan-t", "apple", "12.34", "receipt-1")
+        .await;
     first.expect_status(201);
     assert_eq!(first.json["amount"], "12.34");
     assert_eq!(first.json["channel"], "apple");
     for _ in 0..3 {
-        let again = s.top_up_receipt("fan-t", "apple", "12.34", "receipt-1").await;
+        let again = s
+            .top_up_receipt("fan-t", "apple", "12.34", "receipt-1")
+            .await;
         assert_eq!((again.status, &again.body), (201, &first.body));
     }
-    assert_eq!(s.balance("fan-t").await, 1234, "a replayed receipt credited");
+    assert_eq!(
+        s.balance("fan-t").await,
+        1234,
+        "a replayed receipt credited"
+    );
     let topups = s.summary().await["topups"].clone();
     assert_eq!(topups, "12.34");
     for (what, user, channel, amount) in [

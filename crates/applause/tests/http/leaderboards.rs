@@ -96,7 +96,12 @@ async fn room_boards_equal_the_tallies() {
         *broadcasters.entry("star-lb2".into()).or_default() += 499;
     }
     let want = ranked(&tally);
-    board_becomes(&s, &format!("/v1/rooms/{room}/leaderboard?window=live&limit=100"), &want).await;
+    board_becomes(
+        &s,
+        &format!("/v1/rooms/{room}/leaderboard?window=live&limit=100"),
+        &want,
+    )
+    .await;
     for window in ["day", "week", "all"] {
         board_becomes(
             &s,
@@ -165,7 +170,12 @@ async fn room_boards_equal_the_tallies() {
         .await
         .expect_status(200);
     let next = s.open_room("star-lb").await;
-    board_becomes(&s, &format!("/v1/rooms/{next}/leaderboard?window=live"), &[]).await;
+    board_becomes(
+        &s,
+        &format!("/v1/rooms/{next}/leaderboard?window=live"),
+        &[],
+    )
+    .await;
     s.shutdown().await;
 }
 

@@ -128,7 +128,11 @@ async fn revenue_reports_match_the_purchases() {
                     ("broadcaster", (*b).to_owned()),
                     ("sticker", sticker.to_owned()),
                 ] {
-                    by.entry(group).or_default().entry(key).or_default().add(&r.json);
+                    by.entry(group)
+                        .or_default()
+                        .entry(key)
+                        .or_default()
+                        .add(&r.json);
                 }
             }
             _ => {
@@ -137,8 +141,14 @@ async fn revenue_reports_match_the_purchases() {
             }
         }
     }
-    assert!(total.gifts >= 20, "too few purchases succeeded: {refused} refused");
-    assert_eq!(total.gross, total.store + total.broadcaster + total.platform);
+    assert!(
+        total.gifts >= 20,
+        "too few purchases succeeded: {refused} refused"
+    );
+    assert_eq!(
+        total.gross,
+        total.store + total.broadcaster + total.platform
+    );
 
     // The interval covers yesterday to tomorrow, so a run across midnight still counts.
     let (from, to) = (day(-1), day(2));
