@@ -12,6 +12,9 @@ use crate::money::{format_minor, parse_minor};
 
 /// Pause before retrying a purchase whose first attempt is still in flight.
 const IN_FLIGHT_BACKOFF: Duration = Duration::from_millis(50);
+/// Timeout of the finance summary: it runs the ledger check, which grows with
+/// the ledger and may take far longer than a purchase.
+const REPORT_TIMEOUT: Duration = Duration::from_secs(120);
 /// Longest `Retry-After` we honour before giving up on that attempt.
 const RETRY_AFTER_MAX: Duration = Duration::from_secs(2);
 
@@ -298,6 +301,7 @@ impl Api {
         let req = self
             .http
             .get(self.url("/v1/finance/summary"))
+            .timeout(REPORT_TIMEOUT)
             .bearer_auth(finance_token);
         let v = self.expect_ok(req, "GET /v1/finance/summary").await?;
         let gross = v["gross_gifts"]

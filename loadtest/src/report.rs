@@ -179,6 +179,12 @@ impl Report {
                     "verify     OK: {} messages × {} subscribers exactly once and in order",
                     vr.gifts_checked, vr.viewers_checked
                 );
+            } else if vr.ok && vr.viewers_checked == 0 {
+                let _ = writeln!(
+                    out,
+                    "verify     OK: {} gifts; finance and leaderboards match",
+                    vr.gifts_checked
+                );
             } else if vr.ok {
                 let _ = writeln!(
                     out,
