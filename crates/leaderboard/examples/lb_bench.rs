@@ -8,7 +8,10 @@
 //!     --updates 200000 --batch 500 --writers 4 --reads 20000
 //! ```
 //! Options: `--backend redis|memory`, `--redis-url`, `--rooms`,
-//! `--broadcasters`, `--senders`. Keys go under a random `lbbench:<hex>`
+//! `--broadcasters`, `--senders`, `--rate <updates/s>` (paced writers: each
+//! sends a batch on a fixed schedule and the lag is measured from the
+//! scheduled time, so falling behind shows up as lag; 0 = unthrottled),
+//! `--slot-scripts 1` (cluster-safe scripts, one hash-tag slot each). Keys go under a random `lbbench:<hex>`
 //! prefix that is deleted at the end (SCAN + UNLINK, never FLUSHDB).
 
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -30,6 +33,10 @@ struct Options {
     rooms: usize,
     broadcasters: usize,
     senders: usize,
+    /// Target updates/s over all writers; 0 = as fast as possible.
+    rate: usize,
+    /// 1 = cluster-safe scripts, one slot each.
+    slot_scripts: bool,
 }
 
 impl Options {
@@ -44,6 +51,8 @@ impl Options {
             rooms: 1_000,
             broadcasters: 300,
             senders: 100_000,
+            rate: 0,
+            slot_scripts: false,
         };
         let mut args = std::env::args().skip(1);
         while let Some(flag) = args.next() {
@@ -65,6 +74,8 @@ impl Options {
                 "--rooms" => o.rooms = number()?.max(1),
                 "--broadcasters" => o.broadcasters = number()?.max(1),
                 "--senders" => o.senders = number()?.max(1),
+                "--rate" => o.rate = number()?,
+                "--slot-scripts" => o.slot_scripts = number()? == 1,
                 other => bail!("unknown option {other}"),
             }
         }
@@ -122,14 +133,18 @@ async fn main() -> Result<()> {
     let o = Arc::new(Options::parse()?);
     let prefix = format!("lbbench:{:016x}", rand::random::<u64>());
     let boards: Arc<dyn Leaderboard> = match o.backend.as_str() {
-        "redis" => Arc::new(RedisBoards::connect(&o.redis_url, &prefix).await?),
+        "redis" => Arc::new(
+            RedisBoards::connect(&o.redis_url, &prefix)
+                .await?
+                .with_slot_scripts(o.slot_scripts),
+        ),
         "memory" => Arc::new(MemoryBoards::new()),
         other => bail!("unknown backend {other}"),
     };
     boards.rebuild(&[], now_ms()).await?;
     println!(
-        "backend={} updates={} batch={} writers={} rooms={} broadcasters={} senders={}",
-        o.backend, o.updates, o.batch, o.writers, o.rooms, o.broadcasters, o.senders
+        "backend={} slot_scripts={} updates={} batch={} writers={} rate={} rooms={} broadcasters={} senders={}",
+        o.backend, o.slot_scripts, o.updates, o.batch, o.writers, o.rate, o.rooms, o.broadcasters, o.senders
     );
 
     // A reader polls top-10 boards while the writers run.
@@ -157,9 +172,22 @@ async fn main() -> Result<()> {
             let mut rng = StdRng::seed_from_u64(w as u64);
             let mut applied = 0u64;
             let mut sent = 0usize;
+            let period = (o.rate > 0).then(|| {
+                Duration::from_secs_f64(o.batch as f64 * o.writers as f64 / o.rate as f64)
+            });
+            let first = Instant::now();
+            let mut batches = 0u32;
             while sent < per_writer {
                 let n = o.batch.min(per_writer - sent);
-                let created = Instant::now();
+                let created = match period {
+                    Some(p) => {
+                        let due = first + p * batches;
+                        tokio::time::sleep_until(due.into()).await;
+                        due
+                    }
+                    None => Instant::now(),
+                };
+                batches += 1;
                 let at_ms = now_ms();
                 let batch: Vec<BoardUpdate> = (0..n)
                     .map(|i| {

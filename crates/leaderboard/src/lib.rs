@@ -32,10 +32,13 @@
 //!   give exactly (total desc, user id asc) in O(log n), and the twin sorts by
 //!   the same key.
 //! * **Exactness.** Totals are integer minor units. Redis scores are doubles,
-//!   exact up to 2^53 (≈ 90 trillion dollars at 2 decimals); an update is
-//!   limited to ±`AMOUNT_MINOR_MAX` (10^15) and an update that would push any
-//!   total past ±([`TOTAL_MINOR_MAX`] = 2^53 − 1) is refused by both twins
-//!   (reported in [`ApplyReport::overflowed`], not counted, retryable never).
+//!   exact up to 2^53 (≈ 90 trillion dollars at 2 decimals). An update is
+//!   limited to ±`AMOUNT_MINOR_MAX` (10^15) and every total to
+//!   ±[`TOTAL_MINOR_MAX`] = 2^52 − 1 (≈ 45 trillion dollars), so each ZINCRBY
+//!   — and the undo of a refused one — computes below 2^53, exactly. An
+//!   update that would push any total past the cap is refused by both twins
+//!   (reported in [`ApplyReport::overflowed`]; neither counted nor marked, so
+//!   the same update can be applied once the total has room again).
 //! * **Expiry.** Day boards expire at the end of their UTC day + 2 days, week
 //!   boards at the end of their ISO week + 2 days (EXPIREAT); `live` and
 //!   `all` never expire. An update for a period whose board has already
@@ -67,14 +70,19 @@
 //!
 //! Zset members are [`encode_member`]`(user id)`, scores integer minor units.
 //!
-//! **Cluster safety.** A script only touches keys of one hash-tag slot: an
-//! update is split into its broadcaster part (`{b:…}`: room and fan boards
-//! plus that part's marker) and its global part (`{g}`: global boards, marker,
-//! names), each counted once on its own marker. A batch becomes one script
-//! per broadcaster in it plus one global script, sent as one pipeline — one
-//! round trip on a single node; a cluster client would route each script to
-//! its slot. The `P:gen` pointer is read with plain commands, never inside a
-//! script.
+//! **Cluster safety.** Every key an update part touches shares one hash tag:
+//! an update is split into its broadcaster part (`{b:…}`: room and fan boards
+//! plus that part's marker) and its global part (`{g}`: global boards,
+//! marker, names), each counted once on its own marker. With
+//! [`RedisBoards::with_slot_scripts`]`(true)` every script stays inside one
+//! slot (one script per broadcaster in a batch plus global ones), which is
+//! what Redis Cluster requires. On one node — what `ConnectionManager`
+//! connects to, and the default — scripts pack both parts of many updates,
+//! far cheaper per update. Either way a script holds at most 64 parts, so no
+//! script blocks readers for more than a couple of ms, and a batch is one
+//! pipeline: one round trip. Reads use a second connection so they never
+//! queue behind a writer's pipeline. The `P:gen` pointer is read with plain
+//! commands, never inside a script.
 //!
 //! **Rebuild.** A rebuild takes the lock, applies all updates under a fresh
 //! generation `N` (readers keep reading the old, complete one), switches

@@ -14,11 +14,16 @@ use applause_core::money::AMOUNT_MINOR_MAX;
 use chrono::{DateTime, Datelike};
 use serde::{Deserialize, Serialize};
 
-/// Largest total any board keeps, in minor units: 2^53 − 1. Redis scores are
-/// IEEE doubles, exact for integers up to 2^53 (≈ 90 trillion dollars at 2
-/// decimals); an update that would push a total past it is refused by both
-/// twins, so totals never silently lose precision.
-pub const TOTAL_MINOR_MAX: i64 = (1 << 53) - 1;
+/// Largest total any board keeps, in minor units: 2^52 − 1 (≈ 45 trillion
+/// dollars at 2 decimals). Redis scores are IEEE doubles, exact for integers
+/// up to 2^53; with totals capped at 2^52 and single amounts at 10^15 every
+/// increment — and the undo of a refused one — stays below 2^53 and exact.
+/// An update that would push a total past the cap is refused by both twins,
+/// so totals never silently lose precision.
+pub const TOTAL_MINOR_MAX: i64 = (1 << 52) - 1;
+
+// The exactness argument above, checked at compile time.
+const _: () = assert!(TOTAL_MINOR_MAX + AMOUNT_MINOR_MAX < (1 << 53));
 
 /// Most entries one `top` read returns.
 pub const TOP_LIMIT_MAX: usize = 100;

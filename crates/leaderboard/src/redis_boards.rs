@@ -14,7 +14,7 @@ use crate::metrics::Metrics;
 use crate::model::{
     check_id, check_limit, check_now, decode_member, encode_member, global_board_key, names_key,
     plan, room_board_key, stored_name, validate, wall_ms, ApplyReport, BoardError, BoardUpdate,
-    Entry, PartPlan, RebuildReport, Window, TOTAL_MINOR_MAX,
+    Entry, PartPlan, RebuildReport, Window,
 };
 use crate::model::{rebuild_input, tally, Status};
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
@@ -34,20 +34,29 @@ const REBUILD_LOCK_MS: u64 = 600_000;
 /// because every write is idempotent and reads have no effects.
 const ROUND_TRIP_RETRIES_MAX: u32 = 2;
 
+/// Most update parts (room or global) one script applies. A script runs
+/// atomically, so this bounds how long it keeps readers waiting (a part
+/// costs Redis ≈ 15-30 µs).
+const SCRIPT_PARTS_MAX: usize = 64;
+
 /// Keys deleted per UNLINK during a rebuild sweep.
 const UNLINK_KEYS_MAX: usize = 500;
 
 /// Applies the parts of several updates that live in one hash-tag slot.
 ///
-/// KEYS: [names hash if ARGV[2] == '1'], then per update: marker, boards…
-/// ARGV: ttl, has_names, n, then per update: n_boards, mark, member,
-/// amount, name_field, name, expire_at per board (0 = none).
-/// Returns one status per update: 0 duplicate, 1 applied, 2 overflow.
+/// Applies parts of updates (a room part or a global part each).
+///
+/// KEYS: [names hash if ARGV[2] == '1'], then per part: marker, boards…
+/// ARGV: ttl, has_names, n, then per part: n_boards, mark, member, amount,
+/// name_field (empty: no name), name, expire_at per board (0 = none).
+/// Returns one status per part: 0 duplicate, 1 applied, 2 overflow.
 ///
 /// Amounts and expiry times are passed to Redis as the original strings:
-/// a Lua number converted back to a string keeps only 14 digits.
+/// a Lua number converted back to a string keeps only 14 digits. CAP is
+/// [`crate::TOTAL_MINOR_MAX`]; a part that would push a total past it is undone
+/// in the same script and reported (no ZSCORE pre-check: half the calls).
 const APPLY_LUA: &str = r"
-local LIMIT = 9007199254740991
+local CAP = 4503599627370495
 local ttl = ARGV[1]
 local k = 1
 local names = nil
@@ -67,25 +76,35 @@ for i = 1, n do
     status = 0
   end
   if status == 1 then
+    -- Totals stay within the cap and amounts within 10^15, so every sum
+    -- here is below 2^53 and exact, and so is the undo.
+    local scores = {}
     for j = 1, nb do
-      local cur = tonumber(redis.call('ZSCORE', KEYS[k + j], member) or '0')
-      local nxt = cur + amount
-      if nxt > LIMIT or nxt < -LIMIT then status = 2; break end
+      scores[j] = tonumber(redis.call('ZINCRBY', KEYS[k + j], amount_str, member))
+      if scores[j] > CAP or scores[j] < -CAP then status = 2 end
     end
     if status == 2 then
+      -- Negated as a string: a Lua number becomes a 14-digit string.
+      local negated = '-' .. amount_str
+      if string.sub(amount_str, 1, 1) == '-' then negated = string.sub(amount_str, 2) end
+      for j = 1, nb do
+        local back = tonumber(redis.call('ZINCRBY', KEYS[k + j], negated, member))
+        if back == 0 then redis.call('ZREM', KEYS[k + j], member) end
+      end
       if mark then redis.call('DEL', marker) end
     else
       for j = 1, nb do
-        local key = KEYS[k + j]
-        local s = tonumber(redis.call('ZINCRBY', key, amount_str, member))
+        local s = scores[j]
         if s == 0 then
-          redis.call('ZREM', key, member)
-        else
+          redis.call('ZREM', KEYS[k + j], member)
+        elseif s == amount then
+          -- A new member, maybe a new key: the expiry is a function of the
+          -- key name, so setting it when a member appears is enough.
           local exp = ARGV[a + 5 + j]
-          if exp ~= '0' then redis.call('EXPIREAT', key, exp) end
+          if exp ~= '0' then redis.call('EXPIREAT', KEYS[k + j], exp) end
         end
       end
-      if names then redis.call('HSET', names, ARGV[a + 4], ARGV[a + 5]) end
+      if names and ARGV[a + 4] ~= '' then redis.call('HSET', names, ARGV[a + 4], ARGV[a + 5]) end
     end
   end
   out[i] = status
@@ -104,12 +123,18 @@ return 0
 /// The leaderboards in Redis. Cheap to share behind an `Arc`; the
 /// connection manager multiplexes all callers on one connection.
 pub struct RedisBoards {
+    /// Writes and rebuilds: long pipelines of scripts.
     con: ConnectionManager,
+    /// Reads, on their own connection so a top-10 read never queues behind
+    /// a writer's pipeline in the same TCP stream.
+    read_con: ConnectionManager,
     prefix: String,
     /// The generation this process reads and writes; refreshed whenever a
     /// round trip shows `P:gen` moved.
     generation: RwLock<String>,
     marker_ttl_secs: u64,
+    /// Group scripts by hash-tag slot (Redis Cluster) instead of packing.
+    slot_scripts: bool,
     metrics: Option<Metrics>,
     apply_script: Script,
     unlock_script: Script,
@@ -145,12 +170,15 @@ impl RedisBoards {
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(5))
             .set_number_of_retries(3);
-        let con = ConnectionManager::new_with_config(client, config).await?;
+        let con = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
+        let read_con = ConnectionManager::new_with_config(client, config).await?;
         let boards = Self {
             con,
+            read_con,
             prefix: key_prefix.to_owned(),
             generation: RwLock::new(GENERATION_PROVISIONAL.to_owned()),
             marker_ttl_secs: DEFAULT_MARKER_TTL_SECS,
+            slot_scripts: false,
             metrics: None,
             apply_script: Script::new(APPLY_LUA),
             unlock_script: Script::new(UNLOCK_LUA),
@@ -170,6 +198,15 @@ impl RedisBoards {
     /// Sets how long an update id is remembered, in seconds (at least 1).
     pub fn with_marker_ttl_secs(mut self, secs: u64) -> Self {
         self.marker_ttl_secs = secs.max(1);
+        self
+    }
+
+    /// Sends only scripts whose keys share one hash-tag slot: one script per
+    /// broadcaster in a batch plus global ones. Needed behind a Redis Cluster
+    /// proxy; on one node (the default) both parts of many updates are packed
+    /// into each script, which costs Redis far less per update.
+    pub fn with_slot_scripts(mut self, on: bool) -> Self {
+        self.slot_scripts = on;
         self
     }
 
@@ -212,9 +249,22 @@ impl RedisBoards {
     /// connection manager reconnects meanwhile) and reloading the scripts
     /// after a Redis restart emptied its script cache.
     async fn query(&self, pipe: &Pipeline) -> Result<Vec<Value>, BoardError> {
+        self.query_on(&self.con, pipe).await
+    }
+
+    /// [`Self::query`] on the read connection.
+    async fn query_read(&self, pipe: &Pipeline) -> Result<Vec<Value>, BoardError> {
+        self.query_on(&self.read_con, pipe).await
+    }
+
+    async fn query_on(
+        &self,
+        connection: &ConnectionManager,
+        pipe: &Pipeline,
+    ) -> Result<Vec<Value>, BoardError> {
         let mut attempt = 0;
         loop {
-            let mut con = self.con.clone();
+            let mut con = connection.clone();
             match pipe.query_async::<Vec<Value>>(&mut con).await {
                 Ok(values) => return Ok(values),
                 Err(error) => {
@@ -290,8 +340,9 @@ impl RedisBoards {
     }
 
     /// Applies `updates` (≤ BATCH_UPDATES_MAX, validated) to `generation` in
-    /// one pipeline: one script per broadcaster slot plus one global script,
-    /// then a GET of the pointer when `read_pointer`.
+    /// one pipeline of scripts of at most SCRIPT_PARTS_MAX parts (grouped by
+    /// slot when `slot_scripts`), then a GET of the pointer when
+    /// `read_pointer`.
     ///
     /// `plan_now_s` decides which period boards are alive; `mark[i]` says
     /// whether update i sets an idempotency marker.
@@ -305,70 +356,80 @@ impl RedisBoards {
     ) -> Result<(Vec<(Status, Status)>, Option<String>), BoardError> {
         let plans: Vec<(PartPlan, PartPlan)> =
             updates.iter().map(|u| plan(u, plan_now_s)).collect();
-        // Group the room parts by broadcaster slot, keeping batch order.
-        let mut slot_of: HashMap<&str, usize> = HashMap::new();
-        let mut slots: Vec<Vec<usize>> = Vec::new();
-        for (i, update) in updates.iter().enumerate() {
-            let slot = *slot_of
-                .entry(update.broadcaster_id.as_str())
-                .or_insert_with(|| {
-                    slots.push(Vec::new());
-                    slots.len() - 1
-                });
-            slots[slot].push(i);
+        // Each script is a list of parts: (update index, global part?).
+        let mut scripts: Vec<Vec<(usize, bool)>> = Vec::new();
+        if self.slot_scripts {
+            // Cluster-safe: every script stays inside one hash-tag slot.
+            let mut slot_of: HashMap<&str, usize> = HashMap::new();
+            let mut slots: Vec<Vec<(usize, bool)>> = Vec::new();
+            for (i, update) in updates.iter().enumerate() {
+                let slot = *slot_of
+                    .entry(update.broadcaster_id.as_str())
+                    .or_insert_with(|| {
+                        slots.push(Vec::new());
+                        slots.len() - 1
+                    });
+                slots[slot].push((i, false));
+            }
+            let global: Vec<(usize, bool)> = (0..updates.len()).map(|i| (i, true)).collect();
+            slots.push(global);
+            for parts in &slots {
+                scripts.extend(parts.chunks(SCRIPT_PARTS_MAX).map(<[_]>::to_vec));
+            }
+        } else {
+            // One node: a script may span slots, so pack both parts of
+            // consecutive updates; far fewer scripts per batch.
+            let parts: Vec<(usize, bool)> = (0..updates.len())
+                .flat_map(|i| [(i, false), (i, true)])
+                .collect();
+            scripts.extend(parts.chunks(SCRIPT_PARTS_MAX).map(<[_]>::to_vec));
         }
         let mut pipe = redis::pipe();
-        for members in &slots {
-            let parts: Vec<_> = members
+        for parts in &scripts {
+            let args: Vec<_> = parts
                 .iter()
-                .map(|&i| (&plans[i].0, marks[i], updates[i].amount_minor, "", ""))
+                .map(|&(i, global)| {
+                    let u = &updates[i];
+                    if global {
+                        let name = stored_name(&u.sender_name);
+                        let field = u.sender_id.as_str();
+                        (&plans[i].1, marks[i], u.amount_minor, field, name)
+                    } else {
+                        (&plans[i].0, marks[i], u.amount_minor, "", "")
+                    }
+                })
                 .collect();
-            pipe.add_command(self.script_cmd(generation, false, &parts));
+            let names = parts.iter().any(|&(_, global)| global);
+            pipe.add_command(self.script_cmd(generation, names, &args));
         }
-        let global: Vec<_> = updates
-            .iter()
-            .enumerate()
-            .map(|(i, u)| {
-                (
-                    &plans[i].1,
-                    marks[i],
-                    u.amount_minor,
-                    u.sender_id.as_str(),
-                    stored_name(&u.sender_name),
-                )
-            })
-            .collect();
-        pipe.add_command(self.script_cmd(generation, true, &global));
         if read_pointer {
             pipe.cmd("GET").arg(self.gen_key());
         }
         let values = self.query(&pipe).await?;
-        if values.len() != slots.len() + 1 + usize::from(read_pointer) {
+        let expected = scripts.len() + usize::from(read_pointer);
+        if values.len() != expected {
             return Err(BoardError::Protocol(format!(
-                "{} replies to a pipeline of {} commands",
-                values.len(),
-                slots.len() + 1 + usize::from(read_pointer)
+                "{} replies to a pipeline of {expected} commands",
+                values.len()
             )));
         }
         let mut statuses = vec![(Status::Duplicate, Status::Duplicate); updates.len()];
-        for (members, value) in slots.iter().zip(&values) {
+        for (parts, value) in scripts.iter().zip(&values) {
             let codes: Vec<i64> = from_redis_value(value)?;
-            if codes.len() != members.len() {
-                return Err(BoardError::Protocol("room script status count".into()));
+            if codes.len() != parts.len() {
+                return Err(BoardError::Protocol("script status count".into()));
             }
-            for (&i, code) in members.iter().zip(codes) {
-                statuses[i].0 = Status::from_code(code)?;
+            for (&(i, global), code) in parts.iter().zip(codes) {
+                let status = Status::from_code(code)?;
+                if global {
+                    statuses[i].1 = status;
+                } else {
+                    statuses[i].0 = status;
+                }
             }
-        }
-        let codes: Vec<i64> = from_redis_value(&values[slots.len()])?;
-        if codes.len() != updates.len() {
-            return Err(BoardError::Protocol("global script status count".into()));
-        }
-        for (status, code) in statuses.iter_mut().zip(codes) {
-            status.1 = Status::from_code(code)?;
         }
         let pointer = if read_pointer {
-            from_redis_value(&values[slots.len() + 1])?
+            from_redis_value(&values[scripts.len()])?
         } else {
             None
         };
@@ -451,7 +512,7 @@ impl RedisBoards {
                 .arg("LIMIT")
                 .arg(0)
                 .arg(limit);
-            let values = self.query(&pipe).await?;
+            let values = self.query_read(&pipe).await?;
             let [pointer, range] = values.as_slice() else {
                 return Err(BoardError::Protocol("top reply".into()));
             };
@@ -494,7 +555,7 @@ impl RedisBoards {
         pipe.cmd("HMGET")
             .arg(self.key(generation, &names_key()))
             .arg(&users);
-        let values = self.query(&pipe).await?;
+        let values = self.query_read(&pipe).await?;
         let [names] = values.as_slice() else {
             return Err(BoardError::Protocol("names reply".into()));
         };
@@ -605,12 +666,14 @@ fn user_of(member: &str) -> Result<String, BoardError> {
 }
 
 /// Parses a score reply. Redis may format a double as `1e+15`; every total
-/// is an integer within ±2^53, so the double converts back exactly.
+/// is an integer within ±[`crate::TOTAL_MINOR_MAX`] < 2^53, so the double converts
+/// back exactly; anything else is refused rather than rounded.
 fn score_of(score: &str) -> Result<i64, BoardError> {
+    const EXACT_MAX: f64 = 9_007_199_254_740_991.0; // 2^53 - 1
     let value: f64 = score
         .parse()
         .map_err(|_| BoardError::Protocol(format!("score {score:?}")))?;
-    if value.fract() != 0.0 || value.abs() > TOTAL_MINOR_MAX as f64 {
+    if value.fract() != 0.0 || value.abs() > EXACT_MAX {
         return Err(BoardError::Protocol(format!("score {score:?}")));
     }
     Ok(value as i64)
@@ -673,7 +736,7 @@ impl Leaderboard for RedisBoards {
             pipe.cmd("GET").arg(self.gen_key());
             pipe.cmd("ZSCORE").arg(&key).arg(&member);
             pipe.cmd("ZREVRANK").arg(&key).arg(&member);
-            let values = self.query(&pipe).await?;
+            let values = self.query_read(&pipe).await?;
             let [pointer, score, rank] = values.as_slice() else {
                 return Err(BoardError::Protocol("me reply".into()));
             };
@@ -778,5 +841,41 @@ impl Leaderboard for RedisBoards {
             }
             None => true,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::TOTAL_MINOR_MAX;
+
+    #[test]
+    fn scores_parse_exactly_in_any_double_format() {
+        assert_eq!(score_of("100").unwrap(), 100);
+        assert_eq!(score_of("-70").unwrap(), -70);
+        assert_eq!(score_of("1e+15").unwrap(), 1_000_000_000_000_000);
+        assert_eq!(score_of("4503599627370495").unwrap(), TOTAL_MINOR_MAX);
+        assert_eq!(score_of("9007199254740991").unwrap(), (1 << 53) - 1);
+        assert!(score_of("1.5").is_err());
+        assert!(score_of("9007199254740992").is_err());
+        assert!(score_of("inf").is_err());
+    }
+
+    #[test]
+    fn rebuild_input_keeps_first_ids_and_marks_only_recent_updates() {
+        let u = |id: &str, at_ms| BoardUpdate {
+            update_id: id.into(),
+            room_id: "r".into(),
+            broadcaster_id: "b".into(),
+            sender_id: "s".into(),
+            sender_name: "S".into(),
+            amount_minor: 1,
+            at_ms,
+        };
+        let (unique, marks) =
+            rebuild_input(&[u("a", 1_000), u("b", 900_000), u("a", 5)], 1_000_000, 600);
+        assert_eq!(unique.len(), 2);
+        assert_eq!(unique[0].at_ms, 1_000);
+        assert_eq!(marks, vec![false, true]);
     }
 }
