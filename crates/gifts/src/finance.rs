@@ -117,6 +117,7 @@ fn row_json(key_name: &str, r: &RevenueRow, c: &Currency) -> serde_json::Value {
         "broadcaster_earnings": c.format(r.broadcaster_earnings),
         "platform_revenue": c.format(r.platform_revenue),
         "refunds": c.format(r.refunds),
+        "net": c.format(r.net),
     });
     if key_name != "total" {
         v[key_name] = serde_json::Value::String(r.key.clone());
@@ -217,6 +218,7 @@ pub fn check_json(check: &applause_ledger::CheckReport, c: &Currency) -> serde_j
         "mismatched_wallets": check.mismatched_wallets,
         "negative_wallets": check.negative_wallets,
         "bad_splits": check.bad_splits,
+        "mismatched_escrow": check.mismatched_escrow,
     })
 }
 

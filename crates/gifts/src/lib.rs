@@ -14,8 +14,11 @@ mod limits;
 mod metrics;
 mod ops;
 mod publisher;
+mod redpackets;
+mod refunds;
 mod render;
 mod rooms;
+mod statements;
 mod wallet;
 
 use std::collections::HashSet;
@@ -146,6 +149,7 @@ impl GiftService {
         };
         let svc = GiftService(Arc::new(inner));
         svc.spawn_sweepers();
+        redpackets::spawn_sweeper(&svc);
         svc
     }
 
@@ -183,6 +187,17 @@ impl GiftService {
             .route("/v1/gifts/{gift_id}/ack", post(gifts::ack_http))
             .route("/v1/finance/revenue", get(finance::revenue))
             .route("/v1/finance/summary", get(finance::summary))
+            .route("/v1/finance/gifts/{gift_id}/refund", post(refunds::refund))
+            .route(
+                "/v1/finance/broadcasters/{broadcaster_id}/statement",
+                get(statements::statement),
+            )
+            .route(
+                "/v1/rooms/{room_id}/red-packets",
+                post(redpackets::drop_packet),
+            )
+            .route("/v1/red-packets/{packet_id}", get(redpackets::get))
+            .route("/v1/red-packets/{packet_id}/claim", post(redpackets::claim))
             .with_state(self.clone())
             .merge(self.ops_router())
     }

@@ -96,12 +96,15 @@ async fn notice_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<CommitN
     while rx.recv_many(&mut notices, 64).await > 0 {
         let mut events = Vec::new();
         let mut gifts = Vec::new();
+        let mut refunds = Vec::new();
         for n in notices.drain(..) {
             events.extend(n.events);
             gifts.extend(n.gifts);
+            refunds.extend(n.refunds);
         }
         publish(&s, &events, false).await;
         count_gifts(&s, &gifts).await;
+        subtract_refunds(&s, &refunds).await;
     }
 }
 
@@ -214,6 +217,28 @@ async fn count_gifts(s: &Shared, gifts: &[GiftRecord]) {
     }
     let mut touched = s.touched_rooms.lock().unwrap_or_else(|p| p.into_inner());
     for g in gifts {
+        touched.insert(g.room_id.clone());
+    }
+}
+
+/// Subtracts refunded gifts (`refund:<gift id>` updates, idempotent), so a
+/// refund leaves the boards as if the gift had not been bought.
+async fn subtract_refunds(s: &Shared, refunded: &[GiftRecord]) {
+    if refunded.is_empty() {
+        return;
+    }
+    let updates: Vec<BoardUpdate> = updates_of(refunded)
+        .into_iter()
+        .filter(|u| u.update_id.starts_with("refund:"))
+        .collect();
+    if let Err(e) = s.boards.apply_batch(&updates).await {
+        s.metrics.board_errors.inc();
+        s.boards_dirty.store(true, Ordering::Relaxed);
+        tracing::warn!(error = %e, "leaderboard refund failed; boards will be rebuilt from the ledger");
+        return;
+    }
+    let mut touched = s.touched_rooms.lock().unwrap_or_else(|p| p.into_inner());
+    for g in refunded {
         touched.insert(g.room_id.clone());
     }
 }

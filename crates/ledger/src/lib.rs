@@ -35,7 +35,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
 
 pub use model::*;
-pub use plan::accounts;
+pub use plan::{accounts, RED_PACKET_KEY_PREFIX};
 
 use backend::Backend;
 use plan::{Command, Outcome};
