@@ -461,6 +461,51 @@ mod tests {
     }
 
     #[test]
+    fn a_scenario_file_is_read_and_flags_override_it() {
+        let path = std::env::temp_dir().join(format!("lt-scenario-{}.toml", std::process::id()));
+        std::fs::write(
+            &path,
+            r#"
+target = "http://127.0.0.1:7000"
+gateways = ["http://127.0.0.1:7101", "http://127.0.0.1:7102/"]
+jwt-secret = "0123456789abcdef0123456789abcdef"
+rooms = 3
+viewers = 1000
+rate = 200
+ramp-from = 20
+stickers = "rose:3,heart"
+duration = "1m"
+"#,
+        )
+        .unwrap();
+        let cli = Cli::try_parse_from([
+            "applause-loadtest",
+            "run",
+            "--scenario",
+            path.to_str().unwrap(),
+            "--rooms",
+            "2",
+        ])
+        .unwrap();
+        let Command::Run(args) = cli.command else {
+            panic!("not run")
+        };
+        let s = args.resolve(false).unwrap();
+        std::fs::remove_file(&path).unwrap();
+        assert_eq!(s.rooms, 2, "the flag wins");
+        assert_eq!(s.viewers_per_room, 1000);
+        assert_eq!(s.http_base, "http://127.0.0.1:7000");
+        assert_eq!(
+            s.gateways,
+            vec!["http://127.0.0.1:7101", "http://127.0.0.1:7102"]
+        );
+        assert_eq!(s.duration, Duration::from_secs(60));
+        assert_eq!(s.rate_start, Some(20.0));
+        assert_eq!(s.mix.as_ref().unwrap().len(), 2);
+        assert!(Cli::try_parse_from(["applause-loadtest", "run", "--bogus"]).is_err());
+    }
+
+    #[test]
     fn durations_mixes_and_addresses() {
         assert_eq!(parse_duration("500ms").unwrap(), Duration::from_millis(500));
         assert_eq!(parse_duration("2m").unwrap(), Duration::from_secs(120));
