@@ -1,0 +1,13 @@
+//! End-to-end tests through the real `applause` binary, over its public HTTP
+//! and WebSocket API only: embedded delivery, acknowledgements, the live
+//! leaderboard, room end and resume on `applause serve`; and the scaled mode
+//! (separate gateway and gifts processes on PostgreSQL and Redis, started by
+//! `deploy/local-cluster.sh`) through crashes and a lost Redis.
+
+mod acks;
+mod common;
+mod delivery;
+mod leaderboard;
+mod resume;
+mod room_end;
+mod scaled;

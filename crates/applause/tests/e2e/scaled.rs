@@ -1,0 +1,325 @@
+//! The scaled mode as separate processes (`applause gateway` ×2 and `applause
+//! gifts` on PostgreSQL and Redis, started by `deploy/local-cluster.sh`):
+//! viewers on both gateways get every gift once in the same order; a viewer
+//! resumes on the other gateway; `kill -9` of the gifts node during a burst
+//! of purchases loses and duplicates nothing once a new gifts node runs; and
+//! leaderboard keys deleted from Redis are rebuilt exact without an operator.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use applause_core::Role;
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+
+use crate::common::*;
+
+/// The first answer to each idempotency key (`None`: the node died first).
+type Answers = HashMap<String, Option<(u16, Value)>>;
+
+/// Connects `n` viewers to each gateway; they read until they hold `gifts`
+/// gifts (or `wait` passes), then a little longer to catch duplicates.
+async fn watch(
+    gateways: &[String],
+    room: &str,
+    n: usize,
+    gifts: Arc<std::sync::atomic::AtomicUsize>,
+    wait: Duration,
+) -> Vec<tokio::task::JoinHandle<(String, u64, Vec<Value>)>> {
+    let mut tasks = Vec::new();
+    for (g, base) in gateways.iter().enumerate() {
+        for i in 0..n {
+            let mut v = Viewer::connect(base, room, None).await;
+            let gifts = gifts.clone();
+            tasks.push(tokio::spawn(async move {
+                let mut frames = v
+                    .read_until(wait, |f| {
+                        let want = gifts.load(std::sync::atomic::Ordering::SeqCst);
+                        want > 0 && gift_count(f) >= want
+                    })
+                    .await;
+                frames.extend(v.drain(Duration::from_millis(500)).await);
+                (format!("gateway {g} viewer {i}"), v.welcome_seq(), frames)
+            }));
+        }
+    }
+    tasks
+}
+
+/// Every viewer got every gift once, consecutively, and all in one order.
+async fn check_viewers(
+    tasks: Vec<tokio::task::JoinHandle<(String, u64, Vec<Value>)>>,
+    bodies: &[Value],
+) {
+    let mut order: Option<Vec<String>> = None;
+    for t in tasks {
+        let (who, welcome, frames) = t.await.unwrap();
+        assert_consecutive(&who, &frames, welcome);
+        assert_all_gifts_once(&who, &frames, bodies);
+        let ids = gift_ids(&frames);
+        match &order {
+            None => order = Some(ids),
+            Some(o) => assert_eq!(&ids, o, "{who}: another order than the first viewer"),
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn viewers_on_both_gateways_see_every_gift_and_resume_across_gateways() {
+    let cluster = Cluster::start(2, 1);
+    let gw = cluster.gateways();
+    assert_eq!(gw.len(), 2);
+    let api = Api::new(&cluster.gifts()[0]);
+    let star = token("star", Role::Broadcaster);
+    let room = api.open_room(&star).await;
+    let senders: Vec<String> = (0..5).map(|i| format!("fan{i}")).collect();
+    for s in &senders {
+        api.top_up(s, "200.00").await;
+    }
+    const GIFTS: usize = 40;
+    let want = Arc::new(std::sync::atomic::AtomicUsize::new(GIFTS));
+    let tasks = watch(&gw, &room, 15, want, Duration::from_secs(30)).await;
+    let buys: Vec<_> = (0..GIFTS)
+        .map(|i| {
+            let (api, room) = (api.clone(), room.clone());
+            let tok = token(&senders[i % senders.len()], Role::Viewer);
+            tokio::spawn(async move { api.buy(&tok, &room, &format!("k{i}"), "heart").await })
+        })
+        .collect();
+    let mut bodies = Vec::new();
+    for b in buys {
+        bodies.push(b.await.unwrap());
+    }
+    check_viewers(tasks, &bodies).await;
+
+    // Resume on the other gateway, which has never served this room.
+    let room2 = api.open_room(&star).await;
+    let alice = token("fan0", Role::Viewer);
+    let mut v = Viewer::connect(&gw[0], &room2, None).await;
+    let epoch = v.epoch();
+    let mut seen = Vec::new();
+    for i in 0..3 {
+        seen.push(api.buy(&alice, &room2, &format!("seen-{i}"), "rose").await);
+    }
+    let frames = v
+        .read_until(Duration::from_secs(10), |f| gift_count(f) >= 3)
+        .await;
+    let mut frames_all = frames;
+    frames_all.extend(v.drain(Duration::from_millis(800)).await);
+    let last = assert_consecutive("first gateway", &frames_all, v.welcome_seq());
+    assert_all_gifts_once("first gateway", &frames_all, &seen);
+    v.close().await;
+    let mut missed = Vec::new();
+    for i in 0..5 {
+        missed.push(
+            api.buy(&alice, &room2, &format!("missed-{i}"), "rose")
+                .await,
+        );
+    }
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let mut v = Viewer::connect(&gw[1], &room2, None).await;
+    v.send(json!({"type": "resume", "epoch": epoch, "since_seq": last}))
+        .await;
+    let frames = v
+        .read_until(Duration::from_secs(10), |f| gift_count(f) >= 5)
+        .await;
+    let mut frames_all = frames;
+    frames_all.extend(v.drain(Duration::from_millis(800)).await);
+    assert_consecutive("resumed on the other gateway", &frames_all, last);
+    assert_all_gifts_once("resumed on the other gateway", &frames_all, &missed);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn kill_9_of_the_gifts_node_loses_and_repeats_nothing() {
+    let mut cluster = Cluster::start(2, 1);
+    let gw = cluster.gateways();
+    let api = Api::new(&cluster.gifts()[0]);
+    let star = token("star", Role::Broadcaster);
+    let room = api.open_room(&star).await;
+    let senders: Vec<String> = (0..8).map(|i| format!("buyer{i}")).collect();
+    for s in &senders {
+        api.top_up(s, "500.00").await;
+    }
+    // The number of gifts is known only after the crash and the retries.
+    let want = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let tasks = watch(&gw, &room, 10, want.clone(), Duration::from_secs(60)).await;
+
+    // Each sender buys back to back until the node dies under it.
+    let answers: Arc<Mutex<Answers>> = Arc::default();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut buyers = Vec::new();
+    for s in senders.clone() {
+        let (api, room, answers, answered) =
+            (api.clone(), room.clone(), answers.clone(), answered.clone());
+        buyers.push(tokio::spawn(async move {
+            let tok = token(&s, Role::Viewer);
+            for i in 0..1_000 {
+                let key = format!("{s}-{i}");
+                let r = api
+                    .try_post(
+                        &format!("/v1/rooms/{room}/gifts"),
+                        &tok,
+                        Some(&key),
+                        &json!({"sticker_id": "rose", "quantity": 1}),
+                    )
+                    .await;
+                let ok = r.is_ok();
+                answers.lock().await.insert(key, r.ok());
+                if !ok {
+                    return;
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 80 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill9("gifts-1");
+    for b in buyers {
+        b.await.unwrap();
+    }
+
+    // A new gifts node; every request is retried with its key.
+    let api2 = Api::new(&cluster.add("gifts"));
+    let answers = answers.lock().await.clone();
+    let mut bodies = Vec::new();
+    let mut in_doubt = 0;
+    for (key, first) in &answers {
+        let sender = key.rsplit_once('-').unwrap().0;
+        let (s, b) = api2
+            .post(
+                &format!("/v1/rooms/{room}/gifts"),
+                &token(sender, Role::Viewer),
+                Some(key),
+                &json!({"sticker_id": "rose", "quantity": 1}),
+            )
+            .await;
+        assert_eq!(s, 201, "retry of {key}: {b}");
+        match first {
+            Some((s0, b0)) => {
+                assert_eq!((*s0, b0), (201, &b), "the replay of {key} differs");
+            }
+            None => in_doubt += 1,
+        }
+        bodies.push(b);
+    }
+    assert!(
+        in_doubt > 0 || answers.len() >= 80,
+        "no purchase was in flight"
+    );
+    want.store(bodies.len(), std::sync::atomic::Ordering::SeqCst);
+    check_viewers(tasks, &bodies).await;
+
+    // The ledger agrees: one charge per key, every invariant holds.
+    let fin = token("fin", Role::Finance);
+    let (s, summary) = api2.get("/v1/finance/summary", Some(&fin)).await;
+    assert_eq!(s, 200, "{summary}");
+    assert_eq!(
+        summary["gifts"].as_u64(),
+        Some(bodies.len() as u64),
+        "{summary}"
+    );
+    assert_eq!(summary["ledger_check"]["ok"], true, "{summary}");
+    let (_, metrics) = api2.get("/metrics", None).await;
+    let relayed = metrics
+        .as_str()
+        .unwrap_or("")
+        .lines()
+        .find(|l| l.starts_with("applause_outbox_relayed_total"))
+        .unwrap_or("applause_outbox_relayed_total ?")
+        .to_owned();
+    eprintln!(
+        "kill -9: {} purchases, {in_doubt} in doubt at the kill; new node: {relayed}",
+        bodies.len()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leaderboards_deleted_from_redis_are_rebuilt_exact() {
+    let cluster = Cluster::start(1, 1);
+    let api = Api::new(&cluster.gifts()[0]);
+    let star = token("star", Role::Broadcaster);
+    let room = api.open_room(&star).await;
+    let mut bodies = Vec::new();
+    for (i, user) in ["ann", "ben", "cy", "dee"].iter().enumerate() {
+        api.top_up(user, "100.00").await;
+        let tok = token(user, Role::Viewer);
+        for j in 0..=i {
+            bodies.push(
+                api.buy(
+                    &tok,
+                    &room,
+                    &format!("{user}-{j}"),
+                    ["rose", "heart"][j % 2],
+                )
+                .await,
+            );
+        }
+    }
+    let want = expected_board(&bodies);
+    assert_eq!(
+        poll_board(&api, &room, &want).await,
+        want,
+        "the board before the loss"
+    );
+    let before = rebuilds(&api).await;
+
+    let deleted = delete_redis_keys(&format!("{}lb:*", cluster.redis_prefix()))
+        .await
+        .unwrap();
+    assert!(
+        deleted > 0,
+        "no leaderboard keys under {}lb:",
+        cluster.redis_prefix()
+    );
+    assert_eq!(
+        poll_board(&api, &room, &want).await,
+        want,
+        "the board after the loss"
+    );
+    for w in ["day", "week", "all"] {
+        assert_eq!(api.board(&room, w).await, want, "window {w}");
+    }
+    assert!(rebuilds(&api).await > before, "no rebuild was counted");
+
+    // After the rebuild every new gift counts exactly once.
+    let tok = token("ann", Role::Viewer);
+    for j in 0..3 {
+        bodies.push(
+            api.buy(&tok, &room, &format!("ann-after-{j}"), "heart")
+                .await,
+        );
+    }
+    let want = expected_board(&bodies);
+    assert_eq!(
+        poll_board(&api, &room, &want).await,
+        want,
+        "gifts after the rebuild"
+    );
+}
+
+/// Polls the room's live board for up to ~5 s until it equals `want`.
+async fn poll_board(api: &Api, room: &str, want: &[(String, String)]) -> Vec<(String, String)> {
+    let mut got = Vec::new();
+    for _ in 0..50 {
+        got = api.board(room, "live").await;
+        if got == want {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    got
+}
+
+/// `applause_leaderboard_rebuilds_total` of the gifts node.
+async fn rebuilds(api: &Api) -> u64 {
+    let (_, m) = api.get("/metrics", None).await;
+    m.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("applause_leaderboard_rebuilds_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
+}
