@@ -573,3 +573,41 @@ async fn rooms_wallets_routes_and_methods() {
         .expect_error(405, "method_not_allowed");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_top_up_past_the_wallet_maximum_is_refused_alone() {
+    // The largest amount is accepted once; one more cent on the same
+    // channel would overflow the wallet. That is the admin's bad input: a
+    // 4xx that credits nothing, and it must not fail other users' purchases
+    // committed in the same moment.
+    let s = Server::start(&["--gift-burst", "1000"]).await;
+    let room = s.open_room("star-o").await;
+    s.top_up("fan-o", "web", "100.00").await;
+    s.top_up("rich", "web", "10000000000000.00").await;
+    let before = s.summary().await["topups"].clone();
+    let fan = s.viewer("fan-o");
+    let body = json!({"sticker_id": "clap", "quantity": 1});
+    let tasks: Vec<_> = (0..40)
+        .map(|i| s.buy_task(&fan, &room, &format!("o-{i}"), &body))
+        .collect();
+    let r = s
+        .top_up_receipt("rich", "web", "0.01", "one-cent-more")
+        .await;
+    assert!(
+        matches!(r.status, 400 | 422) && r.json["error"]["code"] == "invalid_amount",
+        "an overflowing top-up: {} {}",
+        r.status,
+        r.body
+    );
+    for t in tasks {
+        t.await.unwrap().expect_status(201);
+    }
+    assert_eq!(
+        s.summary().await["topups"],
+        before,
+        "the refused top-up credited"
+    );
+    assert_eq!(s.balance("rich").await, 1_000_000_000_000_000);
+    assert_eq!(s.balance("fan-o").await, 10_000 - 40);
+    s.shutdown().await;
+}
