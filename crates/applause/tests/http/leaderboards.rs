@@ -225,3 +225,44 @@ async fn bad_board_queries_are_400() {
         .expect_error(404, "room_not_found");
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boards_are_rebuilt_after_a_restart() {
+    // The embedded boards live in memory: the ledger is the truth, and a
+    // restarted server shows the same boards.
+    let s = Server::start(&["--gift-burst", "1000"]).await;
+    let room = s.open_room("star-rs").await;
+    let mut tally: BTreeMap<String, i64> = BTreeMap::new();
+    for (i, (fan, sticker, price)) in [
+        ("rs-a", "rose", 99),
+        ("rs-b", "coffee", 199),
+        ("rs-a", "heart", 10),
+        ("rs-c", "clap", 1),
+    ]
+    .into_iter()
+    .enumerate()
+    {
+        s.top_up(fan, "google", "5.00").await;
+        s.buy(
+            &s.viewer(fan),
+            &room,
+            &format!("rs-{i}"),
+            &json!({"sticker_id": sticker, "quantity": 1}),
+        )
+        .await
+        .expect_status(201);
+        *tally.entry(fan.to_owned()).or_default() += price;
+    }
+    let want = ranked(&tally);
+    let path = format!("/v1/rooms/{room}/leaderboard?window=live");
+    board_becomes(&s, &path, &want).await;
+    let s = s.restart().await;
+    board_becomes(&s, &path, &want).await;
+    board_becomes(
+        &s,
+        "/v1/leaderboards/broadcasters?window=all",
+        &[("star-rs".to_owned(), 309)],
+    )
+    .await;
+    s.shutdown().await;
+}
