@@ -200,9 +200,9 @@ impl GroupBy {
     }
 }
 
-/// One row of the revenue report. `gross = store_fees + broadcaster_earnings
-/// + platform_revenue` on every row; `refunds` is what was reversed of those
-/// gifts.
+/// One row of the revenue report. On every row `gross = store_fees +
+/// broadcaster_earnings + platform_revenue`; `refunds` is what was reversed
+/// of those gifts and `net = gross - refunds`.
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct RevenueRow {
     pub key: String,

@@ -298,10 +298,10 @@ pub(crate) fn plan(
             } => Outcome::EndRoom(p.end_room(&mut state, room_id, broadcaster_id)),
             Command::Ack(cmd) => Outcome::Ack(p.ack(&mut state, cmd)),
             Command::AppendEvent { room_id, body } => {
-                let ev = match state.rooms.get_mut(room_id) {
-                    Some(room) => Some(p.event(room, body, None)),
-                    None => None,
-                };
+                let ev = state
+                    .rooms
+                    .get_mut(room_id)
+                    .map(|room| p.event(room, body, None));
                 Outcome::Event(ev)
             }
             Command::MarkPublished { room_id, seq } => {

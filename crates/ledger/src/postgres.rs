@@ -577,7 +577,7 @@ impl Backend for Pg {
             .await
             .map_err(LedgerError::from_sqlx)?;
         rows.iter()
-            .map(|r| rows::gift(r))
+            .map(rows::gift)
             .collect::<Result<_, _>>()
             .map_err(LedgerError::from_sqlx)
     }
@@ -611,7 +611,7 @@ impl Backend for Pg {
         .await
         .map_err(LedgerError::from_sqlx)?;
         rows.iter()
-            .map(|r| rows::event(r))
+            .map(rows::event)
             .collect::<Result<_, _>>()
             .map_err(LedgerError::from_sqlx)
     }

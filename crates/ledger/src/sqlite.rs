@@ -547,7 +547,7 @@ impl Backend for Lite {
             .await
             .map_err(LedgerError::from_sqlx)?;
         rows.iter()
-            .map(|r| rows::gift(r))
+            .map(rows::gift)
             .collect::<Result<_, _>>()
             .map_err(LedgerError::from_sqlx)
     }
@@ -581,7 +581,7 @@ impl Backend for Lite {
         .await
         .map_err(LedgerError::from_sqlx)?;
         rows.iter()
-            .map(|r| rows::event(r))
+            .map(rows::event)
             .collect::<Result<_, _>>()
             .map_err(LedgerError::from_sqlx)
     }
@@ -705,7 +705,7 @@ macro_rules! summary_and_check {
                 .fetch_all(pool)
                 .await?
                 .iter()
-                .map(|r| crate::rows::claim(r))
+                .map(crate::rows::claim)
                 .collect::<Result<Vec<_>, _>>()?;
             Ok(Some((packet, claims)))
         }
