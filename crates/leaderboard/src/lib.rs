@@ -84,6 +84,12 @@
 //! queue behind a writer's pipeline. The `P:gen` pointer is read with plain
 //! commands, never inside a script.
 //!
+//! **Operating Redis.** Run it with `maxmemory-policy noeviction`: an
+//! evicted marker would let a retry count twice and an evicted board would go
+//! unnoticed (only the loss of `P:gen` — a flush, a restart without
+//! persistence — is detected). Prefixes of two deployments must not be
+//! `a` and `a:<16 hex digits>`; any other pair is safe for the sweep.
+//!
 //! **Rebuild.** A rebuild takes the lock, applies all updates under a fresh
 //! generation `N` (readers keep reading the old, complete one), switches
 //! `P:gen` to `N` in one SET, then deletes every other key under `P:` with

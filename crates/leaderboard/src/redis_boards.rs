@@ -232,6 +232,24 @@ impl RedisBoards {
         format!("{}:{generation}:{relative}", self.prefix)
     }
 
+    /// Whether `key` is `P:<generation>:…` — a board key of some generation
+    /// of ours. The sweep deletes nothing else, so a deployment whose prefix
+    /// happens to start with ours (`P:x:…`) is never touched.
+    fn is_generation_key(&self, key: &str) -> bool {
+        let Some(rest) = key
+            .strip_prefix(self.prefix.as_str())
+            .and_then(|r| r.strip_prefix(':'))
+        else {
+            return false;
+        };
+        let generation = rest.split(':').next().unwrap_or("");
+        generation == GENERATION_PROVISIONAL
+            || (generation.len() == 16
+                && generation
+                    .bytes()
+                    .all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b)))
+    }
+
     async fn load_scripts(&self) -> Result<(), BoardError> {
         let mut con = self.con.clone();
         self.apply_script
@@ -591,6 +609,7 @@ impl RedisBoards {
             let doomed: Vec<String> = keys
                 .into_iter()
                 .filter(|k| !k.starts_with(&keep) && !fixed.contains(k))
+                .filter(|k| self.is_generation_key(k))
                 .collect();
             for chunk in doomed.chunks(UNLINK_KEYS_MAX) {
                 let mut pipe = redis::pipe();

@@ -138,3 +138,32 @@ async fn a_second_concurrent_rebuild_is_refused() {
     ));
     common::delete_prefix(&prefix).await;
 }
+
+/// A rebuild's sweep deletes only its own generations' keys, not those of a
+/// deployment whose prefix merely starts with ours.
+#[tokio::test]
+async fn the_sweep_spares_a_nested_prefix() {
+    let prefix = common::random_prefix();
+    let nested = format!("{prefix}:other");
+    let ours = common::redis_boards(&prefix).await;
+    let theirs = common::redis_boards(&nested).await;
+    let t = common::monday_ms() + HOUR_MS;
+    theirs
+        .rebuild(&[update("n1", "r", "bc", "ann", 5, t)], t)
+        .await
+        .unwrap();
+    let before = common::keys_under(&nested).await.len();
+    assert!(before > 0);
+    ours.rebuild(&[update("o1", "r", "bc", "bob", 7, t)], t)
+        .await
+        .unwrap();
+    ours.rebuild(&[update("o1", "r", "bc", "bob", 7, t)], t)
+        .await
+        .unwrap();
+    assert_eq!(common::keys_under(&nested).await.len(), before);
+    assert_eq!(
+        common::top(&theirs, "r", "bc", applause_leaderboard::Window::Live, t).await,
+        common::owned(&[("ann", 5)])
+    );
+    common::delete_prefix(&prefix).await;
+}
