@@ -169,7 +169,7 @@ stop_cluster() {
   while read -r name pid url; do
     [[ -n "$pid" ]] || continue
     if [[ -z "$bin" ]] || is_ours "$pid" "$bin"; then
-      kill -TERM "$pid" 2>/dev/null && pids+=("$pid") || true
+      if kill -TERM "$pid" 2>/dev/null; then pids+=("$pid"); fi
     fi
   done <"$STATE_DIR/pids"
   for ((i = 0; i < 100; i++)); do
@@ -275,6 +275,7 @@ fi
 export APPLAUSE_DATABASE_URL="$DATABASE_URL" APPLAUSE_REDIS_URL="$REDIS_URL" APPLAUSE_REDIS_PREFIX="$REDIS_PREFIX"
 write_env
 # From here on a failure cleans up what was started.
+# shellcheck disable=SC2154 # status is assigned inside the trap
 trap 'status=$?; trap - EXIT INT TERM; stop_cluster; exit "$status"' EXIT
 trap 'exit 130' INT
 trap 'exit 143' TERM
