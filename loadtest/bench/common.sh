@@ -50,11 +50,12 @@ lt() { # runs the load generator pinned to the client core
 
 # One line per JSON report: name, viewers, rate, deliveries/s, latency, CPU per delivery.
 summarize() {
-  printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s\n" run viewers msgs/s deliveries/s p50_ms p99_ms max_ms cpu_us/deliv rss_kib
+  printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s %12s\n" run viewers msgs/s deliveries/s p50_ms p99_ms max_ms cpu_us/deliv rss_kib client_us/d
   for f in "$RESULTS"/*.json; do
     jq -r --arg n "$(basename "$f" .json)" '[$n, .viewers.connected, (.gifts.per_s|round), (.deliveries.per_s|floor),
       .latency.gift_to_screen.p50_ms, .latency.gift_to_screen.p99_ms, .latency.gift_to_screen.max_ms,
-      ((.server.cpu_us_per_delivery // 0)*100|floor/100), (.server.rss_kib_max // 0)] | @tsv' "$f" |
-      awk -F'\t' '{printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s\n",$1,$2,$3,$4,$5,$6,$7,$8,$9}'
+      ((.server.cpu_us_per_delivery // 0)*100|floor/100), (.server.rss_kib_max // 0),
+      ((.client.cpu_us_per_delivery // 0)*100|floor/100)] | @tsv' "$f" |
+      awk -F'\t' '{printf "%-28s %8s %8s %12s %9s %9s %9s %12s %10s %12s\n",$1,$2,$3,$4,$5,$6,$7,$8,$9,$10}'
   done | tee "$RESULTS/summary.txt"
 }

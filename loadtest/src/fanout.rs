@@ -180,6 +180,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     ));
     tokio::time::sleep_until((send_start + warmup).into()).await;
     let cpu_start = a.out.server_pid.and_then(proc_snapshot);
+    let own_start = proc_snapshot(std::process::id());
     let measure_start = Instant::now();
     metrics.measuring.store(true, Ordering::SeqCst);
     progress.set_phase("measuring");
@@ -187,6 +188,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
     metrics.measuring.store(false, Ordering::SeqCst);
     let measured = measure_start.elapsed();
     let cpu_end = a.out.server_pid.and_then(proc_snapshot);
+    let own_end = proc_snapshot(std::process::id());
 
     progress.set_phase("draining");
     let deadline = Instant::now() + drain;
@@ -288,6 +290,14 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
         cpu_start,
         cpu_end,
         rss_max,
+        deliveries_measured,
+        published_measured,
+    );
+    report.client = server_stats(
+        Some(std::process::id()),
+        own_start,
+        own_end,
+        0,
         deliveries_measured,
         published_measured,
     );

@@ -25,6 +25,8 @@ pub struct Report {
     pub latency: Latencies,
     pub errors: BTreeMap<String, u64>,
     pub server: Option<ServerStats>,
+    /// The load generator's own CPU over the measured window (is the client the bottleneck?).
+    pub client: Option<ServerStats>,
     pub timeline: Vec<Sample>,
     pub verification: Verification,
 }
@@ -161,6 +163,16 @@ impl Report {
                 per(s.cpu_us_per_gift),
                 s.rss_kib_end,
                 s.rss_kib_max
+            );
+        }
+        if let Some(c) = &self.client {
+            let _ = writeln!(
+                out,
+                "client     cpu {:.2}s  per delivery {}  rss {} KiB",
+                c.cpu_s,
+                c.cpu_us_per_delivery
+                    .map_or("-".to_owned(), |v| format!("{v:.2} µs")),
+                c.rss_kib_end
             );
         }
         if !self.errors.is_empty() {

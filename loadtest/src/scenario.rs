@@ -217,9 +217,10 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         tokio::spawn(async move {
             tokio::time::sleep(warmup).await;
             let snap = pid.and_then(proc_snapshot);
+            let own = proc_snapshot(std::process::id());
             metrics.measuring.store(true, Ordering::SeqCst);
             *phase.lock().expect("phase lock") = "measuring".into();
-            (Instant::now(), snap)
+            (Instant::now(), snap, own)
         })
     };
     let ctx = Arc::new(SendCtx {
@@ -277,10 +278,11 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
     }
     progress.set_phase("finishing purchases");
     while inflight.join_next().await.is_some() {}
-    let (measure_start, cpu_start) = warm.await.unwrap_or((Instant::now(), None));
+    let (measure_start, cpu_start, own_start) = warm.await.unwrap_or((Instant::now(), None, None));
     metrics.measuring.store(false, Ordering::SeqCst);
     let measured = measure_start.elapsed();
     let cpu_end = out.server_pid.and_then(proc_snapshot);
+    let own_end = proc_snapshot(std::process::id());
 
     // Drain: wait until every open viewer has seen its room's last purchased seq.
     progress.set_phase("draining");
@@ -399,6 +401,14 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
         cpu_start,
         cpu_end,
         rss_max,
+        deliveries_measured,
+        load(&m.gifts_measured),
+    );
+    report.client = server_stats(
+        Some(std::process::id()),
+        own_start,
+        own_end,
+        0,
         deliveries_measured,
         load(&m.gifts_measured),
     );
