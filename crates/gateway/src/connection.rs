@@ -13,7 +13,7 @@ use futures_util::{Sink, Stream, StreamExt};
 use tokio::time::{Instant, MissedTickBehavior};
 
 use crate::gateway::Inner;
-use crate::outbox::{run_writer, Closing, OutFrame, Outbox};
+use crate::outbox::{run_writer, Closing, OutFrame, Outbox, WriterTiming};
 use crate::ports::RoomInfo;
 use crate::protocol::{self, close, ClientFrame};
 use crate::room::{Delivered, ResumeStep, Room};
@@ -41,7 +41,10 @@ where
         sink,
         outbox.clone(),
         session.inner.metrics.clone(),
-        config.close_grace(),
+        WriterTiming {
+            coalesce: config.write_coalesce(),
+            close_grace: config.close_grace(),
+        },
     ));
     if !register(&mut session, &outbox).await {
         outbox.close(

@@ -184,6 +184,19 @@ impl Outbox {
         }
     }
 
+    /// Appends what was queued meanwhile to a batch already taken; returns
+    /// the bytes added (now in flight).
+    fn take_more(&self, batch: &mut VecDeque<OutFrame>) -> usize {
+        let mut s = self.state.lock();
+        if s.closing.is_some() {
+            return 0;
+        }
+        batch.extend(s.queue.drain(..));
+        let bytes = std::mem::take(&mut s.queued_bytes);
+        s.in_flight_bytes += bytes;
+        bytes
+    }
+
     fn release(&self, bytes: usize) {
         let mut s = self.state.lock();
         s.in_flight_bytes = s.in_flight_bytes.saturating_sub(bytes);
@@ -224,13 +237,20 @@ where
     sink.flush().await
 }
 
+/// The writer's timings (see [`crate::GatewayConfig`]).
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct WriterTiming {
+    pub coalesce: Duration,
+    pub close_grace: Duration,
+}
+
 /// Drains the outbox into the socket until the connection closes, then sends
-/// the close frame, giving the peer `grace` to take what is left.
+/// the close frame, giving the peer the close grace to take what is left.
 pub(crate) async fn run_writer<S>(
     mut sink: S,
     outbox: Arc<Outbox>,
     metrics: Metrics,
-    grace: Duration,
+    timing: WriterTiming,
 ) where
     S: Sink<Message> + Unpin,
     S::Error: Display,
@@ -238,7 +258,13 @@ pub(crate) async fn run_writer<S>(
     let mut batch = VecDeque::new();
     let mut stamps = Vec::new();
     loop {
-        let (bytes, closing) = outbox.next_batch(&mut batch).await;
+        let (mut bytes, closing) = outbox.next_batch(&mut batch).await;
+        if !timing.coalesce.is_zero() && closing.is_none() && !batch.is_empty() {
+            tokio::select! {
+                _ = tokio::time::sleep(timing.coalesce) => bytes += outbox.take_more(&mut batch),
+                _ = outbox.closing() => {}
+            }
+        }
         if !batch.is_empty() {
             let written = tokio::select! {
                 r = write_batch(&mut sink, &mut batch, &mut stamps) => Some(r),
@@ -292,7 +318,7 @@ pub(crate) async fn run_writer<S>(
         };
         sink.send(Message::Close(Some(frame))).await
     };
-    match tokio::time::timeout(grace, finish).await {
+    match tokio::time::timeout(timing.close_grace, finish).await {
         Ok(Ok(())) => {}
         Ok(Err(e)) => tracing::debug!(error = %e, "close not sent"),
         Err(_) => tracing::debug!("peer did not take the close frame in time"),
@@ -340,7 +366,10 @@ mod tests {
             tx.sink_map_err(|e| e.to_string()),
             o.clone(),
             Metrics::unregistered(),
-            Duration::from_secs(1),
+            WriterTiming {
+                coalesce: Duration::ZERO,
+                close_grace: Duration::from_secs(1),
+            },
         ));
         for i in 0..10 {
             assert_eq!(rx.recv().await, Some(Message::Text(format!("{i}").into())));
@@ -369,7 +398,10 @@ mod tests {
             tx.sink_map_err(|e| e.to_string()),
             o.clone(),
             Metrics::unregistered(),
-            Duration::from_millis(500),
+            WriterTiming {
+                coalesce: Duration::from_millis(5),
+                close_grace: Duration::from_millis(500),
+            },
         ));
         let mut overflowed = false;
         for _ in 0..1_000 {

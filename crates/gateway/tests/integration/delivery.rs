@@ -80,3 +80,25 @@ async fn every_viewer_gets_every_event_once_in_order() {
         (VIEWERS + 1) as f64
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn coalesced_writes_keep_every_event_in_order() {
+    let h = Harness::with(
+        config(|c| c.write_coalesce_ms = 5),
+        applause_bus::HistoryBounds::default(),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..50 {
+        clients.push(h.connect(ROOM, None).await.0);
+    }
+    for seq in 1..=100 {
+        h.publish_range(ROOM, seq..=seq).await;
+        if seq % 10 == 0 {
+            tokio::time::sleep(std::time::Duration::from_millis(2)).await;
+        }
+    }
+    for c in &mut clients {
+        assert_eq!(c.seqs(100).await, range(1, 100));
+    }
+}
