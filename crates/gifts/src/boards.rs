@@ -4,14 +4,14 @@ use applause_core::ids::is_valid_object_id;
 use applause_core::ErrorCode;
 use applause_leaderboard::{Entry, Window};
 use applause_web::ApiError;
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
 use crate::gifts::ledger_error;
 use crate::render::json;
-use crate::{principal, GiftService};
+use crate::{principal, GiftService, Id};
 
 /// The most entries one read returns.
 pub const LIMIT_MAX: usize = 100;
@@ -104,7 +104,7 @@ async fn room_broadcaster(svc: &GiftService, room_id: &str) -> Result<String, Ap
 
 pub(crate) async fn room_top(
     State(svc): State<GiftService>,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
     q: QueryResult,
 ) -> Result<Response, ApiError> {
     let (window, limit) = parse(q, Window::Live, true)?;
@@ -134,7 +134,7 @@ pub(crate) async fn room_top(
 pub(crate) async fn room_me(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
     q: QueryResult,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;

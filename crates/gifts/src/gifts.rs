@@ -17,7 +17,7 @@ use applause_ledger::{
 };
 use applause_web::{ApiError, Principal};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
@@ -25,7 +25,7 @@ use sha2::{Digest, Sha256};
 
 use crate::limits::contains_blocked;
 use crate::render::{json, json_response};
-use crate::{body, principal, GiftService};
+use crate::{body, principal, GiftService, Id};
 
 /// Gift messages and acknowledgements: at most this many characters.
 pub const TEXT_CHARS_MAX: usize = 200;
@@ -64,7 +64,7 @@ impl Drop for InFlight<'_> {
 
 pub(crate) async fn purchase(
     State(svc): State<GiftService>,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
     headers: HeaderMap,
     raw: Body,
 ) -> Response {
@@ -256,7 +256,7 @@ fn request_hash(room_id: &str, sticker_id: &str, quantity: u32, message: Option<
 pub(crate) async fn get(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(gift_id): Path<String>,
+    Id(gift_id): Id,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;
     if !is_valid_object_id(&gift_id) {
@@ -293,7 +293,7 @@ struct Ack {
 pub(crate) async fn ack_http(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(gift_id): Path<String>,
+    Id(gift_id): Id,
     raw: Body,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;

@@ -50,6 +50,9 @@ pub struct GiftsConfig {
     pub body_bytes_max: usize,
     /// How often the live leaderboard of a busy room may be pushed.
     pub leaderboard_push_interval: Duration,
+    /// How long a red packet stays claimable when the drop does not say
+    /// (SPEC §7: default 24 h, at most 24 h).
+    pub red_packet_expiry: Duration,
 }
 
 impl Default for GiftsConfig {
@@ -63,6 +66,7 @@ impl Default for GiftsConfig {
             idempotency_retention: Duration::from_secs(48 * 3600),
             body_bytes_max: 16 * 1024,
             leaderboard_push_interval: Duration::from_millis(250),
+            red_packet_expiry: Duration::from_secs(redpackets::EXPIRES_IN_S_MAX),
         }
     }
 }
@@ -79,6 +83,11 @@ impl GiftsConfig {
         }
         if !(1024..=1024 * 1024).contains(&self.body_bytes_max) {
             return Err("body size limit must be between 1 KiB and 1 MiB".into());
+        }
+        if !(Duration::from_secs(1)..=Duration::from_secs(redpackets::EXPIRES_IN_S_MAX))
+            .contains(&self.red_packet_expiry)
+        {
+            return Err("red packet expiry must be between 1 second and 24 hours".into());
         }
         if self.leaderboard_push_interval < Duration::from_millis(50) {
             return Err("leaderboard push interval must be at least 50 ms".into());
@@ -238,6 +247,26 @@ impl GiftService {
     /// (for graceful shutdown and tests), at most `timeout`.
     pub async fn drain(&self, timeout: Duration) {
         self.0.publisher.drain(timeout).await
+    }
+}
+
+/// One path segment naming a room, gift, packet or user. A segment that is
+/// not valid UTF-8 cannot name anything: it becomes the empty id, which every
+/// handler refuses with its own JSON error (axum's rejection is plain text).
+pub(crate) struct Id(pub String);
+
+impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
+    type Rejection = std::convert::Infallible;
+
+    async fn from_request_parts(
+        parts: &mut axum::http::request::Parts,
+        state: &S,
+    ) -> Result<Self, Self::Rejection> {
+        let id = axum::extract::Path::<String>::from_request_parts(parts, state)
+            .await
+            .map(|axum::extract::Path(id)| id)
+            .unwrap_or_default();
+        Ok(Id(id))
     }
 }
 

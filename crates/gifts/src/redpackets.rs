@@ -25,7 +25,7 @@ use applause_ledger::{
 };
 use applause_web::{rfc3339_ms, ApiError};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
@@ -33,9 +33,10 @@ use sha2::{Digest, Sha256};
 
 use crate::gifts::{ledger_error, IDEMPOTENCY_KEY_BYTES_MAX};
 use crate::render::{json, json_response};
-use crate::{body, principal, GiftService};
+use crate::{body, principal, GiftService, Id};
 
-/// The longest (and default) time a packet stays claimable, in seconds.
+/// The longest time a packet stays claimable, in seconds (the default is
+/// `GiftsConfig::red_packet_expiry`).
 pub const EXPIRES_IN_S_MAX: u64 = 86_400;
 /// How often this node looks for expired packets.
 const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
@@ -84,7 +85,7 @@ fn os_uniform(n: u64) -> u64 {
 
 pub(crate) async fn drop_packet(
     State(svc): State<GiftService>,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
     headers: HeaderMap,
     raw: Body,
 ) -> Result<Response, ApiError> {
@@ -117,7 +118,7 @@ pub(crate) async fn drop_packet(
         .ok_or_else(|| invalid(RedPacketError::Count))? as u32;
     let mode: Mode = req.mode.parse().map_err(invalid)?;
     let expires_in_s = match &req.expires_in_s {
-        None => EXPIRES_IN_S_MAX,
+        None => svc.0.config.red_packet_expiry.as_secs(),
         Some(v) => v
             .as_u64()
             .filter(|s| (1..=EXPIRES_IN_S_MAX).contains(s))
@@ -254,7 +255,7 @@ fn dropped_body(p: &RedPacket, c: &applause_core::Currency) -> String {
 pub(crate) async fn claim(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(packet_id): Path<String>,
+    Id(packet_id): Id,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;
     if !is_valid_object_id(&packet_id) {
@@ -316,7 +317,7 @@ fn claim_json(claim: &ClaimRecord, c: &applause_core::Currency) -> serde_json::V
 pub(crate) async fn get(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(packet_id): Path<String>,
+    Id(packet_id): Id,
 ) -> Result<Response, ApiError> {
     principal(&svc, &headers)?;
     if !is_valid_object_id(&packet_id) {

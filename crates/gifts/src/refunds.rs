@@ -13,14 +13,14 @@ use applause_core::{Channel, ErrorCode};
 use applause_ledger::{GiftRecord, RefundCmd, RefundOutcome};
 use applause_web::{rfc3339_ms, ApiError};
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
 use crate::gifts::{ledger_error, TEXT_CHARS_MAX};
 use crate::render::json;
-use crate::{body, principal, GiftService};
+use crate::{body, principal, GiftService, Id};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -31,7 +31,7 @@ struct Refund {
 pub(crate) async fn refund(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(gift_id): Path<String>,
+    Id(gift_id): Id,
     raw: Body,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;

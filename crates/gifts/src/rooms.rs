@@ -5,13 +5,13 @@ use applause_core::{ErrorCode, Role};
 use applause_ledger::{CreateRoomCmd, EndRoomOutcome};
 use applause_web::ApiError;
 use axum::body::Body;
-use axum::extract::{Path, State};
+use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 
 use crate::render::json;
-use crate::{body, principal, GiftService};
+use crate::{body, principal, GiftService, Id};
 
 /// The longest room title, in characters.
 pub const TITLE_CHARS_MAX: usize = 100;
@@ -78,7 +78,7 @@ pub(crate) async fn create(
 
 pub(crate) async fn get(
     State(svc): State<GiftService>,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
 ) -> Result<Response, ApiError> {
     if !is_valid_object_id(&room_id) {
         return Err(ErrorCode::RoomNotFound.into());
@@ -98,7 +98,7 @@ pub(crate) async fn get(
 pub(crate) async fn end(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(room_id): Path<String>,
+    Id(room_id): Id,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;
     if !is_valid_object_id(&room_id) {

@@ -10,14 +10,14 @@ use applause_core::ids::is_valid_user_id;
 use applause_core::{Currency, ErrorCode};
 use applause_ledger::GiftRecord;
 use applause_web::{rfc3339_ms, ApiError};
-use axum::extract::{Path, Query, State};
+use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 
 use crate::gifts::ledger_error;
 use crate::render::json;
-use crate::{principal, GiftService};
+use crate::{principal, GiftService, Id};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -62,7 +62,7 @@ impl StatementTotals {
 pub(crate) async fn statement(
     State(svc): State<GiftService>,
     headers: HeaderMap,
-    Path(broadcaster_id): Path<String>,
+    Id(broadcaster_id): Id,
     query: Result<Query<StatementQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;

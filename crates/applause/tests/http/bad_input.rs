@@ -611,3 +611,50 @@ async fn a_top_up_past_the_wallet_maximum_is_refused_alone() {
     assert_eq!(s.balance("fan-o").await, 10_000 - 40);
     s.shutdown().await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ids_that_are_not_utf8_get_json_errors() {
+    // `%ff` decodes to no text at all: such an id cannot exist.
+    let s = Server::start(&[]).await;
+    let viewer = s.viewer("fan-u");
+    let star = s.token("star-u", Role::Broadcaster);
+    for (post, path, token, status, code) in [
+        (false, "/v1/rooms/%ff", &viewer, 404, "room_not_found"),
+        (
+            false,
+            "/v1/rooms/%ff/leaderboard",
+            &viewer,
+            404,
+            "room_not_found",
+        ),
+        (
+            false,
+            "/v1/rooms/%ff/leaderboard/me",
+            &viewer,
+            404,
+            "room_not_found",
+        ),
+        (true, "/v1/rooms/%ff/gifts", &viewer, 404, "room_not_found"),
+        (true, "/v1/rooms/%ff/end", &star, 404, "room_not_found"),
+        (false, "/v1/gifts/%ff", &viewer, 404, "gift_not_found"),
+        (true, "/v1/gifts/%ff/ack", &star, 404, "gift_not_found"),
+        (false, "/v1/rooms/%C0%AF", &viewer, 404, "room_not_found"),
+    ] {
+        let body = if path.ends_with("/gifts") {
+            rose()
+        } else {
+            json!({"text": "thanks"})
+        };
+        let rb = if post {
+            s.client
+                .post(s.url(path))
+                .header("idempotency-key", "utf8-probe")
+                .json(&body)
+        } else {
+            s.client.get(s.url(path))
+        };
+        let r = crate::common::send(rb.bearer_auth(token)).await;
+        assert_eq!(r.status, status, "{path}: {}", r.body);
+        r.expect_error(status, code);
+    }
+}
