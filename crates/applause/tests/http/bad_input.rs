@@ -226,7 +226,7 @@ async fn purchase_errors_charge_nothing() {
         },
         raw(
             "deep nesting",
-            &format!(
+            format!(
                 r#"{{"sticker_id": "rose", "quantity": {}{}}}"#,
                 "[".repeat(500),
                 "]".repeat(500)

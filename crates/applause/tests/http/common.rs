@@ -28,7 +28,6 @@ pub enum Backend {
 /// The stored state of a server: its data directory and, for PostgreSQL, a
 /// database of its own, dropped when the last user lets go (also on panic).
 pub struct Store {
-    pub backend: Backend,
     pub dir: tempfile::TempDir,
     db: Option<String>,
 }
@@ -51,7 +50,7 @@ impl Store {
                 Some(name)
             }
         };
-        Arc::new(Store { backend, dir, db })
+        Arc::new(Store { dir, db })
     }
 
     fn database_url(&self) -> Option<String> {
