@@ -157,6 +157,9 @@ async fn main() -> Result<()> {
             while writing.load(Ordering::Relaxed) {
                 let took = read_once(b.as_ref(), &o, &mut rng).await?;
                 h.saturating_record(took.as_micros() as u64);
+                // The memory twin never awaits: without this the reader
+                // would spin on one worker thread and starve the writers.
+                tokio::task::yield_now().await;
             }
             anyhow::Ok(h)
         })

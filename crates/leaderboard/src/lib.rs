@@ -50,6 +50,10 @@
 //!   the ledger's updates; [`Leaderboard::needs_rebuild`] is true while no
 //!   generation marker exists — a fresh or flushed Redis, a restarted process
 //!   for the twin — and the integrator then calls `rebuild`.
+//! * **Metrics** ([`Metrics::register`] on the caller's registry):
+//!   `applause_leaderboard_update_lag_seconds` (commit `at_ms` → applied),
+//!   `applause_leaderboard_redis_errors_total`,
+//!   `applause_leaderboard_rebuilds_total`; attach with `with_metrics`.
 //!
 //! # Redis key layout
 //!
@@ -92,10 +96,14 @@
 //!
 //! **Rebuild.** A rebuild takes the lock, applies all updates under a fresh
 //! generation `N` (readers keep reading the old, complete one), switches
-//! `P:gen` to `N` in one SET, then deletes every other key under `P:` with
-//! SCAN + UNLINK. Every write and read pipeline also GETs `P:gen`; a process
-//! that sees the pointer moved re-runs the operation on the new generation
-//! (re-applying is safe: markers are per generation). An update applied to
+//! `P:gen` to `N` in one SET, then deletes the keys of every other
+//! generation under `P:` with SCAN + UNLINK. Only updates committed within
+//! the marker TTL before `now` get markers in `N` (older ones cannot be
+//! retried any more, and a long history would flood Redis with markers).
+//! Every write and read pipeline also GETs `P:gen`; a process that sees the
+//! pointer moved re-runs the operation on the new generation (re-applying is
+//! safe: markers are per generation) and unlinks what it just wrote into the
+//! dead one. An update applied to
 //! the old generation between the ledger snapshot and the switch is not in
 //! the new one: the integrator should re-apply the ledger's tail (updates
 //! committed since shortly before its snapshot) after `rebuild`; duplicates

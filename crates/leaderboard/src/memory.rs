@@ -7,6 +7,7 @@
 
 use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
+use std::sync::Arc;
 
 use async_trait::async_trait;
 use parking_lot::RwLock;
@@ -21,10 +22,12 @@ use crate::model::{rebuild_input, tally, Status};
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
 
 /// One sorted board: totals by user, plus the order (total desc, user asc).
+/// User ids are shared `Arc<str>` between the two indexes: no copies per
+/// update.
 #[derive(Debug, Default)]
 struct Board {
-    totals: HashMap<String, i64>,
-    order: BTreeSet<(Reverse<i64>, String)>,
+    totals: HashMap<Arc<str>, i64>,
+    order: BTreeSet<(Reverse<i64>, Arc<str>)>,
     /// Unix second the board expires at; 0 = never.
     expire_at_s: i64,
 }
@@ -35,17 +38,20 @@ impl Board {
     }
 
     fn add(&mut self, user: &str, amount: i64) {
-        let old = self.total(user);
-        if old != 0 || self.totals.contains_key(user) {
-            self.order.remove(&(Reverse(old), user.to_owned()));
+        let (key, old) = match self.totals.get_key_value(user) {
+            Some((key, total)) => (Arc::clone(key), *total),
+            None => (Arc::<str>::from(user), 0),
+        };
+        if old != 0 {
+            self.order.remove(&(Reverse(old), Arc::clone(&key)));
         }
         let new = old + amount;
         if new == 0 {
             // Like the script's ZREM: a fully refunded user leaves the board.
             self.totals.remove(user);
         } else {
-            self.totals.insert(user.to_owned(), new);
-            self.order.insert((Reverse(new), user.to_owned()));
+            self.totals.insert(Arc::clone(&key), new);
+            self.order.insert((Reverse(new), key));
         }
     }
 
@@ -128,7 +134,12 @@ impl State {
             }
         }
         for (key, expire_at_s) in &part.boards {
-            let board = self.boards.entry(key.clone()).or_default();
+            if !self.boards.contains_key(key) {
+                self.boards.insert(key.clone(), Board::default());
+            }
+            let Some(board) = self.boards.get_mut(key) else {
+                continue;
+            };
             if board.is_expired(now_s) {
                 *board = Board::default();
             }
@@ -220,7 +231,7 @@ impl State {
         // O(rank): fine for the embedded twin, where boards are small.
         let ahead = board
             .order
-            .range(..(Reverse(total), user.to_owned()))
+            .range(..(Reverse(total), Arc::<str>::from(user)))
             .count();
         Some(self.entry(ahead + 1, user, total))
     }

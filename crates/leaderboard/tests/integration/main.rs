@@ -6,5 +6,6 @@
 mod common;
 mod conformance;
 mod exactly_once;
+mod metrics;
 mod property;
 mod rebuild;
