@@ -151,3 +151,30 @@ pub async fn connect_ws(url: &str, pool: &SourcePool) -> Result<Ws> {
         tokio_tungstenite::client_async_with_config(request, stream, Some(ws_config())).await?;
     Ok(ws)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn connections_leave_from_the_pool_address() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let dest = listener.local_addr().unwrap();
+        let pool = SourcePool::new(vec![
+            Ipv4Addr::new(127, 0, 0, 3),
+            Ipv4Addr::new(127, 0, 0, 4),
+        ]);
+        let _client = pool.connect(dest).await.unwrap();
+        let (_server_side, peer) = listener.accept().await.unwrap();
+        assert_eq!(peer.ip(), IpAddr::V4(Ipv4Addr::new(127, 0, 0, 3)));
+        assert_eq!(pool.in_use(), 1);
+    }
+
+    #[test]
+    fn the_open_file_limit_never_goes_down() {
+        let before = raise_nofile_limit(0);
+        assert!(raise_nofile_limit(1024) >= before.min(1024));
+        assert_eq!(to_ws_url("http://h:1/x"), "ws://h:1/x");
+        assert_eq!(to_ws_url("ws://h:1/x"), "ws://h:1/x");
+    }
+}
