@@ -64,6 +64,9 @@ pub struct CommonArgs {
     /// Gift purchases per user in a burst.
     #[arg(long, env = "APPLAUSE_GIFT_BURST", default_value_t = 100)]
     pub gift_burst: u32,
+    /// Seconds a red packet stays claimable when the drop does not say (1–86400).
+    #[arg(long, env = "APPLAUSE_RED_PACKET_EXPIRY_S", default_value_t = 86_400)]
+    pub red_packet_expiry_s: u64,
     /// File of blocked words for gift messages and acks (one per line).
     #[arg(long, env = "APPLAUSE_BLOCKED_WORDS")]
     pub blocked_words: Option<PathBuf>,
@@ -209,8 +212,15 @@ impl CommonArgs {
                 burst: self.gift_burst,
             },
             blocked_words,
+            red_packet_expiry: std::time::Duration::from_secs(self.red_packet_expiry_s),
             ..GiftsConfig::default()
         };
+        if !(1..=86_400).contains(&self.red_packet_expiry_s) {
+            return Err(format!(
+                "--red-packet-expiry-s {} must be between 1 and 86400",
+                self.red_packet_expiry_s
+            ));
+        }
         gifts
             .validate()
             .map_err(|e| format!("--gift-rate-per-s/--gift-burst: {e}"))?;

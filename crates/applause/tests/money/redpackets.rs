@@ -546,3 +546,48 @@ async fn claim_and_view_errors_move_nothing() {
         .await
         .expect_error(404, "red_packet_not_found");
 }
+
+/// The default expiry is configurable (`--red-packet-expiry-s`, 1–86400).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_expiry_is_configurable() {
+    use clap::Parser;
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: applause::CommonArgs,
+    }
+    for bad in ["0", "86401"] {
+        let cli = Cli::try_parse_from(["applause", "--red-packet-expiry-s", bad]).unwrap();
+        let err = cli.common.settings().err().expect("refused");
+        assert!(err.contains("--red-packet-expiry-s"), "{err}");
+    }
+    let s = Server::start(&["--red-packet-expiry-s", "1"]).await;
+    let room = s.open_room("rq-b").await;
+    s.top_up("rq-s", "web", "1.00").await;
+    let r = drop_packet(
+        &s,
+        "rq-s",
+        &room,
+        Some("k"),
+        &json!({"total": "0.50", "count": 5, "mode": "random"}),
+    )
+    .await;
+    r.expect_status(201);
+    let packet = r.json["packet_id"].as_str().unwrap().to_owned();
+    let back = eventually(Duration::from_secs(10), || async {
+        (s.balance("rq-s").await == 100).then_some(())
+    })
+    .await;
+    assert!(
+        back.is_some(),
+        "the whole packet returns after the configured second"
+    );
+    let v = s
+        .get(
+            &format!("/v1/red-packets/{packet}"),
+            Some(&s.viewer("rq-s")),
+        )
+        .await;
+    assert_eq!(v.json["state"], "returned");
+    assert_eq!(v.json["returned"], "0.50");
+}
