@@ -92,7 +92,7 @@ async fn resume_during_live_traffic_has_no_duplicates() {
     let api = node.api();
     let star = token("star", Role::Broadcaster);
     let room = api.open_room(&star).await;
-    let senders: Vec<String> = (0..4).map(|i| format!("s{i}")).collect();
+    let senders: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
     for s in &senders {
         api.top_up(s, "1000.00").await;
     }
@@ -118,7 +118,7 @@ async fn resume_during_live_traffic_has_no_duplicates() {
     tokio::time::sleep(Duration::from_millis(300)).await;
 
     let mut failures = Vec::new();
-    for attempt in 0..20 {
+    for attempt in 0..40 {
         let mut v = Viewer::connect(&node.base, &room, None).await;
         v.send(json!({"type": "resume", "epoch": epoch, "since_seq": since}))
             .await;

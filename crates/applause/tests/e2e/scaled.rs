@@ -126,8 +126,52 @@ async fn viewers_on_both_gateways_see_every_gift_and_resume_across_gateways() {
         .await;
     let mut frames_all = frames;
     frames_all.extend(v.drain(Duration::from_millis(800)).await);
-    assert_consecutive("resumed on the other gateway", &frames_all, last);
+    let resumed_to = assert_consecutive("resumed on the other gateway", &frames_all, last);
     assert_all_gifts_once("resumed on the other gateway", &frames_all, &missed);
+
+    // An ack sent over one gateway's WebSocket reaches a viewer on the other
+    // (the gateway node commits it and publishes it), and so does the end.
+    let mut star_ws = Viewer::connect(&gw[0], &room2, Some(&star)).await;
+    let gift_id = missed[0]["gift_id"].as_str().unwrap().to_owned();
+    star_ws
+        .send(json!({"type": "ack", "gift_id": gift_id, "text": "thanks, fan0"}))
+        .await;
+    let frames = v
+        .read_until(Duration::from_secs(10), |f| {
+            f.iter().any(|x| x["type"] == "ack")
+        })
+        .await;
+    let ack = frames
+        .iter()
+        .find(|x| x["type"] == "ack")
+        .expect("ack on the other gateway");
+    assert_eq!(
+        (&ack["gift_id"], &ack["sender_id"]),
+        (&json!(gift_id), &json!("fan0")),
+        "{ack}"
+    );
+    let resumed_to = assert_consecutive("ack on the other gateway", &frames, resumed_to);
+    let (s, b) = api
+        .post(&format!("/v1/rooms/{room2}/end"), &star, None, &json!({}))
+        .await;
+    assert_eq!(s, 200, "{b}");
+    for (who, ws, after) in [
+        ("gateway 0", &mut star_ws, None),
+        ("gateway 1", &mut v, Some(resumed_to)),
+    ] {
+        let frames = ws
+            .read_until(Duration::from_secs(10), |f| {
+                f.iter().any(|x| x["type"] == "room_ended")
+            })
+            .await;
+        assert!(
+            frames.iter().any(|x| x["type"] == "room_ended"),
+            "{who}: {frames:?}"
+        );
+        if let Some(after) = after {
+            assert_consecutive(who, &frames, after);
+        }
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -205,10 +249,7 @@ async fn kill_9_of_the_gifts_node_loses_and_repeats_nothing() {
         }
         bodies.push(b);
     }
-    assert!(
-        in_doubt > 0 || answers.len() >= 80,
-        "no purchase was in flight"
-    );
+    assert!(in_doubt > 0, "the kill hit no purchase in flight");
     want.store(bodies.len(), std::sync::atomic::Ordering::SeqCst);
     check_viewers(tasks, &bodies).await;
 
@@ -297,6 +338,69 @@ async fn leaderboards_deleted_from_redis_are_rebuilt_exact() {
         poll_board(&api, &room, &want).await,
         want,
         "gifts after the rebuild"
+    );
+}
+
+/// Two gifts nodes sell into one room at once: each pushes the live top 10
+/// after its own purchases, and the last `leaderboard` frame viewers hold
+/// must still be the room's final board, not an older one.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_last_leaderboard_frame_is_the_final_board_with_two_gifts_nodes() {
+    let cluster = Cluster::start(1, 2);
+    let nodes: Vec<Api> = cluster.gifts().iter().map(|u| Api::new(u)).collect();
+    assert_eq!(nodes.len(), 2);
+    let star = token("star", Role::Broadcaster);
+    let room = nodes[0].open_room(&star).await;
+    let users: Vec<String> = (0..12).map(|i| format!("u{i:02}")).collect();
+    for u in &users {
+        nodes[0].top_up(u, "300.00").await;
+    }
+    let mut v = Viewer::connect(&cluster.gateways()[0], &room, None).await;
+    let mut bodies = Vec::new();
+    let mut stale = Vec::new();
+    for round in 0..6 {
+        // A burst through both nodes; amounts vary so the ranking moves.
+        let buys: Vec<_> = (0..24)
+            .map(|i| {
+                let api = nodes[i % 2].clone();
+                let room = room.clone();
+                let user = users[(i * 7 + round * 5) % users.len()].clone();
+                let sticker = ["rose", "heart", "rose", "rose"][(i + round) % 4];
+                tokio::spawn(async move {
+                    api.buy(
+                        &token(&user, Role::Viewer),
+                        &room,
+                        &format!("r{round}-{i}"),
+                        sticker,
+                    )
+                    .await
+                })
+            })
+            .collect();
+        for b in buys {
+            bodies.push(b.await.unwrap());
+        }
+        let all = expected_board(&bodies);
+        assert_eq!(
+            poll_board(&nodes[1], &room, &all).await,
+            all,
+            "round {round}: API board"
+        );
+        let want = all[..all.len().min(10)].to_vec();
+        // Let every push of the burst arrive, then look at the last one.
+        let frames = v.drain(Duration::from_millis(1_500)).await;
+        let last = frames.iter().rev().find(|f| f["type"] == "leaderboard");
+        let shown = last.map(|f| entries(&f["entries"])).unwrap_or_default();
+        if shown != want {
+            stale.push(format!(
+                "round {round}: viewers were left with {shown:?}, the board is {want:?}"
+            ));
+        }
+    }
+    assert!(
+        stale.is_empty(),
+        "a stale live leaderboard was the last one pushed:\n{}",
+        stale.join("\n")
     );
 }
 
