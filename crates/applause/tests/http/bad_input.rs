@@ -590,18 +590,32 @@ async fn a_top_up_past_the_wallet_maximum_is_refused_alone() {
     let tasks: Vec<_> = (0..40)
         .map(|i| s.buy_task(&fan, &room, &format!("o-{i}"), &body))
         .collect();
-    let r = s
-        .top_up_receipt("rich", "web", "0.01", "one-cent-more")
-        .await;
+    // Sent without the suite's 5xx check, so that the purchases are awaited
+    // before the verdict.
+    let topup = s
+        .client
+        .post(s.url("/v1/topups"))
+        .bearer_auth(s.admin())
+        .json(&json!({"user_id": "rich", "channel": "web", "amount": "0.01", "receipt_id": "one-cent-more"}))
+        .send()
+        .await
+        .unwrap();
+    let status = topup.status().as_u16();
+    let text = topup.text().await.unwrap();
+    let statuses: Vec<_> = futures_util::future::join_all(tasks)
+        .await
+        .into_iter()
+        .map(|t| t.map(|r| r.status).unwrap_or(500))
+        .collect();
+    let code = serde_json::from_str::<Value>(&text).unwrap_or_default()["error"]["code"].clone();
     assert!(
-        matches!(r.status, 400 | 422) && r.json["error"]["code"] == "invalid_amount",
-        "an overflowing top-up: {} {}",
-        r.status,
-        r.body
+        matches!(status, 400 | 422) && code == "invalid_amount",
+        "an overflowing top-up: {status} {text}"
     );
-    for t in tasks {
-        t.await.unwrap().expect_status(201);
-    }
+    assert!(
+        statuses.iter().all(|s| *s == 201),
+        "purchases committed next to it: {statuses:?}"
+    );
     assert_eq!(
         s.summary().await["topups"],
         before,
@@ -657,4 +671,80 @@ async fn ids_that_are_not_utf8_get_json_errors() {
         assert_eq!(r.status, status, "{path}: {}", r.body);
         r.expect_error(status, code);
     }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acknowledgement_errors() {
+    let s = blocked_words_server().await;
+    let room = s.open_room("star-k").await;
+    s.top_up("fan-k", "web", "5.00").await;
+    let r = s.gift(&s.viewer("fan-k"), &room, "rose", 1).await;
+    r.expect_status(201);
+    let ack = format!("/v1/gifts/{}/ack", r.json["gift_id"].as_str().unwrap());
+    let star = s.token("star-k", Role::Broadcaster);
+    for (what, body, status, code) in [
+        ("empty", json!({"text": ""}), 400, "invalid_message"),
+        ("blank", json!({"text": "  "}), 400, "invalid_message"),
+        (
+            "201 chars",
+            json!({"text": "t".repeat(201)}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "control",
+            json!({"text": "a\u{7}b"}),
+            400,
+            "invalid_message",
+        ),
+        (
+            "blocked",
+            json!({"text": "spam spam"}),
+            422,
+            "message_rejected",
+        ),
+        ("a number", json!({"text": 5}), 400, "invalid_request"),
+        (
+            "unknown field",
+            json!({"text": "hi", "gift_id": "x"}),
+            400,
+            "invalid_request",
+        ),
+    ] {
+        let r = s.post(&ack, Some(&star), &body).await;
+        assert_eq!(r.json["error"]["code"], code, "{what}: {}", r.body);
+        r.expect_error(status, code);
+    }
+    s.post(
+        "/v1/gifts/no-such-gift/ack",
+        Some(&star),
+        &json!({"text": "hi"}),
+    )
+    .await
+    .expect_error(404, "gift_not_found");
+    // The refusals above did not use up the one acknowledgement.
+    let r = s
+        .post(&ack, Some(&star), &json!({"text": "é".repeat(200)}))
+        .await;
+    r.expect_status(200);
+    s.shutdown().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_catalog_is_public_and_priced_in_strings() {
+    let s = Server::start(&[]).await;
+    let r = s.get("/v1/stickers", None).await;
+    r.expect_status(200);
+    assert_eq!(r.json["currency"], "USD");
+    let stickers = r.json["stickers"].as_array().unwrap();
+    assert_eq!(stickers.len(), 10);
+    for st in stickers {
+        let price = st["price"].as_str().expect("prices are JSON strings");
+        let (_, cents) = price.split_once('.').expect("two decimals");
+        assert_eq!(cents.len(), 2, "{price}");
+        assert!(crate::common::minor(price) > 0);
+        assert!(st["id"].as_str().is_some_and(|id| !id.is_empty()));
+        assert!(st["name"].as_str().is_some());
+    }
+    s.shutdown().await;
 }
