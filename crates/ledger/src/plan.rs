@@ -1077,6 +1077,104 @@ mod tests {
         assert_eq!(w.gifts.len(), 1);
     }
 
+    fn packet_batch(claimers: &[&str]) -> Vec<Command> {
+        let mut cmds = vec![Command::Drop(
+            DropCmd {
+                sender_id: "s".into(),
+                sender_name: "S".into(),
+                room_id: "r".into(),
+                mode: "fixed".into(),
+                total_minor: 60,
+                shares: vec![10, 20, 30],
+                expires_in_ms: 1_000,
+                idempotency_key: "k".into(),
+                request_hash: "h".into(),
+            },
+            "p1".into(),
+        )];
+        for u in claimers {
+            cmds.push(Command::Claim(ClaimCmd {
+                packet_id: "p1".into(),
+                user_id: (*u).into(),
+                user_name: (*u).into(),
+            }));
+        }
+        cmds
+    }
+
+    #[test]
+    fn claims_in_one_batch_are_serialized() {
+        let mut state = Loaded::default();
+        state.rooms.insert("r".into(), room("r", "b"));
+        // Apple then web in escrow: web (cheapest fee) is drawn first.
+        state.wallets.insert("s".into(), [40, 0, 20]);
+        let cmds = packet_batch(&["a", "a", "s", "c", "d", "e"]);
+        let (w, out) = plan(&cmds, state, 1, &Currency::usd(), &SplitPolicy::default()).unwrap();
+        let kinds: Vec<_> = out[1..]
+            .iter()
+            .map(|o| match o {
+                Outcome::Claim(ClaimOutcome::Claimed(c, ..)) => {
+                    format!("{}:{:?}", c.amount_minor, c.by_channel)
+                }
+                Outcome::Claim(other) => format!("{other:?}"),
+                other => panic!("{other:?}"),
+            })
+            .collect();
+        assert_eq!(
+            kinds,
+            vec![
+                "10:[0, 0, 10]",
+                "AlreadyClaimed",
+                "OwnPacket",
+                "20:[10, 0, 10]",
+                "30:[30, 0, 0]",
+                "Gone"
+            ]
+        );
+        // Written once, in its final state: emptied and settled.
+        assert_eq!(w.new_packets.len(), 1);
+        assert!(w.packet_updates.is_empty());
+        assert_eq!(w.new_packets[0].escrow, [0, 0, 0]);
+        assert!(w.new_packets[0].settled_at_ms.is_some());
+        assert_eq!(w.claims.len(), 3);
+        assert_eq!(w.events.len(), 4, "the drop and three claims");
+    }
+
+    #[test]
+    fn expiry_returns_the_rest_once_in_a_batch() {
+        let fresh = || {
+            let mut state = Loaded::default();
+            state.rooms.insert("r".into(), room("r", "b"));
+            state.wallets.insert("s".into(), [0, 0, 60]);
+            state
+        };
+        let usd = Currency::usd();
+        let policy = SplitPolicy::default();
+        // Before its expiry a packet is not returned.
+        let mut cmds = packet_batch(&["a"]);
+        cmds.push(Command::Expire("p1".into()));
+        let (dropped, out) = plan(&cmds, fresh(), 1, &usd, &policy).unwrap();
+        assert!(matches!(out[2], Outcome::Expire(ExpireOutcome::NotDue)));
+        // Past it, asked twice in one batch: returned once.
+        let mut state = fresh();
+        state
+            .packets
+            .insert("p1".into(), dropped.new_packets[0].clone());
+        let cmds = vec![Command::Expire("p1".into()), Command::Expire("p1".into())];
+        let (w, out) = plan(&cmds, state, 10_000, &usd, &policy).unwrap();
+        assert!(matches!(
+            out[0],
+            Outcome::Expire(ExpireOutcome::Returned(50, _))
+        ));
+        assert!(matches!(
+            out[1],
+            Outcome::Expire(ExpireOutcome::AlreadySettled)
+        ));
+        assert_eq!(w.wallet_deltas[&("s".to_string(), Channel::Web)], 50);
+        assert_eq!(w.packet_updates.len(), 1);
+        assert_eq!(w.packet_updates[0].returned_minor, 50);
+    }
+
     #[test]
     fn self_gifts_and_ended_rooms_are_refused_and_remembered() {
         let mut state = Loaded::default();

@@ -274,3 +274,27 @@ fn applause_now() -> i64 {
         .unwrap()
         .as_millis() as i64
 }
+
+/// `ledger check` compares each packet's stored escrow with its account.
+async fn escrow_tamper(store: &TestStore) {
+    let ledger = store.open().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "s", Channel::Web, 500).await;
+    let p = dropped(
+        &ledger,
+        drop_cmd("s", &r.room_id, vec![100, 200], "k", 60_000),
+    )
+    .await;
+    assert_check(&ledger).await;
+    assert_eq!(ledger.summary().await.unwrap().escrow_open, 300);
+    store
+        .raw(&format!(
+            "UPDATE red_packets SET escrow_web = escrow_web - 1 WHERE packet_id = '{}'",
+            p.packet_id
+        ))
+        .await;
+    let c = ledger.check().await.unwrap();
+    assert!(!c.ok());
+    assert_eq!(c.mismatched_escrow, vec![p.packet_id.clone()]);
+}
+both!(check_finds_tampered_escrow, escrow_tamper);
