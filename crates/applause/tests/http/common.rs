@@ -30,6 +30,8 @@ pub enum Backend {
 pub struct Store {
     pub dir: tempfile::TempDir,
     db: Option<String>,
+    /// The port servers reach PostgreSQL on (a test proxy can stand in).
+    pg_port: std::sync::atomic::AtomicU16,
 }
 
 impl Store {
@@ -50,13 +52,29 @@ impl Store {
                 Some(name)
             }
         };
-        Arc::new(Store { dir, db })
+        Arc::new(Store {
+            dir,
+            db,
+            pg_port: 5432.into(),
+        })
+    }
+
+    /// The PostgreSQL database's name, if any.
+    pub fn db_name(&self) -> Option<&str> {
+        self.db.as_deref()
+    }
+
+    /// Servers started from now on reach PostgreSQL through `port`.
+    pub fn route_through(&self, port: u16) {
+        self.pg_port
+            .store(port, std::sync::atomic::Ordering::Relaxed);
     }
 
     fn database_url(&self) -> Option<String> {
+        let port = self.pg_port.load(std::sync::atomic::Ordering::Relaxed);
         self.db
             .as_ref()
-            .map(|name| format!("postgres://postgres@127.0.0.1:5432/{name}"))
+            .map(|name| format!("postgres://postgres@127.0.0.1:{port}/{name}"))
     }
 }
 

@@ -10,3 +10,4 @@ mod health;
 mod idempotency;
 mod leaderboards;
 mod reports;
+mod unavailable;
