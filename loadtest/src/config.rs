@@ -19,6 +19,10 @@ use serde::Deserialize;
 pub struct Cli {
     #[command(subcommand)]
     pub command: Command,
+    /// Runtime worker threads (1 = a single-threaded runtime, the cheapest per
+    /// frame when the load generator is pinned to one core); default: one per CPU.
+    #[arg(long, global = true)]
+    pub worker_threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]
