@@ -59,11 +59,6 @@ impl Store {
         })
     }
 
-    /// The PostgreSQL database's name, if any.
-    pub fn db_name(&self) -> Option<&str> {
-        self.db.as_deref()
-    }
-
     /// Servers started from now on reach PostgreSQL through `port`.
     pub fn route_through(&self, port: u16) {
         self.pg_port
