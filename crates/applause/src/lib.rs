@@ -125,7 +125,7 @@ impl RoomDirectory for LedgerRooms {
             .0
             .room(room_id)
             .await
-            .map_err(|e| ApiError::unavailable(e))?;
+            .map_err(ApiError::unavailable)?;
         Ok(room.map(|r| RoomInfo {
             room_id: r.room_id,
             broadcaster_id: r.broadcaster_id,

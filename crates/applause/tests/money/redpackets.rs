@@ -11,6 +11,16 @@ use serde_json::{json, Value};
 use crate::common::{eventually, minor, random_name, Backend, Resp, Server, Store};
 use crate::refunds::snapshot;
 
+/// (what, room, key, body (None: not JSON), status, code).
+type DropCase<'a> = (
+    &'a str,
+    String,
+    Option<&'a str>,
+    Option<String>,
+    u16,
+    &'a str,
+);
+
 async fn drop_packet(s: &Server, user: &str, room: &str, key: Option<&str>, body: &Value) -> Resp {
     let mut headers = Vec::new();
     if let Some(k) = key {
@@ -213,7 +223,7 @@ async fn drop_errors_move_nothing() {
     let ok = json!({"total": "1.00", "count": 2, "mode": "equal"});
     let j = |v: Value| Some(v.to_string());
     // (what, room, key, body (None: not JSON), status, code)
-    let cases: Vec<(&str, String, Option<&str>, Option<String>, u16, &str)> = vec![
+    let cases: Vec<DropCase<'_>> = vec![
         (
             "no key",
             room.clone(),
@@ -558,7 +568,7 @@ async fn default_expiry_is_configurable() {
     }
     for bad in ["0", "86401"] {
         let cli = Cli::try_parse_from(["applause", "--red-packet-expiry-s", bad]).unwrap();
-        let err = cli.common.settings().err().expect("refused");
+        let err = cli.common.settings().expect_err("refused");
         assert!(err.contains("--red-packet-expiry-s"), "{err}");
     }
     let s = Server::start(&["--red-packet-expiry-s", "1"]).await;

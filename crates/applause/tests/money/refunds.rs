@@ -27,6 +27,17 @@ pub async fn snapshot(s: &Server, users: &[&str]) -> Snapshot {
     Snapshot { balances, summary }
 }
 
+/// (what, token, path, content type, body, status, code).
+type RefundCase<'a> = (
+    &'a str,
+    Option<String>,
+    String,
+    Option<&'a str>,
+    String,
+    u16,
+    &'a str,
+);
+
 async fn live_total(s: &Server, room: &str, user: &str) -> i64 {
     let r = s
         .get(
@@ -137,15 +148,7 @@ async fn refund_errors_move_nothing() {
     let path = format!("/v1/finance/gifts/{gift}/refund");
     let good = json!({"reason": "fraud"}).to_string();
     let fin = s.finance();
-    let cases: Vec<(
-        &str,
-        Option<String>,
-        String,
-        Option<&str>,
-        String,
-        u16,
-        &str,
-    )> = vec![
+    let cases: Vec<RefundCase<'_>> = vec![
         (
             "no token",
             None,
