@@ -95,6 +95,8 @@ pub(crate) struct BatchKeys {
     pub idempotency: BTreeSet<(String, String)>,
     pub receipts: BTreeSet<String>,
     pub gifts: BTreeSet<String>,
+    /// The gifts being refunded (their senders' wallets are credited).
+    pub refunds: BTreeSet<String>,
     pub packets: BTreeSet<String>,
     /// (packet, user) pairs whose earlier claim must be known.
     pub claims: BTreeSet<(String, String)>,
@@ -213,6 +215,7 @@ pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
             }
             Command::Refund(r) => {
                 k.gifts.insert(r.gift_id.clone());
+                k.refunds.insert(r.gift_id.clone());
             }
             Command::Drop(d, _) => {
                 k.rooms.insert(d.room_id.clone());
@@ -238,10 +241,12 @@ pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
 /// Acks name a gift whose room is only known once the gift is loaded; the
 /// backend calls this to add those rooms before locking rooms.
 pub(crate) fn add_ack_rooms(keys: &mut BatchKeys, gifts: &HashMap<String, GiftAckInfo>) {
-    for g in gifts.values() {
+    for (id, g) in gifts {
         keys.rooms.insert(g.room_id.clone());
         // A refund credits the sender's wallet: lock it with the others.
-        keys.users.insert(g.sender_id.clone());
+        if keys.refunds.contains(id) {
+            keys.users.insert(g.sender_id.clone());
+        }
     }
 }
 

@@ -34,10 +34,17 @@ fn claim_cmd(packet: &str, user: &str) -> ClaimCmd {
     }
 }
 
+/// The `type` of a room event's frame.
+fn event_type(ev: &Option<applause_core::EventEnvelope>) -> String {
+    let ev = ev.as_ref().expect("a room event");
+    let v: serde_json::Value = serde_json::from_str(&ev.frame).unwrap();
+    v["type"].as_str().unwrap().to_owned()
+}
+
 async fn dropped(ledger: &Ledger, cmd: DropCmd) -> RedPacket {
     match ledger.drop_red_packet(cmd).await.unwrap() {
         DropOutcome::Dropped(p, ev) => {
-            assert!(ev.is_some(), "a drop is a room event");
+            assert_eq!(event_type(&ev), "red_packet");
             *p
         }
         other => panic!("not dropped: {other:?}"),
@@ -72,7 +79,7 @@ async fn concurrent_claims(store: &TestStore) {
     for t in tasks {
         match t.await.unwrap() {
             ClaimOutcome::Claimed(c, _, ev) => {
-                assert!(ev.is_some());
+                assert_eq!(event_type(&ev), "red_packet_claimed");
                 assert_eq!(c.by_channel.iter().sum::<i64>(), c.amount_minor);
                 claimed += 1;
                 got += c.amount_minor;
@@ -263,6 +270,15 @@ async fn expiry_once(store: &TestStore) {
         assert_eq!(p.returned_minor + p.claimed_minor, 200);
     }
     assert_eq!(a.wallet("s").await.unwrap().total(), 2_000 - claimed);
+    // One `red_packet_expired` room event per packet, however many sweeps.
+    let expired: Vec<_> = a
+        .unpublished_events(i64::MAX, 10_000)
+        .await
+        .unwrap()
+        .into_iter()
+        .filter(|e| event_type(&Some(e.envelope.clone())) == "red_packet_expired")
+        .collect();
+    assert_eq!(expired.len(), 5);
     assert_eq!(a.summary().await.unwrap().escrow_open, 0);
     assert_check(&a).await;
 }
