@@ -92,6 +92,10 @@ async fn drop_claim_and_view() {
         assert_eq!(s.balance(u).await, *got.last().unwrap());
     }
     assert_eq!(got, vec![34, 33, 33]);
+    // The drop and each claim are room events (seq 1–4).
+    let room_view = s.get(&format!("/v1/rooms/{room}"), None).await;
+    room_view.expect_status(200);
+    assert_eq!(room_view.json["seq"], 4);
     claim(&s, "rp-a", &packet)
         .await
         .expect_error(409, "already_claimed");
