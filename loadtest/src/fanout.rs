@@ -206,13 +206,17 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
         let Ok(Some((i, tracker, throughout))) = r else {
             continue;
         };
-        problems.extend(tracker.missing.iter().map(|&seq| Problem::Lost {
-            viewer: i,
-            seq,
-            gift_id: None,
-        }));
+        let mut mine: Vec<Problem> = tracker
+            .missing
+            .iter()
+            .map(|&seq| Problem::Lost {
+                viewer: i,
+                seq,
+                gift_id: None,
+            })
+            .collect();
         for a in &tracker.anomalies {
-            problems.push(match a {
+            mine.push(match a {
                 crate::verify::Anomaly::Duplicate(seq) => Problem::Duplicate {
                     viewer: i,
                     seq: *seq,
@@ -227,6 +231,7 @@ pub async fn run(a: &FanoutArgs) -> Result<Outcome> {
                 },
             });
         }
+        problems.extend(crate::verify::cap_per_viewer(i, mine));
         if throughout {
             checked += 1;
             let last = tracker.last.unwrap_or(0);

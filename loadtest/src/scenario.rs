@@ -446,14 +446,14 @@ pub(crate) fn server_stats(
 pub(crate) fn summarize(problems: &[Problem], viewers: u64, gifts: u64) -> report::Verification {
     let mut by_kind = BTreeMap::new();
     for p in problems {
-        *by_kind.entry(p.kind().to_owned()).or_insert(0u64) += 1;
+        *by_kind.entry(p.kind().to_owned()).or_insert(0u64) += p.weight();
     }
     report::Verification {
         performed: true,
         ok: problems.is_empty(),
         viewers_checked: viewers,
         gifts_checked: gifts,
-        problems_total: problems.len() as u64,
+        problems_total: problems.iter().map(Problem::weight).sum(),
         problems_by_kind: by_kind,
         problems: problems
             .iter()

@@ -12,6 +12,8 @@ use std::fmt;
 
 use crate::scan::fingerprint;
 
+/// Problems listed one by one per viewer; the rest are counted by kind.
+pub const PROBLEMS_PER_VIEWER_MAX: usize = 20;
 /// The widest gap recorded seq by seq; a larger jump is one anomaly.
 const GAP_SEQS_MAX: u64 = 100_000;
 
@@ -176,6 +178,12 @@ pub enum Problem {
     UnknownOutcome {
         count: u64,
     },
+    /// More problems of one kind for one viewer than are listed singly.
+    Elided {
+        viewer: usize,
+        kind: &'static str,
+        count: u64,
+    },
 }
 
 impl Problem {
@@ -196,6 +204,15 @@ impl Problem {
             Problem::LeaderboardOrder { .. } => "leaderboard_order",
             Problem::LeaderboardUnavailable { .. } => "leaderboard_unavailable",
             Problem::UnknownOutcome { .. } => "unknown_outcome",
+            Problem::Elided { kind, .. } => kind,
+        }
+    }
+
+    /// How many problems this entry stands for.
+    pub fn weight(&self) -> u64 {
+        match self {
+            Problem::Elided { count, .. } => *count,
+            _ => 1,
         }
     }
 }
@@ -244,6 +261,9 @@ impl fmt::Display for Problem {
             Problem::LeaderboardUnavailable { room_id, error } => {
                 write!(f, "room {room_id} leaderboard unavailable: {error}")
             }
+            Problem::Elided { viewer, kind, count } => {
+                write!(f, "viewer {viewer}: {count} more {kind} problems not listed")
+            }
             Problem::UnknownOutcome { count } => write!(
                 f,
                 "{count} purchases got no answer after every retry: totals cannot be exact"
@@ -291,8 +311,9 @@ pub fn verify_deliveries(
     }
     for v in viewers {
         let t = &v.tracker;
+        let mut mine = Vec::new();
         for a in &t.anomalies {
-            problems.push(match a {
+            mine.push(match a {
                 Anomaly::Duplicate(seq) => Problem::Duplicate {
                     viewer: v.viewer,
                     seq: *seq,
@@ -314,31 +335,50 @@ pub fn verify_deliveries(
         let gifts = by_room.get(v.room);
         let name = |seq: u64| gifts.and_then(|g| g.get(&seq)).map(|s| (*s).to_owned());
         for &seq in &t.missing {
-            problems.push(Problem::Lost {
+            mine.push(Problem::Lost {
                 viewer: v.viewer,
                 seq,
                 gift_id: name(seq),
             });
         }
-        if !v.throughout {
-            continue;
+        if let (true, Some(gifts)) = (v.throughout, gifts) {
+            let first = t.first.unwrap_or(u64::MAX);
+            let last = t.last.unwrap_or(0);
+            // Gifts before the viewer's first seq or after its last were never seen.
+            let outside = gifts
+                .range(..first)
+                .chain(gifts.range(last.saturating_add(1)..));
+            for (&seq, gift_id) in outside {
+                mine.push(Problem::Lost {
+                    viewer: v.viewer,
+                    seq,
+                    gift_id: Some((*gift_id).to_owned()),
+                });
+            }
         }
-        let Some(gifts) = gifts else { continue };
-        let first = t.first.unwrap_or(u64::MAX);
-        let last = t.last.unwrap_or(0);
-        // Gifts before the viewer's first seq or after its last were never seen.
-        let outside = gifts
-            .range(..first)
-            .chain(gifts.range(last.saturating_add(1)..));
-        for (&seq, gift_id) in outside {
-            problems.push(Problem::Lost {
-                viewer: v.viewer,
-                seq,
-                gift_id: Some((*gift_id).to_owned()),
+        problems.extend(cap_per_viewer(v.viewer, mine));
+    }
+    problems
+}
+
+/// Keeps the first [`PROBLEMS_PER_VIEWER_MAX`] problems of one viewer and
+/// counts the rest by kind: a badly broken server could otherwise produce
+/// viewers × gifts entries.
+pub fn cap_per_viewer(viewer: usize, mut mine: Vec<Problem>) -> Vec<Problem> {
+    if mine.len() > PROBLEMS_PER_VIEWER_MAX {
+        let mut rest: BTreeMap<&'static str, u64> = BTreeMap::new();
+        for p in mine.drain(PROBLEMS_PER_VIEWER_MAX..) {
+            *rest.entry(p.kind()).or_default() += p.weight();
+        }
+        for (kind, count) in rest {
+            mine.push(Problem::Elided {
+                viewer,
+                kind,
+                count,
             });
         }
     }
-    problems
+    mine
 }
 
 /// The finance summary's gross gifts must have grown by exactly what was bought.
@@ -456,6 +496,17 @@ mod tests {
         let bad = verify_deliveries(&buys, &[log], &[viewer(tracker(0, &[1]))]);
         assert_eq!(bad.len(), 1);
         assert_eq!(bad[0].kind(), "lost");
+    }
+
+    #[test]
+    fn a_viewer_that_saw_nothing_is_summarised_not_listed_gift_by_gift() {
+        let n = 1000u64;
+        let log: HashMap<u64, u64> = (1..=n).map(|s| (s, fingerprint(&s.to_string()))).collect();
+        let buys: Vec<_> = (1..=n).map(|s| purchase(&s.to_string(), s)).collect();
+        let p = verify_deliveries(&buys, &[log], &[viewer(tracker(0, &[]))]);
+        assert_eq!(p.len(), PROBLEMS_PER_VIEWER_MAX + 1);
+        assert_eq!(p.iter().map(Problem::weight).sum::<u64>(), n);
+        assert!(p.iter().all(|p| p.kind() == "lost"));
     }
 
     #[test]
