@@ -102,20 +102,27 @@ async fn notice_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<CommitN
             gifts.extend(n.gifts);
             refunds.extend(n.refunds);
         }
-        publish(&s, &events, false).await;
-        count_gifts(&s, &gifts).await;
-        subtract_refunds(&s, &refunds).await;
+        // The boards are updated before the events are marked published: a
+        // crash in between leaves the events to the relay, which counts
+        // their gifts again (idempotent), so no committed gift is missed.
+        let (reached, (), ()) = tokio::join!(
+            publish(&s, &events, false),
+            count_gifts(&s, &gifts),
+            subtract_refunds(&s, &refunds),
+        );
+        mark_published(&s, reached);
     }
 }
 
-/// Publishes events (in order) and marks what reached the bus.
-async fn publish(s: &Shared, events: &[EventEnvelope], relayed: bool) {
+/// Publishes events (in order); returns the last `seq` per room that reached
+/// the bus, for [`mark_published`].
+async fn publish(s: &Shared, events: &[EventEnvelope], relayed: bool) -> BTreeMap<String, u64> {
+    let mut reached: BTreeMap<String, u64> = BTreeMap::new();
     if events.is_empty() {
-        return;
+        return reached;
     }
     match s.bus.publish(events).await {
         Ok(outcomes) => {
-            let mut reached: BTreeMap<String, u64> = BTreeMap::new();
             let now = applause_web::now_ms();
             for (ev, o) in events.iter().zip(outcomes) {
                 match o {
@@ -135,21 +142,54 @@ async fn publish(s: &Shared, events: &[EventEnvelope], relayed: bool) {
                     PublishOutcome::Gap { .. } => s.relay_now.notify_one(),
                 }
             }
-            for (room, seq) in reached {
-                let ledger = s.ledger.clone();
-                // Marks are monotonic in the ledger, so their order does not matter.
-                tokio::spawn(async move {
-                    if let Err(e) = ledger.mark_published(&room, seq).await {
-                        tracing::debug!(error = %e, "mark published failed; the relay will retry");
-                    }
-                });
-            }
         }
         Err(e) => {
             s.metrics.publish_errors.inc();
             tracing::warn!(error = %e, events = events.len(), "publish failed; events stay in the outbox");
         }
     }
+    reached
+}
+
+/// Records in the ledger what reached the bus, so the relay leaves it alone.
+fn mark_published(s: &Shared, reached: BTreeMap<String, u64>) {
+    for (room, seq) in reached {
+        let ledger = s.ledger.clone();
+        // Marks are monotonic in the ledger, so their order does not matter.
+        tokio::spawn(async move {
+            if let Err(e) = ledger.mark_published(&room, seq).await {
+                tracing::debug!(error = %e, "mark published failed; the relay will retry");
+            }
+        });
+    }
+}
+
+/// The gifts of relayed gift events, read back from the ledger: the process
+/// that committed them may have died before counting them.
+async fn gifts_of(s: &Shared, events: &[EventEnvelope]) -> Vec<GiftRecord> {
+    let mut gifts = Vec::new();
+    for ev in events {
+        let Ok(frame) = serde_json::from_str::<serde_json::Value>(&ev.frame) else {
+            continue;
+        };
+        let Some(gift_id) = frame
+            .get("gift_id")
+            .and_then(|g| g.as_str())
+            .filter(|_| frame["type"] == "gift")
+        else {
+            continue;
+        };
+        match s.ledger.gift(gift_id).await {
+            Ok(Some(g)) => gifts.push(g),
+            Ok(None) => {}
+            Err(e) => {
+                // Cannot tell what is counted: recompute the boards instead.
+                s.boards_dirty.store(true, Ordering::Relaxed);
+                tracing::warn!(error = %e, "relay could not read a gift; boards will be rebuilt");
+            }
+        }
+    }
+    gifts
 }
 
 async fn relay_loop(s: Arc<Shared>) {
@@ -166,7 +206,10 @@ async fn relay_loop(s: Arc<Shared>) {
         match s.ledger.unpublished_events(cutoff, RELAY_EVENTS_MAX).await {
             Ok(stored) if !stored.is_empty() => {
                 let events: Vec<_> = stored.into_iter().map(|e| e.envelope).collect();
-                publish(&s, &events, true).await;
+                let gifts = gifts_of(&s, &events).await;
+                let (reached, ()) =
+                    tokio::join!(publish(&s, &events, true), count_gifts(&s, &gifts));
+                mark_published(&s, reached);
             }
             Ok(_) => {}
             Err(e) => tracing::debug!(error = %e, "relay could not read the outbox"),
