@@ -341,6 +341,82 @@ async fn leaderboards_deleted_from_redis_are_rebuilt_exact() {
     );
 }
 
+/// `kill -9` of one of two gifts nodes, which is not replaced: the other
+/// node (and the gateway) must still bring the boards to exactly what the
+/// ledger holds, including gifts committed right before the kill.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn boards_count_every_committed_gift_after_a_kill_9_without_restart() {
+    let cluster = Cluster::start(1, 2);
+    let nodes: Vec<Api> = cluster.gifts().iter().map(|u| Api::new(u)).collect();
+    let star = token("star", Role::Broadcaster);
+    let room = nodes[1].open_room(&star).await;
+    let senders: Vec<String> = (0..8).map(|i| format!("b{i}")).collect();
+    for s in &senders {
+        nodes[1].top_up(s, "500.00").await;
+    }
+    let answers: Arc<Mutex<Answers>> = Arc::default();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut buyers = Vec::new();
+    for s in senders.clone() {
+        let (api, room, answers, answered) = (
+            nodes[0].clone(),
+            room.clone(),
+            answers.clone(),
+            answered.clone(),
+        );
+        buyers.push(tokio::spawn(async move {
+            let tok = token(&s, Role::Viewer);
+            for i in 0..1_000 {
+                let key = format!("{s}-{i}");
+                let r = api
+                    .try_post(
+                        &format!("/v1/rooms/{room}/gifts"),
+                        &tok,
+                        Some(&key),
+                        &json!({"sticker_id": (["rose", "heart"][i % 2]), "quantity": 1}),
+                    )
+                    .await;
+                let ok = r.is_ok();
+                answers.lock().await.insert(key, r.ok());
+                if !ok {
+                    return;
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < 60 {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill9("gifts-1");
+    for b in buyers {
+        b.await.unwrap();
+    }
+    // Retry everything on the surviving node (replays count nothing new).
+    let answers = answers.lock().await.clone();
+    let mut bodies = Vec::new();
+    for key in answers.keys() {
+        let (sender, i) = key.rsplit_once('-').unwrap();
+        let i: usize = i.parse().unwrap();
+        let (s, b) = nodes[1]
+            .post(
+                &format!("/v1/rooms/{room}/gifts"),
+                &token(sender, Role::Viewer),
+                Some(key),
+                &json!({"sticker_id": (["rose", "heart"][i % 2]), "quantity": 1}),
+            )
+            .await;
+        assert_eq!(s, 201, "retry of {key}: {b}");
+        bodies.push(b);
+    }
+    let want = expected_board(&bodies);
+    assert_eq!(
+        poll_board(&nodes[1], &room, &want).await,
+        want,
+        "the live board after the kill"
+    );
+}
+
 /// Two gifts nodes sell into one room at once: each pushes the live top 10
 /// after its own purchases, and the last `leaderboard` frame viewers hold
 /// must still be the room's final board, not an older one.
