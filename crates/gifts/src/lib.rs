@@ -295,6 +295,20 @@ pub fn with_json_fallbacks(router: Router) -> Router {
                 "method not allowed on this endpoint",
             )
         })
+        .layer(axum::middleware::map_response(close_after_unread_body))
+}
+
+/// A body refused for its size was not read to the end, so the server closes
+/// the connection after the answer: say so, or a keep-alive client reuses
+/// the connection and its next request fails (`IncompleteMessage`).
+async fn close_after_unread_body(mut resp: axum::response::Response) -> axum::response::Response {
+    if resp.status() == axum::http::StatusCode::PAYLOAD_TOO_LARGE {
+        resp.headers_mut().insert(
+            axum::http::header::CONNECTION,
+            axum::http::HeaderValue::from_static("close"),
+        );
+    }
+    resp
 }
 
 pub use finance::{check_json, parse_interval, revenue_csv, summary_json};

@@ -72,6 +72,10 @@ async fn check_all(s: &Server, user: &str, room: &str, cases: Vec<Case>) {
             r.body
         );
         r.expect_error(c.status, c.code);
+        if c.status == 413 {
+            // The unread rest of the body ends the connection: the client must be told.
+            assert_eq!(r.header("connection"), Some("close"), "{:?}", r.headers);
+        }
         assert_eq!(s.money(user).await, before, "case {:?} charged", c.what);
     }
 }
