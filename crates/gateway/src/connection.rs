@@ -307,3 +307,125 @@ impl Conn<'_> {
         s.room.resume_with_history(s.id, since, older)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    //! The connection loop driven through channels instead of a socket, on
+    //! tokio's paused clock (timeouts pass without waiting).
+
+    use super::*;
+    use crate::ports::{AckHandler, RoomDirectory};
+    use crate::{Gateway, GatewayConfig};
+    use applause_web::{ApiError, Authenticator};
+    use futures_util::SinkExt;
+    use tokio::sync::mpsc;
+
+    struct Rooms;
+
+    #[async_trait::async_trait]
+    impl RoomDirectory for Rooms {
+        async fn room(&self, _: &str) -> Result<Option<RoomInfo>, ApiError> {
+            Ok(None)
+        }
+    }
+
+    struct Acks;
+
+    #[async_trait::async_trait]
+    impl AckHandler for Acks {
+        async fn ack(&self, _: &Principal, _: &str, _: &str) -> Result<(), ApiError> {
+            Ok(())
+        }
+    }
+
+    /// Starts a connection; returns the client's sending side and what the
+    /// server writes.
+    async fn start(
+        config: GatewayConfig,
+    ) -> (
+        mpsc::Sender<Result<Message, String>>,
+        mpsc::Receiver<Message>,
+    ) {
+        let gw = Gateway::new(
+            config,
+            Authenticator::new(&[1u8; 32]).unwrap(),
+            Arc::new(applause_bus::InProcessBus::default()),
+            Arc::new(Rooms),
+            Arc::new(Acks),
+            &prometheus::Registry::new(),
+        )
+        .unwrap();
+        let info = RoomInfo {
+            room_id: "r".into(),
+            broadcaster_id: "b".into(),
+            epoch: 1,
+            live: true,
+        };
+        let room = gw.inner.joined_room(&info).await.unwrap();
+        let session = Session {
+            inner: gw.inner.clone(),
+            room,
+            info,
+            principal: None,
+            id: 1,
+        };
+        let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(16);
+        let (out_tx, out_rx) = mpsc::channel::<Message>(16);
+        let stream = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
+        let sink = tokio_util::sync::PollSender::new(out_tx).sink_map_err(|e| e.to_string());
+        tokio::spawn(run(session, sink, stream));
+        (in_tx, out_rx)
+    }
+
+    fn text(m: Option<Message>) -> serde_json::Value {
+        match m {
+            Some(Message::Text(t)) => serde_json::from_str(&t).unwrap(),
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn pings_then_closes_a_silent_peer() {
+        let (_tx, mut rx) = start(GatewayConfig {
+            ping_interval_ms: 1_000,
+            idle_timeout_ms: 2_500,
+            ..GatewayConfig::default()
+        })
+        .await;
+        assert_eq!(text(rx.recv().await)["type"], "welcome");
+        let mut pings = 0;
+        loop {
+            match rx.recv().await {
+                Some(Message::Ping(_)) => pings += 1,
+                Some(Message::Close(Some(f))) => {
+                    assert_eq!((f.code, f.reason.as_str()), (close::NORMAL, "idle_timeout"));
+                    break;
+                }
+                other => panic!("unexpected {other:?}"),
+            }
+        }
+        assert_eq!(pings, 2);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn answers_pings_and_closes_after_repeated_garbage() {
+        let (tx, mut rx) = start(GatewayConfig {
+            malformed_frames_max: 2,
+            ..GatewayConfig::default()
+        })
+        .await;
+        assert_eq!(text(rx.recv().await)["type"], "welcome");
+        tx.send(Ok(Message::text(r#"{"type":"ping"}"#)))
+            .await
+            .unwrap();
+        assert_eq!(text(rx.recv().await)["type"], "pong");
+        tx.send(Ok(Message::text("{"))).await.unwrap();
+        assert_eq!(text(rx.recv().await)["code"], "invalid_json");
+        tx.send(Ok(Message::binary(vec![0]))).await.unwrap();
+        assert_eq!(text(rx.recv().await)["code"], "invalid_request");
+        match rx.recv().await {
+            Some(Message::Close(Some(f))) => assert_eq!(f.code, close::POLICY),
+            other => panic!("expected a 1008 close, got {other:?}"),
+        }
+    }
+}

@@ -8,6 +8,19 @@
 //! the gift service: rooms and acks come through [`RoomDirectory`] and
 //! [`AckHandler`], implemented by the binary.
 //!
+//! Delivery: the dispatcher keeps each room's last delivered `seq`, drops
+//! duplicates, and fills gaps (or a bus reconnect) from the bus's history;
+//! events lost for good send `resync_required` to the room's connections.
+//!
+//! Resume: `{"type":"resume","epoch","since_seq"}` queues, in order, every
+//! event after `since_seq` up to the connection's current position (from this
+//! gateway's ring, else from the bus's history), and live events follow. A
+//! client that sends it right after connecting gets exactly what it missed;
+//! live frames that reached it between the welcome and the resume are sent
+//! again within the replay, so a client keeps the rule "process `seq ==
+//! last + 1`, skip `seq <= last`". Past the window, or with another epoch,
+//! the answer is `{"type":"resync_required"}`.
+//!
 //! Wiring:
 //! ```text
 //! let gw = Gateway::new(config, auth, bus, rooms, acks, &registry)?;

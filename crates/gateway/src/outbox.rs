@@ -259,56 +259,60 @@ pub(crate) async fn run_writer<S>(
     let mut stamps = Vec::new();
     loop {
         let (mut bytes, closing) = outbox.next_batch(&mut batch).await;
-        if !timing.coalesce.is_zero() && closing.is_none() && !batch.is_empty() {
+        if closing.is_some() {
+            // What was queued at the close is written below, under the grace.
+            break;
+        }
+        if !timing.coalesce.is_zero() {
             tokio::select! {
                 _ = tokio::time::sleep(timing.coalesce) => bytes += outbox.take_more(&mut batch),
                 _ = outbox.closing() => {}
             }
         }
-        if !batch.is_empty() {
-            let written = tokio::select! {
-                r = write_batch(&mut sink, &mut batch, &mut stamps) => Some(r),
-                // A peer that stops reading would hold this flush forever; the
-                // close (e.g. slow consumer) must still get through.
-                _ = outbox.closing(), if closing.is_none() => None,
-            };
-            match written {
-                Some(Ok(())) => {
-                    outbox.release(bytes);
-                    metrics.delivered(&stamps);
-                    stamps.clear();
-                }
-                Some(Err(e)) => {
-                    tracing::debug!(error = %e, "write failed");
-                    outbox.close(
-                        Closing {
-                            code: close::NORMAL,
-                            reason: "",
-                        },
-                        None,
-                    );
-                    return;
-                }
-                None => {
-                    stamps.clear();
-                    break;
-                }
+        let written = tokio::select! {
+            r = write_batch(&mut sink, &mut batch, &mut stamps) => Some(r),
+            // A peer that stops reading would hold this flush forever; the
+            // close (e.g. slow consumer) must still get through.
+            _ = outbox.closing() => None,
+        };
+        match written {
+            Some(Ok(())) => {
+                outbox.release(bytes);
+                metrics.delivered(&stamps);
+                stamps.clear();
             }
-            // A burst grew the buffers; an idle connection should not keep them.
-            if batch.capacity() > 256 {
-                batch.shrink_to(16);
+            Some(Err(e)) => {
+                tracing::debug!(error = %e, "write failed");
+                outbox.close(
+                    Closing {
+                        code: close::NORMAL,
+                        reason: "",
+                    },
+                    None,
+                );
+                return;
+            }
+            None => {
+                stamps.clear();
+                // A slow consumer's backlog is dropped; a graceful close
+                // still writes the rest of this batch below.
+                if outbox
+                    .closing_state()
+                    .is_some_and(|c| c.code == close::SLOW_CONSUMER)
+                {
+                    batch.clear();
+                }
+                break;
             }
         }
-        if closing.is_some() {
-            break;
+        // A burst grew the buffers; an idle connection should not keep them.
+        if batch.capacity() > 256 {
+            batch.shrink_to(16);
         }
     }
     let Some(closing) = outbox.closing_state() else {
         return;
     };
-    if closing.code == close::SLOW_CONSUMER {
-        batch.clear();
-    }
     outbox.take_rest(&mut batch);
     let finish = async {
         write_batch(&mut sink, &mut batch, &mut stamps).await?;
@@ -319,7 +323,7 @@ pub(crate) async fn run_writer<S>(
         sink.send(Message::Close(Some(frame))).await
     };
     match tokio::time::timeout(timing.close_grace, finish).await {
-        Ok(Ok(())) => {}
+        Ok(Ok(())) => metrics.delivered(&stamps),
         Ok(Err(e)) => tracing::debug!(error = %e, "close not sent"),
         Err(_) => tracing::debug!("peer did not take the close frame in time"),
     }

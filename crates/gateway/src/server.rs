@@ -124,7 +124,14 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
         Ok(u) => u,
-        Err(rejection) => return rejection.into_response(),
+        // Not a WebSocket handshake: answer in the API's JSON error shape.
+        Err(rejection) => {
+            return refuse(
+                &inner,
+                "not_websocket",
+                ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()),
+            )
+        }
     };
     let Some(slot) = Slot::take(&inner) else {
         return refuse(

@@ -282,3 +282,21 @@ async fn room_end_is_delivered_then_closes_1000() {
         }
     );
 }
+
+#[tokio::test]
+async fn plain_http_get_is_a_json_400() {
+    let h = Harness::start().await;
+    let mut stream = tokio::net::TcpStream::connect(h.addr).await.unwrap();
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    stream
+        .write_all(
+            format!("GET /v1/ws?room={ROOM} HTTP/1.1\r\nhost: x\r\nconnection: close\r\n\r\n")
+                .as_bytes(),
+        )
+        .await
+        .unwrap();
+    let mut resp = String::new();
+    stream.read_to_string(&mut resp).await.unwrap();
+    assert!(resp.starts_with("HTTP/1.1 400"), "{resp}");
+    assert!(resp.contains(r#""code":"invalid_request""#), "{resp}");
+}
