@@ -358,7 +358,10 @@ async fn publish(
     }
     match &mut publisher {
         Publisher::Ws(ws) => {
-            let _ = tokio::time::timeout(Duration::from_secs(1), ws.close(None)).await;
+            // The stream's own close (sends a close frame). Through the Box,
+            // `ws.close` could resolve to `SinkExt::close` when futures'
+            // `alloc` feature is on, which takes no argument.
+            let _ = tokio::time::timeout(Duration::from_secs(1), (**ws).close(None)).await;
         }
         Publisher::Http(post) => {
             // Give the last answers a moment, then stop reading.

@@ -382,8 +382,8 @@ mod tests {
         );
         assert_eq!(s.total(), portions.iter().sum::<i64>());
         assert_eq!(s.store_by_channel().iter().sum::<i64>(), s.store);
-        for c in 0..3 {
-            assert_eq!(s.by_channel[c].iter().sum::<i64>(), portions[c]);
+        for (row, portion) in s.by_channel.iter().zip(portions) {
+            assert_eq!(row.iter().sum::<i64>(), portion);
         }
     }
 

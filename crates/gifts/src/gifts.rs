@@ -167,19 +167,9 @@ async fn purchase_inner(
         key: flight_key,
     };
 
-    // Replays are answered from the read pool without taking the committer's time.
-    if let Some(rec) = svc
-        .0
-        .ledger
-        .idempotency(&who.user_id, &key)
-        .await
-        .map_err(ledger_error)?
-    {
-        if rec.request_hash != request_hash {
-            return Err(key_reused());
-        }
-        return replay(svc, &rec.outcome).await.map(|r| (r, true));
-    }
+    // No read before the committer: it looks the key up under its lock in
+    // the same transaction anyway, and a read per purchase would cost a pool
+    // round trip on the hot path for the rare replay.
     let outcome = svc
         .0
         .ledger

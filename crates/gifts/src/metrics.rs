@@ -11,7 +11,6 @@ pub(crate) struct Metrics {
     pub relayed: IntCounter,
     pub publish_lag_seconds: Histogram,
     pub board_errors: IntCounter,
-    pub board_rebuilds: IntCounter,
 }
 
 impl Metrics {
@@ -62,11 +61,6 @@ impl Metrics {
                 "Failed leaderboard updates (boards are rebuilt).",
             )
             .expect("valid metric"),
-            board_rebuilds: IntCounter::new(
-                "applause_leaderboard_rebuilds_total",
-                "Leaderboard rebuilds from the ledger.",
-            )
-            .expect("valid metric"),
         };
         for c in [
             Box::new(m.purchases.clone()) as Box<dyn prometheus::core::Collector>,
@@ -76,7 +70,6 @@ impl Metrics {
             Box::new(m.relayed.clone()),
             Box::new(m.publish_lag_seconds.clone()),
             Box::new(m.board_errors.clone()),
-            Box::new(m.board_rebuilds.clone()),
         ] {
             let _ = registry.register(c);
         }

@@ -323,7 +323,7 @@ async fn boards_loop(s: Arc<Shared>) {
             s.boards_dirty.store(false, Ordering::Relaxed);
             match rebuild(&s.ledger, s.boards.as_ref()).await {
                 Ok(r) => {
-                    s.metrics.board_rebuilds.inc();
+                    // The boards count their own rebuilds (applause_leaderboard_rebuilds_total).
                     tracing::info!(
                         updates = r.updates,
                         lost,

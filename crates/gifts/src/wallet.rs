@@ -70,6 +70,10 @@ pub(crate) async fn top_up(
             StatusCode::CREATED,
             crate::render::top_up(&r, currency),
         )),
+        TopUpOutcome::TooLarge => Err(ApiError::new(
+            ErrorCode::InvalidAmount,
+            "this top-up would take the wallet past the largest balance it may hold",
+        )),
         TopUpOutcome::KeyReused => Err(ApiError::new(
             ErrorCode::IdempotencyKeyReused,
             "this receipt_id was already used with other fields",

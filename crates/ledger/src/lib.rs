@@ -63,11 +63,13 @@ impl LedgerError {
             | sqlx::Error::Protocol(_) => LedgerError::Unavailable(e.to_string()),
             sqlx::Error::Database(ref db) => {
                 // PostgreSQL: class 08 connection, 57 operator intervention
-                // (shutdown), 53 insufficient resources. SQLite: busy/locked/IO.
+                // (shutdown), 53 insufficient resources, 55000 "database is not
+                // accepting connections" (recovery). SQLite: busy/locked/IO.
                 let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
                 if code.starts_with("08")
                     || code.starts_with("57")
                     || code.starts_with("53")
+                    || code == "55000"
                     || ["5", "6", "10", "13", "14"].contains(&code.as_str())
                 {
                     LedgerError::Unavailable(e.to_string())

@@ -128,6 +128,9 @@ pub enum TopUpOutcome {
     Replay(TopUpRecord),
     /// The same receipt with other fields.
     KeyReused,
+    /// The balance would exceed the largest amount a wallet may hold;
+    /// nothing was credited and the receipt is not recorded.
+    TooLarge,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]

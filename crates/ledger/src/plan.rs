@@ -503,10 +503,14 @@ impl Planner<'_> {
             });
         }
         let balances = state.wallets.entry(cmd.user_id.clone()).or_default();
-        let new_balance = balances[cmd.channel.index()]
+        // A credit past the largest amount refuses this top-up alone; it must
+        // never fail the batch (and the innocent purchases in it).
+        let Some(new_balance) = balances[cmd.channel.index()]
             .checked_add(cmd.amount_minor)
             .filter(|b| *b <= applause_core::money::AMOUNT_MINOR_MAX)
-            .ok_or_else(|| "wallet balance would overflow".to_owned())?;
+        else {
+            return Ok(TopUpOutcome::TooLarge);
+        };
         balances[cmd.channel.index()] = new_balance;
         *self
             .w

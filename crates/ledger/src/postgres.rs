@@ -599,21 +599,38 @@ impl Backend for Pg {
         before_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
-        let rows = sqlx::query(
-            "SELECT e.room_id, e.seq, e.epoch, e.frame, e.broadcaster_frame, e.broadcaster_id, e.ends_room, e.created_at_ms \
-             FROM rooms r JOIN room_events e ON e.room_id = r.room_id AND e.seq > r.published_seq \
-             WHERE r.last_seq > r.published_seq AND e.created_at_ms < $1 \
-             ORDER BY e.room_id, e.seq LIMIT $2",
+        // Rooms first, then each room's unpublished range by primary key:
+        // a join would scan every stored event (wide rows) on each pass.
+        let rooms = sqlx::query(
+            "SELECT room_id, published_seq FROM rooms WHERE last_seq > published_seq ORDER BY room_id",
         )
-        .bind(before_ms)
-        .bind(i64::from(limit))
         .fetch_all(&self.reader)
         .await
         .map_err(LedgerError::from_sqlx)?;
-        rows.iter()
-            .map(rows::event)
-            .collect::<Result<_, _>>()
-            .map_err(LedgerError::from_sqlx)
+        let mut out: Vec<StoredEvent> = Vec::new();
+        for room in rooms {
+            let left = i64::from(limit) - out.len() as i64;
+            if left <= 0 {
+                break;
+            }
+            let room_id: String = room.get(0);
+            let published: i64 = room.get(1);
+            let rows = sqlx::query(
+                "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
+                 FROM room_events WHERE room_id = $1 AND seq > $2 AND created_at_ms < $3 ORDER BY seq LIMIT $4",
+            )
+            .bind(&room_id)
+            .bind(published)
+            .bind(before_ms)
+            .bind(left)
+            .fetch_all(&self.reader)
+            .await
+            .map_err(LedgerError::from_sqlx)?;
+            for r in &rows {
+                out.push(rows::event(r).map_err(LedgerError::from_sqlx)?);
+            }
+        }
+        Ok(out)
     }
 
     async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
