@@ -46,6 +46,11 @@ pub struct GatewayConfig {
     /// How long a room without connections stays subscribed (its history stays
     /// warm for viewers who reconnect and resume).
     pub room_linger_ms: u64,
+    /// How long live events are held after a connection's welcome, waiting
+    /// for an immediate `resume`: a reconnecting client then gets the replay
+    /// first and every event once, in order. Its first other frame ends the
+    /// hold early. 0 turns the hold off.
+    pub resume_grace_ms: u64,
 }
 
 impl Default for GatewayConfig {
@@ -67,6 +72,7 @@ impl Default for GatewayConfig {
             close_grace_ms: 2_000,
             shutdown_grace_ms: 5_000,
             room_linger_ms: 30_000,
+            resume_grace_ms: 300,
         }
     }
 }
@@ -136,6 +142,7 @@ impl GatewayConfig {
         at_least("write_buffer_bytes", u(self.write_buffer_bytes), 1)?;
         at_most("write_buffer_bytes", u(self.write_buffer_bytes), 1 << 20)?;
         at_most("write_coalesce_ms", self.write_coalesce_ms, 1_000)?;
+        at_most("resume_grace_ms", self.resume_grace_ms, 10_000)?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
         Ok(())
@@ -159,6 +166,10 @@ impl GatewayConfig {
 
     pub(crate) fn history_age(&self) -> Duration {
         Duration::from_millis(self.history_age_ms_max)
+    }
+
+    pub(crate) fn resume_grace(&self) -> Duration {
+        Duration::from_millis(self.resume_grace_ms)
     }
 
     pub(crate) fn room_linger(&self) -> Duration {

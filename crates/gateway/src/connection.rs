@@ -64,6 +64,7 @@ where
         session: &session,
         outbox: &outbox,
         malformed: 0,
+        held: session.inner.config.resume_grace_ms > 0,
     };
     conn.read_loop(&mut stream).await;
     session.room.unregister(session.id);
@@ -83,11 +84,12 @@ async fn register(session: &mut Session, outbox: &Arc<Outbox>) -> bool {
         .principal
         .as_ref()
         .is_some_and(|p| p.user_id == session.room.broadcaster_id);
+    let hold = session.inner.config.resume_grace_ms > 0;
     for _ in 0..3 {
         let now = applause_web::rfc3339_ms(applause_web::now_ms());
         if session
             .room
-            .register(session.id, outbox.clone(), broadcaster, &now)
+            .register(session.id, outbox.clone(), broadcaster, &now, hold)
             .is_ok()
         {
             return true;
@@ -104,6 +106,8 @@ struct Conn<'a> {
     session: &'a Session,
     outbox: &'a Arc<Outbox>,
     malformed: u32,
+    /// Live events are held since the welcome (see `resume_grace_ms`).
+    held: bool,
 }
 
 impl Conn<'_> {
@@ -122,6 +126,7 @@ impl Conn<'_> {
         ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
         // Once closing, keep reading (the peer's close reply) until this deadline.
         let mut closing_until: Option<Instant> = None;
+        let grace_until = Instant::now() + config.resume_grace();
         let mut reading = true;
         loop {
             let deadline = closing_until.unwrap_or_else(|| Instant::now() + config.idle_timeout());
@@ -135,6 +140,7 @@ impl Conn<'_> {
                     closing_until = Some(Instant::now() + config.close_grace() * 2);
                 }
                 _ = tokio::time::sleep_until(deadline), if closing_until.is_some() => break,
+                _ = tokio::time::sleep_until(grace_until), if self.held => self.release(),
                 _ = ticker.tick(), if closing_until.is_none() => {
                     if last_seen.elapsed() > config.idle_timeout() {
                         self.close(close::NORMAL, "idle_timeout", None);
@@ -229,7 +235,20 @@ impl Conn<'_> {
         }
     }
 
+    /// Ends the hold after the welcome: live delivery starts.
+    fn release(&mut self) {
+        if std::mem::take(&mut self.held) {
+            self.session.room.release(self.session.id);
+        }
+    }
+
     async fn on_frame(&mut self, frame: ClientFrame) {
+        if matches!(frame, ClientFrame::Resume { .. }) {
+            // The resume itself ends the hold, after queueing the replay.
+            self.held = false;
+        } else {
+            self.release();
+        }
         match frame {
             ClientFrame::Ping => {
                 self.outbox.push(OutFrame::Control(protocol::pong()));
@@ -270,6 +289,8 @@ impl Conn<'_> {
                 if epoch != s.room.epoch {
                     self.outbox
                         .push(OutFrame::Control(protocol::resync_required()));
+                    // A foreign epoch replays nothing: live delivery starts now.
+                    s.room.release(s.id);
                 }
                 "resync"
             }

@@ -197,6 +197,21 @@ impl Outbox {
         bytes
     }
 
+    /// The texts queued so far, taken out of the queue (unit tests).
+    #[cfg(test)]
+    pub(crate) fn take_texts(&self) -> Vec<String> {
+        let mut batch = VecDeque::new();
+        let bytes = self.take_more(&mut batch);
+        self.release(bytes);
+        batch
+            .into_iter()
+            .filter_map(|f| match f {
+                OutFrame::Event { text, .. } | OutFrame::Control(text) => Some(text.to_string()),
+                OutFrame::Ping => None,
+            })
+            .collect()
+    }
+
     fn release(&self, bytes: usize) {
         let mut s = self.state.lock();
         s.in_flight_bytes = s.in_flight_bytes.saturating_sub(bytes);

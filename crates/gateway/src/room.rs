@@ -55,9 +55,13 @@ struct Member {
     id: u64,
     outbox: Arc<Outbox>,
     broadcaster: bool,
-    /// Set while a resume fetches older events from the bus: live events are
-    /// held back (they stay in the ring) and queued after the replay.
+    /// Set while live events are held back for this member (they stay in
+    /// the ring and are queued later, in order): from the welcome for the
+    /// resume grace, and while a resume fetches older events from the bus.
     paused_at: Option<u64>,
+    /// The live frames held back while paused, in order. Bounded by the
+    /// room's history bound: past it the hold ends and they are flushed.
+    held: Vec<OutFrame>,
 }
 
 struct State {
@@ -138,12 +142,16 @@ impl Room {
 
     /// Adds a connection and queues its welcome under the lock, so every event
     /// after the welcome's `seq` follows it. `Err` when the room was retired.
+    /// With `hold`, live events are held back until [`Room::release`] or a
+    /// resume, so a client that resumes right after its welcome receives the
+    /// replay first and every event exactly once, in order.
     pub(crate) fn register(
         &self,
         id: u64,
         outbox: Arc<Outbox>,
         broadcaster: bool,
         server_time: &str,
+        hold: bool,
     ) -> Result<u64, ()> {
         let mut s = self.state.lock();
         if s.dead {
@@ -160,7 +168,8 @@ impl Room {
             id,
             outbox,
             broadcaster,
-            paused_at: None,
+            paused_at: hold.then_some(seq),
+            held: Vec::new(),
         });
         s.empty_since = None;
         Ok(seq)
@@ -200,12 +209,36 @@ impl Room {
         }
         s.last_seq = Some(ev.seq);
         let mut out = FanOut::default();
-        for m in s.members.iter().filter(|m| m.paused_at.is_none()) {
+        let events_max = self.events_max;
+        for m in s.members.iter_mut() {
+            if m.paused_at.is_some() {
+                m.held.push(ev.frame_for(m.broadcaster));
+                if m.held.len() < events_max {
+                    continue;
+                }
+                // Too much held: end the hold rather than grow; a resume
+                // after this replays everything after its `since`.
+                m.paused_at = None;
+                for f in std::mem::take(&mut m.held) {
+                    if m.outbox.push(f) == Push::Overflow {
+                        out.slow_consumers += 1;
+                    }
+                }
+                continue;
+            }
             if m.outbox.push(ev.frame_for(m.broadcaster)) == Push::Overflow {
                 out.slow_consumers += 1;
             }
         }
         if ev.ends_room {
+            // Members still held get what was held, and the end, before closing.
+            for m in s.members.iter_mut() {
+                if m.paused_at.take().is_some() {
+                    for f in std::mem::take(&mut m.held) {
+                        m.outbox.push(f);
+                    }
+                }
+            }
             for m in &s.members {
                 m.outbox.close(
                     Closing {
@@ -246,6 +279,17 @@ impl Room {
         }
     }
 
+    /// Ends the hold after the welcome: queues what arrived meanwhile and
+    /// resumes live delivery.
+    pub(crate) fn release(&self, member: u64) {
+        let mut s = self.state.lock();
+        if let Some(i) = s.members.iter().position(|m| m.id == member) {
+            if let Some(held) = s.members[i].paused_at {
+                self.finish_resume(&mut s, i, held, Some(Vec::new()));
+            }
+        }
+    }
+
     /// Replays the events after `since` to a member from the ring, or asks
     /// for the bus's history when the ring starts later.
     pub(crate) fn resume_from_ring(&self, member: u64, since: u64) -> ResumeStep {
@@ -255,26 +299,22 @@ impl Room {
         let Some(i) = s.members.iter().position(|m| m.id == member) else {
             return ResumeStep::Replayed(0);
         };
-        if since >= last {
-            return ResumeStep::Replayed(0);
-        }
+        // A member held since its welcome misses only what came before it;
+        // otherwise the client asked for every event after `since`.
+        let gap_end = s.members[i].paused_at.unwrap_or(last);
         let first = s.ring.front().map_or(last + 1, |e| e.seq);
-        if first > since + 1 {
-            s.members[i].paused_at = Some(last);
+        if since < gap_end && first > since + 1 {
+            // Hold live events while the gap is fetched from the bus.
+            if s.members[i].paused_at.is_none() {
+                s.members[i].paused_at = Some(last);
+            }
             return ResumeStep::NeedHistory;
         }
-        let m = &s.members[i];
-        let mut n = 0;
-        for e in s.ring.iter().filter(|e| e.seq > since) {
-            m.outbox.push(e.frame_for(m.broadcaster));
-            n += 1;
-        }
-        ResumeStep::Replayed(n)
+        self.finish_resume(&mut s, i, since, Some(Vec::new()))
     }
 
-    /// Finishes a resume that needed the bus: queues `older` (events after the
-    /// client's position, from the bus) then the ring's newer events, and
-    /// resumes live delivery. `older == None` means the bus no longer has them.
+    /// Finishes a resume that needed the bus. `older == None` means the bus
+    /// no longer has the events.
     pub(crate) fn resume_with_history(
         &self,
         member: u64,
@@ -285,43 +325,48 @@ impl Room {
         let Some(i) = s.members.iter().position(|m| m.id == member) else {
             return ResumeStep::Replayed(0);
         };
-        let paused_at = s.members[i].paused_at.take().unwrap_or(since);
-        let m = &s.members[i];
+        self.finish_resume(&mut s, i, since, older)
+    }
+
+    /// Queues, in order: the gap `(since, paused_at]` (from `older`, then the
+    /// ring), then the events held back after `paused_at`, and resumes live
+    /// delivery. For a member held since its welcome, `paused_at` is the
+    /// welcome's `seq`: the replay comes first and nothing twice. A gap that
+    /// cannot be filled answers `resync_required` (the held events still
+    /// follow, so the live stream has no hole).
+    fn finish_resume(
+        &self,
+        s: &mut State,
+        i: usize,
+        since: u64,
+        older: Option<Vec<Arc<Delivered>>>,
+    ) -> ResumeStep {
+        let last = s.last_seq.unwrap_or(0);
+        let paused_at = s.members[i].paused_at.take().unwrap_or(last);
+        let gap_end = paused_at;
+        let broadcaster = s.members[i].broadcaster;
+        let outbox = s.members[i].outbox.clone();
         let mut next = since + 1;
-        let mut frames = Vec::new();
-        let mut complete = older.is_some();
-        for e in older.iter().flatten() {
-            if e.seq == next && e.seq <= paused_at {
-                frames.push(e.frame_for(m.broadcaster));
+        let mut gap = Vec::new();
+        let gap_known = older.is_some();
+        for e in older.iter().flatten().chain(s.ring.iter()) {
+            if e.seq == next && e.seq <= gap_end {
+                gap.push(e.frame_for(broadcaster));
                 next += 1;
             }
         }
-        let from = next;
-        for e in s.ring.iter().filter(|e| e.seq >= from) {
-            if e.seq != next {
-                complete = false;
-                break;
-            }
-            frames.push(e.frame_for(m.broadcaster));
-            next += 1;
-        }
-        let last = s.last_seq.unwrap_or(0);
-        if next <= last {
-            complete = false;
-        }
-        if complete {
-            let n = frames.len();
-            for f in frames {
-                m.outbox.push(f);
+        let gap_complete = since >= gap_end || (gap_known && next > gap_end);
+        let held = std::mem::take(&mut s.members[i].held);
+        if gap_complete {
+            let n = gap.len();
+            for f in gap.into_iter().chain(held) {
+                outbox.push(f);
             }
             return ResumeStep::Replayed(n);
         }
-        // The replay has a hole; the live stream must not: queue what this
-        // member missed while paused, then tell it to resync.
-        m.outbox
-            .push(OutFrame::Control(protocol::resync_required()));
-        for e in s.ring.iter().filter(|e| e.seq > paused_at) {
-            m.outbox.push(e.frame_for(m.broadcaster));
+        outbox.push(OutFrame::Control(protocol::resync_required()));
+        for f in held {
+            outbox.push(f);
         }
         ResumeStep::Resync
     }
@@ -379,7 +424,7 @@ mod tests {
             room.apply(ev(s));
         }
         let o = Arc::new(Outbox::new(1 << 20));
-        assert_eq!(room.register(7, o.clone(), false, "t"), Ok(8));
+        assert_eq!(room.register(7, o.clone(), false, "t", false), Ok(8));
         assert!(matches!(
             room.resume_from_ring(7, 5),
             ResumeStep::Replayed(3)
@@ -395,9 +440,11 @@ mod tests {
         // While paused, live events are held back and come after the replay.
         room.apply(ev(9));
         let older: Vec<_> = (3..=4).map(ev).collect();
+        // The gap 3..=8 (3..=4 from the bus, 5..=8 from the ring), then the
+        // held live event 9.
         assert!(matches!(
             room.resume_with_history(7, 2, Some(older)),
-            ResumeStep::Replayed(7)
+            ResumeStep::Replayed(6)
         ));
         assert!(matches!(
             room.resume_from_ring(7, 0),
@@ -407,5 +454,59 @@ mod tests {
             room.resume_with_history(7, 0, None),
             ResumeStep::Resync
         ));
+    }
+
+    fn seqs(texts: &[String]) -> Vec<String> {
+        texts
+            .iter()
+            .map(|t| match t.find("\"seq\":") {
+                Some(i) => t[i + 6..]
+                    .trim_end_matches(['}', ','])
+                    .split([',', '}'])
+                    .next()
+                    .unwrap_or("")
+                    .to_owned(),
+                None => t.clone(),
+            })
+            .collect()
+    }
+
+    #[tokio::test]
+    async fn a_held_welcome_replays_first_and_never_twice() {
+        let room = Room::new(&info(), 100, Duration::from_secs(60));
+        room.set_cursor(0);
+        for s in 1..=10 {
+            room.apply(ev(s));
+        }
+        let o = Arc::new(Outbox::new(1 << 20));
+        assert_eq!(room.register(7, o.clone(), false, "t", true), Ok(10));
+        // Live events arrive between the welcome and the client's resume.
+        room.apply(ev(11));
+        room.apply(ev(12));
+        assert!(matches!(
+            room.resume_from_ring(7, 6),
+            ResumeStep::Replayed(4)
+        ));
+        room.apply(ev(13));
+        let texts = o.take_texts();
+        assert!(texts[0].contains("welcome"), "{texts:?}");
+        assert_eq!(seqs(&texts[1..]), ["7", "8", "9", "10", "11", "12", "13"]);
+
+        // Without a resume, the hold ends and the held events follow in order.
+        let o2 = Arc::new(Outbox::new(1 << 20));
+        assert_eq!(room.register(8, o2.clone(), false, "t", true), Ok(13));
+        room.apply(ev(14));
+        room.release(8);
+        room.apply(ev(15));
+        let texts = o2.take_texts();
+        assert_eq!(seqs(&texts[1..]), ["14", "15"]);
+
+        // A resume later on (not held any more) replays every event after
+        // `since`, as the client asked.
+        assert!(matches!(
+            room.resume_from_ring(8, 11),
+            ResumeStep::Replayed(4)
+        ));
+        assert_eq!(seqs(&o2.take_texts()), ["12", "13", "14", "15"]);
     }
 }
