@@ -121,11 +121,7 @@ struct LedgerRooms(Ledger);
 #[async_trait]
 impl RoomDirectory for LedgerRooms {
     async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>, ApiError> {
-        let room = self
-            .0
-            .room(room_id)
-            .await
-            .map_err(ApiError::unavailable)?;
+        let room = self.0.room(room_id).await.map_err(ApiError::unavailable)?;
         Ok(room.map(|r| RoomInfo {
             room_id: r.room_id,
             broadcaster_id: r.broadcaster_id,

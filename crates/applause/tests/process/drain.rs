@@ -14,7 +14,10 @@ async fn sigterm_finishes_in_flight_purchases() {
     let port = free_port();
     let mut child = serve(dir.path(), port).await;
     let base = format!("http://127.0.0.1:{port}");
-    let http = reqwest::Client::builder().timeout(Duration::from_secs(10)).build().unwrap();
+    let http = reqwest::Client::builder()
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
     let star = token("star", Role::Broadcaster);
     let room: serde_json::Value = http
         .post(format!("{base}/v1/rooms"))
@@ -41,7 +44,13 @@ async fn sigterm_finishes_in_flight_purchases() {
     let created = Arc::new(std::sync::atomic::AtomicUsize::new(0));
     let mut tasks = Vec::new();
     for t in 0..16 {
-        let (http, base, room_id, viewer, created) = (http.clone(), base.clone(), room_id.clone(), viewer.clone(), created.clone());
+        let (http, base, room_id, viewer, created) = (
+            http.clone(),
+            base.clone(),
+            room_id.clone(),
+            viewer.clone(),
+            created.clone(),
+        );
         tasks.push(tokio::spawn(async move {
             for i in 0.. {
                 let r = http
@@ -63,9 +72,15 @@ async fn sigterm_finishes_in_flight_purchases() {
         }));
     }
     tokio::time::sleep(Duration::from_millis(400)).await;
-    let term = std::process::Command::new("kill").args(["-TERM", &child.id().to_string()]).status().unwrap();
+    let term = std::process::Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
     assert!(term.success());
-    let status = tokio::task::spawn_blocking(move || child.wait()).await.unwrap().unwrap();
+    let status = tokio::task::spawn_blocking(move || child.wait())
+        .await
+        .unwrap()
+        .unwrap();
     assert!(status.success(), "exit status {status:?}");
     for t in tasks {
         t.await.unwrap();
@@ -74,8 +89,16 @@ async fn sigterm_finishes_in_flight_purchases() {
     assert!(created > 0);
 
     // Every 201 is in the ledger, and the ledger is sound.
-    let out = bin().args(["ledger", "check", "--data-dir"]).arg(dir.path()).output().unwrap();
-    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stdout));
+    let out = bin()
+        .args(["ledger", "check", "--data-dir"])
+        .arg(dir.path())
+        .output()
+        .unwrap();
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let check: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     // One top-up plus one transaction per gift.
     assert_eq!(check["transactions"].as_u64().unwrap(), 1 + created as u64);
