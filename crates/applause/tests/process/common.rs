@@ -22,7 +22,7 @@ pub fn free_port() -> u16 {
 
 /// `applause serve` on `port` with its data in `dir`; waits until it answers.
 pub async fn serve(dir: &Path, port: u16) -> Child {
-    let child = bin()
+    let mut child = bin()
         .args([
             "serve",
             "--bind",
@@ -48,6 +48,8 @@ pub async fn serve(dir: &Path, port: u16) -> Child {
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("applause serve did not come up on port {port}");
 }
 

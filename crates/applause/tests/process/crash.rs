@@ -12,6 +12,9 @@ use tokio::sync::Mutex;
 
 use crate::common::*;
 
+/// The first answer to each idempotency key (`None`: no answer, the server died).
+type Answers = HashMap<String, Option<(u16, String)>>;
+
 struct Api {
     base: String,
     http: reqwest::Client,
@@ -93,7 +96,7 @@ async fn kill_9_loses_nothing_and_charges_nothing_twice() {
     }
 
     // Each viewer sends gifts back to back; the server dies under them.
-    let answers: Arc<Mutex<HashMap<String, Option<(u16, String)>>>> = Arc::default();
+    let answers: Arc<Mutex<Answers>> = Arc::default();
     let api = Arc::new(api);
     let mut tasks = Vec::new();
     for v in viewers.clone() {
