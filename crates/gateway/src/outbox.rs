@@ -35,7 +35,7 @@ pub(crate) enum OutFrame {
 }
 
 impl OutFrame {
-    fn len(&self) -> usize {
+    pub(crate) fn len(&self) -> usize {
         match self {
             OutFrame::Event { text, .. } | OutFrame::Control(text) => text.len(),
             OutFrame::Ping => 2,
@@ -86,6 +86,11 @@ pub(crate) struct Outbox {
 }
 
 impl Outbox {
+    /// The byte bound of this queue.
+    pub(crate) fn bytes_max(&self) -> usize {
+        self.bytes_max
+    }
+
     pub(crate) fn new(bytes_max: usize) -> Self {
         Self {
             state: Mutex::new(State::default()),

@@ -60,8 +60,11 @@ struct Member {
     /// resume grace, and while a resume fetches older events from the bus.
     paused_at: Option<u64>,
     /// The live frames held back while paused, in order. Bounded by the
-    /// room's history bound: past it the hold ends and they are flushed.
+    /// room's history bound and by half the connection's queue bound in
+    /// bytes: past either the hold ends and they are flushed (so a flush can
+    /// never overflow the queue by itself).
     held: Vec<OutFrame>,
+    held_bytes: usize,
 }
 
 struct State {
@@ -170,6 +173,7 @@ impl Room {
             broadcaster,
             paused_at: hold.then_some(seq),
             held: Vec::new(),
+            held_bytes: 0,
         });
         s.empty_since = None;
         Ok(seq)
@@ -212,10 +216,13 @@ impl Room {
         let events_max = self.events_max;
         for m in s.members.iter_mut() {
             if m.paused_at.is_some() {
-                m.held.push(ev.frame_for(m.broadcaster));
-                if m.held.len() < events_max {
+                let frame = ev.frame_for(m.broadcaster);
+                m.held_bytes += frame.len();
+                m.held.push(frame);
+                if m.held.len() < events_max && m.held_bytes <= m.outbox.bytes_max() / 2 {
                     continue;
                 }
+                m.held_bytes = 0;
                 // Too much held: end the hold rather than grow; a resume
                 // after this replays everything after its `since`.
                 m.paused_at = None;
@@ -234,6 +241,7 @@ impl Room {
             // Members still held get what was held, and the end, before closing.
             for m in s.members.iter_mut() {
                 if m.paused_at.take().is_some() {
+                    m.held_bytes = 0;
                     for f in std::mem::take(&mut m.held) {
                         m.outbox.push(f);
                     }
@@ -357,6 +365,7 @@ impl Room {
         }
         let gap_complete = since >= gap_end || (gap_known && next > gap_end);
         let held = std::mem::take(&mut s.members[i].held);
+        s.members[i].held_bytes = 0;
         if gap_complete {
             let n = gap.len();
             for f in gap.into_iter().chain(held) {

@@ -94,7 +94,7 @@ async fn resume_during_live_traffic_has_no_duplicates() {
     let room = api.open_room(&star).await;
     let senders: Vec<String> = (0..8).map(|i| format!("s{i}")).collect();
     for s in &senders {
-        api.top_up(s, "1000.00").await;
+        api.top_up(s, "100000.00").await;
     }
     let first = Viewer::connect(&node.base, &room, None).await;
     let epoch = first.epoch();
