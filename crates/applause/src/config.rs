@@ -88,6 +88,10 @@ pub struct CommonArgs {
     /// Seconds of silence before a WebSocket peer is closed.
     #[arg(long, env = "APPLAUSE_WS_IDLE_TIMEOUT_S", default_value_t = 60)]
     pub ws_idle_timeout_s: u64,
+    /// Milliseconds a new WebSocket's live events wait for an immediate
+    /// `resume` (replayed first, nothing twice); 0 turns the wait off.
+    #[arg(long, env = "APPLAUSE_WS_RESUME_GRACE_MS", default_value_t = 300)]
+    pub ws_resume_grace_ms: u64,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = 2_048)]
     pub batch_max: usize,
@@ -231,6 +235,7 @@ impl CommonArgs {
             connections_max: self.connections_max,
             connects_per_ip_per_s: self.connects_per_ip_per_s,
             idle_timeout_ms: self.ws_idle_timeout_s.saturating_mul(1000),
+            resume_grace_ms: self.ws_resume_grace_ms,
             ..GatewayConfig::default()
         };
         gateway.validate()?;

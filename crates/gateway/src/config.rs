@@ -49,7 +49,8 @@ pub struct GatewayConfig {
     /// How long live events are held after a connection's welcome, waiting
     /// for an immediate `resume`: a reconnecting client then gets the replay
     /// first and every event once, in order. Its first other frame ends the
-    /// hold early. 0 turns the hold off.
+    /// hold early. 0 (the default here) turns the hold off; `applause`
+    /// turns it on (`--ws-resume-grace-ms`, default 300).
     pub resume_grace_ms: u64,
 }
 
@@ -72,7 +73,7 @@ impl Default for GatewayConfig {
             close_grace_ms: 2_000,
             shutdown_grace_ms: 5_000,
             room_linger_ms: 30_000,
-            resume_grace_ms: 300,
+            resume_grace_ms: 0,
         }
     }
 }
