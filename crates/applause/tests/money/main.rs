@@ -3,6 +3,10 @@
 //! in-process on `127.0.0.1:0` and talks to it with `reqwest`; every error
 //! code of the new endpoints is reached, and nothing moves on any error.
 
+// The HTTP suite's harness, shared rather than copied; not every helper is
+// used here.
+#[allow(dead_code)]
+#[path = "../http/common.rs"]
 mod common;
 
 mod redpackets;
