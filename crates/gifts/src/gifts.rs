@@ -23,6 +23,7 @@ use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
+use crate::idempotency::{self, key_reused, InFlight};
 use crate::limits::contains_blocked;
 use crate::render::{json, json_response};
 use crate::{body, principal, GiftService, Id};
@@ -31,8 +32,6 @@ use crate::{body, principal, GiftService, Id};
 pub const TEXT_CHARS_MAX: usize = 200;
 /// The most stickers of one kind in one purchase.
 pub const QUANTITY_MAX: u64 = 9_999;
-/// The longest idempotency key, in bytes.
-pub const IDEMPOTENCY_KEY_BYTES_MAX: usize = 255;
 
 pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
     match e {
@@ -48,18 +47,6 @@ struct Purchase {
     quantity: serde_json::Value,
     #[serde(default)]
     message: Option<String>,
-}
-
-/// Removes the in-flight mark of a key when the request ends, however it ends.
-struct InFlight<'a> {
-    set: &'a dashmap::DashSet<(String, String)>,
-    key: (String, String),
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.set.remove(&self.key);
-    }
 }
 
 pub(crate) async fn purchase(
@@ -92,25 +79,7 @@ async fn purchase_inner(
     raw: Body,
 ) -> Result<(Response, bool), ApiError> {
     let who = principal(svc, &headers)?;
-    let key = match headers.get("idempotency-key") {
-        None => {
-            return Err(ApiError::new(
-                ErrorCode::IdempotencyKeyRequired,
-                "the Idempotency-Key header is required",
-            ))
-        }
-        Some(v) => v
-            .to_str()
-            .ok()
-            .filter(|k| body::printable_ascii(k, IDEMPOTENCY_KEY_BYTES_MAX))
-            .ok_or_else(|| {
-                ApiError::new(
-                    ErrorCode::IdempotencyKeyRequired,
-                    "the Idempotency-Key header must be 1–255 printable ASCII characters",
-                )
-            })?
-            .to_owned(),
-    };
+    let key = idempotency::key(&headers)?;
     if let Err(retry_after) = svc.0.limiter.take(&who.user_id) {
         return Err(
             ApiError::new(ErrorCode::RateLimited, "too many gifts; slow down")
@@ -155,17 +124,7 @@ async fn purchase_inner(
     let message = req.message.filter(|m| !m.is_empty());
     let request_hash = request_hash(&room_id, &sticker.id, quantity, message.as_deref());
 
-    let flight_key = (who.user_id.clone(), key.clone());
-    if !svc.0.in_flight.insert(flight_key.clone()) {
-        return Err(ApiError::new(
-            ErrorCode::IdempotencyKeyInFlight,
-            "a request with this Idempotency-Key is still being processed",
-        ));
-    }
-    let _guard = InFlight {
-        set: &svc.0.in_flight,
-        key: flight_key,
-    };
+    let _guard = InFlight::enter(&svc.0.in_flight, &who.user_id, &key)?;
 
     // No read before the committer: it looks the key up under its lock in
     // the same transaction anyway, and a read per purchase would cost a pool
@@ -198,13 +157,6 @@ async fn purchase_inner(
         PurchaseOutcome::Replay(stored) => replay(svc, &stored).await.map(|r| (r, true)),
         PurchaseOutcome::KeyReused => Err(key_reused()),
     }
-}
-
-fn key_reused() -> ApiError {
-    ApiError::new(
-        ErrorCode::IdempotencyKeyReused,
-        "this Idempotency-Key was already used with a different request",
-    )
 }
 
 async fn replay(svc: &GiftService, stored: &StoredOutcome) -> Result<Response, ApiError> {

@@ -10,6 +10,7 @@ mod boards;
 mod body;
 mod finance;
 mod gifts;
+mod idempotency;
 mod limits;
 mod metrics;
 mod ops;

@@ -31,7 +31,8 @@ use axum::response::Response;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
 
-use crate::gifts::{ledger_error, IDEMPOTENCY_KEY_BYTES_MAX};
+use crate::gifts::ledger_error;
+use crate::idempotency::{self, key_reused, InFlight};
 use crate::render::{json, json_response};
 use crate::{body, principal, GiftService, Id};
 
@@ -57,18 +58,6 @@ fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InvalidRedPacket, e.to_string())
 }
 
-/// Removes the in-flight mark of a key when the request ends, however it ends.
-struct InFlight<'a> {
-    set: &'a dashmap::DashSet<(String, String)>,
-    key: (String, String),
-}
-
-impl Drop for InFlight<'_> {
-    fn drop(&mut self) {
-        self.set.remove(&self.key);
-    }
-}
-
 /// A uniform value in `[0, n)` from the operating system's randomness (v4
 /// UUIDs), by rejection so there is no modulo bias.
 fn os_uniform(n: u64) -> u64 {
@@ -90,24 +79,7 @@ pub(crate) async fn drop_packet(
     raw: Body,
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;
-    let key = headers
-        .get("idempotency-key")
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::IdempotencyKeyRequired,
-                "the Idempotency-Key header is required",
-            )
-        })?
-        .to_str()
-        .ok()
-        .filter(|k| body::printable_ascii(k, IDEMPOTENCY_KEY_BYTES_MAX))
-        .ok_or_else(|| {
-            ApiError::new(
-                ErrorCode::IdempotencyKeyRequired,
-                "the Idempotency-Key header must be 1–255 printable ASCII characters",
-            )
-        })?
-        .to_owned();
+    let key = idempotency::key(&headers)?;
     let req: DropBody = body::json(&headers, raw, svc.0.config.body_bytes_max).await?;
     let currency = svc.0.ledger.currency();
     let total = body::amount(currency, &req.total, "total")?;
@@ -151,17 +123,7 @@ pub(crate) async fn drop_packet(
         &expires_in_s.to_string(),
     ]);
     let stored_key = format!("{}{key}", applause_ledger::RED_PACKET_KEY_PREFIX);
-    let flight_key = (who.user_id.clone(), stored_key.clone());
-    if !svc.0.in_flight.insert(flight_key.clone()) {
-        return Err(ApiError::new(
-            ErrorCode::IdempotencyKeyInFlight,
-            "a request with this Idempotency-Key is still being processed",
-        ));
-    }
-    let _guard = InFlight {
-        set: &svc.0.in_flight,
-        key: flight_key,
-    };
+    let _guard = InFlight::enter(&svc.0.in_flight, &who.user_id, &stored_key)?;
     if let Some(rec) = svc
         .0
         .ledger
@@ -199,13 +161,6 @@ pub(crate) async fn drop_packet(
         DropOutcome::Replay(stored) => replay(&svc, &stored).await,
         DropOutcome::KeyReused => Err(key_reused()),
     }
-}
-
-fn key_reused() -> ApiError {
-    ApiError::new(
-        ErrorCode::IdempotencyKeyReused,
-        "this Idempotency-Key was already used with a different request",
-    )
 }
 
 async fn replay(svc: &GiftService, stored: &StoredOutcome) -> Result<Response, ApiError> {
