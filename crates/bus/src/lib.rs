@@ -12,7 +12,10 @@
 //! a [`PublishOutcome::Duplicate`] (so a retried publish never shows an event
 //! twice) and a `seq` beyond the next one is a [`PublishOutcome::Gap`]: the
 //! publisher must first publish the missing events (from the ledger's outbox).
-//! A room the bus has no record of accepts any `seq` as its first.
+//! A room the bus has no record of accepts seq 1, or the seq right after the
+//! one the ledger vouches for ([`EventBus::publish_through`]): a bus that lost
+//! a room's record goes on from there, and a racing publisher of a later seq
+//! cannot make an earlier one look like a duplicate.
 //!
 //! Delivery after [`EventBus::join`]: every event with `seq` above the returned
 //! cursor arrives on the messages receiver, in order, once per publish. The
@@ -21,6 +24,7 @@
 //! delivered. After [`BusMessage::Reconnected`] events may be missing and the
 //! gateway fills them from [`EventBus::history`].
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 mod clock;
@@ -100,7 +104,18 @@ pub enum BusError {
 pub trait EventBus: Send + Sync + 'static {
     /// Publishes events in order (see the ordering contract above); one outcome
     /// per event. Implementations batch the round trips.
-    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishOutcome>, BusError>;
+    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishOutcome>, BusError> {
+        self.publish_through(events, &HashMap::new()).await
+    }
+
+    /// [`EventBus::publish`] with what the ledger knows: for each room in
+    /// `published_through`, every event up to that seq has reached the bus,
+    /// so a bus with no (or an older) record of the room accepts the next seq.
+    async fn publish_through(
+        &self,
+        events: &[EventEnvelope],
+        published_through: &HashMap<String, u64>,
+    ) -> Result<Vec<PublishOutcome>, BusError>;
 
     /// Subscribes this process to a room. Events of the room published after
     /// the returned cursor arrive on the [`EventBus::messages`] receiver. Joining

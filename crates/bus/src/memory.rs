@@ -1,7 +1,7 @@
 //! The in-process bus of the embedded `applause serve`: per-room order, history
 //! rings and delivery to this process's gateway, without Redis.
 
-use std::collections::VecDeque;
+use std::collections::{HashMap, VecDeque};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 
@@ -12,7 +12,7 @@ use parking_lot::Mutex;
 use tokio::sync::mpsc;
 
 use crate::clock::{Clock, TokioClock};
-use crate::rules::{answer_history, check_order};
+use crate::rules::{answer_history, check_order, restarts_history};
 use crate::{BusError, BusMessage, EventBus, History, HistoryBounds, PublishOutcome, RoomCursor};
 
 /// Settings of an [`InProcessBus`].
@@ -52,7 +52,7 @@ impl std::fmt::Debug for InProcessBusConfig {
 
 #[derive(Default)]
 struct Room {
-    /// `None` until the first event: such a room accepts any first seq.
+    /// `None` until the first event (see `check_order` for what it accepts).
     last_seq: Option<u64>,
     /// Contiguous by seq, oldest first, at most `bounds.events_max` long.
     ring: VecDeque<Arc<EventEnvelope>>,
@@ -113,12 +113,16 @@ impl InProcessBus {
     /// Publishes one event. The delivery permit is reserved before the room's
     /// state changes, and the event is sent while the room's shard is locked,
     /// so concurrent publishers of a room reach the channel in seq order.
-    async fn publish_one(&self, event: &EventEnvelope) -> PublishOutcome {
+    async fn publish_one(
+        &self,
+        event: &EventEnvelope,
+        published_through: Option<u64>,
+    ) -> PublishOutcome {
         let mut permit: Option<mpsc::Permit<'_, BusMessage>> = None;
         loop {
             let now_ms = self.config.clock.now_ms();
             let mut room = self.rooms.entry(event.room_id.clone()).or_default();
-            let outcome = check_order(room.last_seq, event.seq);
+            let outcome = check_order(room.last_seq, event.seq, published_through);
             if outcome != PublishOutcome::Published {
                 return outcome;
             }
@@ -140,6 +144,9 @@ impl InProcessBus {
                 }
             }
             let event = Arc::new(event.clone());
+            if restarts_history(room.last_seq, event.seq) {
+                room.ring.clear();
+            }
             room.last_seq = Some(event.seq);
             room.ended |= event.ends_room;
             room.last_publish_ms = now_ms;
@@ -155,8 +162,8 @@ impl InProcessBus {
     }
 
     /// Forgets rooms nobody can still need: not joined, history aged out, and
-    /// ended or idle. Forgetting an active room would let a retried old seq be
-    /// accepted again as a "first" seq, hence the idle bound.
+    /// ended or idle. A forgotten room goes on only from where the ledger
+    /// vouches for it (see [`check_order`]); the idle bound keeps that rare.
     fn sweep(&self) {
         let now_ms = self.config.clock.now_ms();
         let bounds = self.config.bounds;
@@ -182,10 +189,15 @@ impl Default for InProcessBus {
 
 #[async_trait]
 impl EventBus for InProcessBus {
-    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishOutcome>, BusError> {
+    async fn publish_through(
+        &self,
+        events: &[EventEnvelope],
+        published_through: &HashMap<String, u64>,
+    ) -> Result<Vec<PublishOutcome>, BusError> {
         let mut outcomes = Vec::with_capacity(events.len());
         for event in events {
-            outcomes.push(self.publish_one(event).await);
+            let through = published_through.get(&event.room_id).copied();
+            outcomes.push(self.publish_one(event, through).await);
         }
         let before = self
             .publishes

@@ -8,22 +8,43 @@ use applause_core::EventEnvelope;
 use crate::{History, HistoryBounds, PublishOutcome};
 
 /// What the bus does with `seq` given the room's last published seq (`None`
-/// when the bus has no record of the room, which accepts any first seq).
+/// when the bus has no record of the room) and, when the publisher read it
+/// from the ledger, the seq through which every event of the room is recorded
+/// as having reached the bus (`published_through`).
+///
+/// A room starts at seq 1. A bus that lost a room's record (Redis flushed or
+/// restarted from an old snapshot, keys expired, a process restarted) goes on
+/// only where the ledger vouches for everything before: `published_through +
+/// 1`. Without that word a later seq is a gap, because the events before it
+/// may not have been published yet (two publishers racing on a new room).
 ///
 /// Seq 0 means "nothing yet" (see [`crate::RoomCursor`]), so an event at 0 is
 /// never delivered: it counts as already at or before any cursor.
-pub(crate) fn check_order(last_seq: Option<u64>, seq: u64) -> PublishOutcome {
+pub(crate) fn check_order(
+    last_seq: Option<u64>,
+    seq: u64,
+    published_through: Option<u64>,
+) -> PublishOutcome {
     if seq == 0 {
         return PublishOutcome::Duplicate;
     }
+    let vouched = published_through.is_some_and(|p| p.checked_add(1) == Some(seq));
     match last_seq {
-        None => PublishOutcome::Published,
         Some(last) if seq <= last => PublishOutcome::Duplicate,
-        Some(last) if seq == last.saturating_add(1) => PublishOutcome::Published,
+        Some(last) if seq == last.saturating_add(1) || vouched => PublishOutcome::Published,
         Some(last) => PublishOutcome::Gap {
             expected: last.saturating_add(1),
         },
+        None if seq == 1 || vouched => PublishOutcome::Published,
+        None => PublishOutcome::Gap { expected: 1 },
     }
+}
+
+/// Whether publishing `seq` after `last_seq` starts the room's history over
+/// (the bus lost events the ledger vouched for): the kept events are dropped
+/// so the history stays contiguous.
+pub(crate) fn restarts_history(last_seq: Option<u64>, seq: u64) -> bool {
+    last_seq.is_none_or(|last| last.checked_add(1) != Some(seq))
 }
 
 /// Answers a history request from the room's last seq and the kept events
@@ -98,19 +119,38 @@ mod tests {
 
     #[test]
     fn order_outcomes() {
+        use PublishOutcome::{Duplicate, Gap, Published};
+        // (last, seq, published_through, expected)
         let cases = [
-            (None, 7, PublishOutcome::Published),
-            (None, 0, PublishOutcome::Duplicate),
-            (Some(3), 0, PublishOutcome::Duplicate),
-            (Some(0), 1, PublishOutcome::Published),
-            (Some(4), 5, PublishOutcome::Published),
-            (Some(4), 4, PublishOutcome::Duplicate),
-            (Some(4), 1, PublishOutcome::Duplicate),
-            (Some(4), 7, PublishOutcome::Gap { expected: 5 }),
+            (None, 1, None, Published),
+            (None, 7, None, Gap { expected: 1 }),
+            (None, 7, Some(6), Published),
+            (None, 7, Some(5), Gap { expected: 1 }),
+            (None, 7, Some(7), Gap { expected: 1 }),
+            (None, 0, None, Duplicate),
+            (None, 0, Some(u64::MAX), Duplicate),
+            (Some(3), 0, None, Duplicate),
+            (Some(0), 1, None, Published),
+            (Some(4), 5, None, Published),
+            (Some(4), 5, Some(2), Published),
+            (Some(4), 4, None, Duplicate),
+            (Some(4), 4, Some(3), Duplicate),
+            (Some(4), 1, None, Duplicate),
+            (Some(4), 7, None, Gap { expected: 5 }),
+            (Some(4), 7, Some(5), Gap { expected: 5 }),
+            // The bus went back to an older state than the ledger vouches for.
+            (Some(4), 7, Some(6), Published),
         ];
-        for (last, seq, expected) in cases {
-            assert_eq!(check_order(last, seq), expected, "last={last:?} seq={seq}");
+        for (last, seq, through, expected) in cases {
+            assert_eq!(
+                check_order(last, seq, through),
+                expected,
+                "last={last:?} seq={seq} through={through:?}"
+            );
         }
+        assert!(restarts_history(None, 1));
+        assert!(restarts_history(Some(4), 7));
+        assert!(!restarts_history(Some(4), 5));
     }
 
     fn seqs(h: &History) -> Option<Vec<u64>> {

@@ -105,8 +105,9 @@ async fn notice_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<CommitN
         // The boards are updated before the events are marked published: a
         // crash in between leaves the events to the relay, which counts
         // their gifts again (idempotent), so no committed gift is missed.
+        let fresh = HashMap::new();
         let (reached, (), ()) = tokio::join!(
-            publish(&s, &events, false),
+            publish(&s, &events, &fresh),
             count_gifts(&s, &gifts),
             subtract_refunds(&s, &refunds),
         );
@@ -115,13 +116,20 @@ async fn notice_loop(s: Arc<Shared>, mut rx: tokio::sync::mpsc::Receiver<CommitN
 }
 
 /// Publishes events (in order); returns the last `seq` per room that reached
-/// the bus, for [`mark_published`].
-async fn publish(s: &Shared, events: &[EventEnvelope], relayed: bool) -> BTreeMap<String, u64> {
+/// the bus, for [`mark_published`]. The relay passes what the ledger records
+/// as published per room (`published_through`, empty for fresh commits): the
+/// bus accepts a seq after a gap only on that word.
+async fn publish(
+    s: &Shared,
+    events: &[EventEnvelope],
+    published_through: &HashMap<String, u64>,
+) -> BTreeMap<String, u64> {
+    let relayed = !published_through.is_empty();
     let mut reached: BTreeMap<String, u64> = BTreeMap::new();
     if events.is_empty() {
         return reached;
     }
-    match s.bus.publish(events).await {
+    match s.bus.publish_through(events, published_through).await {
         Ok(outcomes) => {
             let now = applause_web::now_ms();
             for (ev, o) in events.iter().zip(outcomes) {
@@ -205,10 +213,17 @@ async fn relay_loop(s: Arc<Shared>) {
         };
         match s.ledger.unpublished_events(cutoff, RELAY_EVENTS_MAX).await {
             Ok(stored) if !stored.is_empty() => {
-                let events: Vec<_> = stored.into_iter().map(|e| e.envelope).collect();
+                let mut through = HashMap::new();
+                let events: Vec<_> = stored
+                    .into_iter()
+                    .map(|e| {
+                        through.insert(e.envelope.room_id.clone(), e.published_through);
+                        e.envelope
+                    })
+                    .collect();
                 let gifts = gifts_of(&s, &events).await;
                 let (reached, ()) =
-                    tokio::join!(publish(&s, &events, true), count_gifts(&s, &gifts));
+                    tokio::join!(publish(&s, &events, &through), count_gifts(&s, &gifts));
                 mark_published(&s, reached);
             }
             Ok(_) => {}

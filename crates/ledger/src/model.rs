@@ -166,6 +166,9 @@ pub enum AckOutcome {
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct StoredEvent {
     pub envelope: EventEnvelope,
+    /// The room's `published_seq` when the event was read: every event of
+    /// the room up to this seq is recorded as having reached the bus.
+    pub published_through: u64,
 }
 
 /// How the revenue report groups rows.

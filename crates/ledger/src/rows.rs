@@ -229,7 +229,8 @@ where
     })
 }
 
-pub(crate) fn event<'r, R>(r: &'r R) -> Result<StoredEvent, sqlx::Error>
+/// An outbox row of a room whose `published_seq` is `published_through`.
+pub(crate) fn event<'r, R>(r: &'r R, published_through: u64) -> Result<StoredEvent, sqlx::Error>
 where
     R: Row,
     &'r str: ColumnIndex<R>,
@@ -249,6 +250,7 @@ where
             committed_at_ms: r.try_get("created_at_ms")?,
             ends_room: r.try_get("ends_room")?,
         },
+        published_through,
     })
 }
 

@@ -602,7 +602,7 @@ impl Backend for Lite {
             .await
             .map_err(LedgerError::from_sqlx)?;
             for r in &rows {
-                out.push(rows::event(r).map_err(LedgerError::from_sqlx)?);
+                out.push(rows::event(r, published as u64).map_err(LedgerError::from_sqlx)?);
             }
         }
         Ok(out)

@@ -503,3 +503,83 @@ async fn rebuilds(api: &Api) -> u64 {
         .and_then(|v| v.trim().parse::<f64>().ok())
         .map_or(0, |v| v as u64)
 }
+
+/// A new room's first gifts, bought at once through two gifts nodes, race to
+/// the bus: whichever seq arrives first, none is taken for a duplicate and
+/// lost (how often the later seq wins depends on timing; the bus conformance
+/// suite checks that order deterministically). Then the bus forgets the room (its keys are deleted, as after a
+/// Redis flush or expiry) and the next gifts still reach every viewer, the
+/// bus going on where the ledger vouches for everything before.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn first_gifts_racing_through_two_gifts_nodes_and_a_forgotten_room_lose_nothing() {
+    let cluster = Cluster::start(1, 2);
+    let gw = cluster.gateways();
+    let nodes: Vec<Api> = cluster.gifts().iter().map(|u| Api::new(u)).collect();
+    assert_eq!(nodes.len(), 2);
+    let star = token("star", Role::Broadcaster);
+    let senders: Vec<String> = (0..4).map(|i| format!("racer{i}")).collect();
+    for s in &senders {
+        nodes[0].top_up(s, "100.00").await;
+    }
+    const ROOMS: usize = 6;
+    const FIRST: usize = 4;
+    let mut rooms = Vec::new();
+    for _ in 0..ROOMS {
+        rooms.push(nodes[0].open_room(&star).await);
+    }
+    let mut viewers = Vec::new();
+    for room in &rooms {
+        viewers.push(Viewer::connect(&gw[0], room, None).await);
+    }
+    // Each room's first gifts at once, alternating between the nodes.
+    let mut bought: Vec<Vec<Value>> = Vec::new();
+    for (r, room) in rooms.iter().enumerate() {
+        let buys: Vec<_> = (0..FIRST)
+            .map(|i| {
+                let (api, room) = (nodes[i % 2].clone(), room.clone());
+                let tok = token(&senders[i], Role::Viewer);
+                tokio::spawn(async move {
+                    api.buy(&tok, &room, &format!("first-{r}-{i}"), "heart")
+                        .await
+                })
+            })
+            .collect();
+        let mut bodies = Vec::new();
+        for b in buys {
+            bodies.push(b.await.unwrap());
+        }
+        bought.push(bodies);
+    }
+    let mut last_seqs = Vec::new();
+    for (r, v) in viewers.iter_mut().enumerate() {
+        let who = format!("room {r}");
+        let mut frames = v
+            .read_until(Duration::from_secs(15), |f| gift_count(f) >= FIRST)
+            .await;
+        frames.extend(v.drain(Duration::from_millis(300)).await);
+        last_seqs.push(assert_consecutive(&who, &frames, v.welcome_seq()));
+        assert_all_gifts_once(&who, &frames, &bought[r]);
+    }
+
+    // The bus forgets the rooms; the ledger still knows every seq published.
+    let deleted = delete_redis_keys(&format!("{}bus:*", cluster.redis_prefix()))
+        .await
+        .expect("delete the bus keys");
+    assert!(deleted >= ROOMS, "deleted {deleted} bus keys");
+    for (r, room) in rooms.iter().enumerate() {
+        let tok = token(&senders[0], Role::Viewer);
+        let body = nodes[r % 2]
+            .buy(&tok, room, &format!("after-{r}"), "rose")
+            .await;
+        let who = format!("room {r} after the bus forgot it");
+        let frames = viewers[r]
+            .read_until(Duration::from_secs(15), |f| gift_count(f) >= 1)
+            .await;
+        assert_eq!(
+            gift_ids(&frames),
+            vec![body["gift_id"].as_str().unwrap().to_owned()],
+            "{who}: {frames:?}"
+        );
+        assert_consecutive(&who, &frames, last_seqs[r]);
+    }
+}

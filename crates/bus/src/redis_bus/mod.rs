@@ -188,6 +188,7 @@ impl RedisBus {
     fn publish_pipeline(
         &self,
         events: &[EventEnvelope],
+        published_through: &HashMap<String, u64>,
         load_script: bool,
     ) -> Result<redis::Pipeline, BusError> {
         let shared = &self.shared;
@@ -207,7 +208,13 @@ impl RedisBus {
                 .arg(event.committed_at_ms)
                 .arg(shared.config.bounds.events_max.max(1))
                 .arg(shared.channel(&event.room_id))
-                .arg(shared.config.key_ttl_ms.max(1));
+                .arg(shared.config.key_ttl_ms.max(1))
+                .arg(
+                    published_through
+                        .get(&event.room_id)
+                        // Lua numbers are doubles: seqs stay below 2^53.
+                        .map_or(-1, |&p| i64::try_from(p).unwrap_or(-1)),
+                );
             pipe.invoke_script(&invocation);
         }
         Ok(pipe)
@@ -271,17 +278,21 @@ fn decode_entries(entries: Vec<(String, HashMap<String, String>)>) -> Vec<Arc<Ev
 
 #[async_trait]
 impl EventBus for RedisBus {
-    async fn publish(&self, events: &[EventEnvelope]) -> Result<Vec<PublishOutcome>, BusError> {
+    async fn publish_through(
+        &self,
+        events: &[EventEnvelope],
+        published_through: &HashMap<String, u64>,
+    ) -> Result<Vec<PublishOutcome>, BusError> {
         if events.is_empty() {
             return Ok(Vec::new());
         }
         // One round trip: EVALSHA per event, pipelined. After a Redis restart
         // the script cache is empty; the retry loads it in the same pipeline.
         // Events that did run before a failure answer `Duplicate` on retry.
-        let pipe = self.publish_pipeline(events, false)?;
+        let pipe = self.publish_pipeline(events, published_through, false)?;
         let replies: Vec<(i64, i64)> = match self.query(&pipe).await {
             Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                let pipe = self.publish_pipeline(events, true)?;
+                let pipe = self.publish_pipeline(events, published_through, true)?;
                 self.query(&pipe).await.map_err(unavailable)?
             }
             other => other.map_err(unavailable)?,

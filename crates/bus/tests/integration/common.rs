@@ -33,6 +33,11 @@ pub fn ev_at(room: &str, seq: u64, committed_at_ms: i64) -> EventEnvelope {
     }
 }
 
+/// The ledger's word that every event of `room` up to `seq` was published.
+pub fn through(room: &str, seq: u64) -> std::collections::HashMap<String, u64> {
+    std::collections::HashMap::from([(room.to_owned(), seq)])
+}
+
 pub fn evs(room: &str, seqs: impl IntoIterator<Item = u64>) -> Vec<EventEnvelope> {
     seqs.into_iter().map(|s| ev(room, s)).collect()
 }

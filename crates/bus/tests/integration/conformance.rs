@@ -12,8 +12,11 @@ mod cases {
     pub async fn ordering_outcomes(make: MakeBus) {
         let bus = make(HistoryBounds::default()).await;
         let r = room();
-        // An unknown room accepts any first seq.
-        let out = bus.publish(&evs(&r, [5, 6, 6, 9, 7])).await.unwrap();
+        // An unknown room goes on where the ledger vouches for every earlier seq.
+        let out = bus
+            .publish_through(&evs(&r, [5, 6, 6, 9, 7]), &through(&r, 4))
+            .await
+            .unwrap();
         assert_eq!(
             out,
             vec![
@@ -40,6 +43,64 @@ mod cases {
             bus.publish(&evs(&fresh, [0, 1])).await.unwrap(),
             vec![PublishOutcome::Duplicate, PublishOutcome::Published]
         );
+    }
+
+    /// Two publishers racing on a new room: the later seq arriving first
+    /// must not make the earlier one look like a duplicate.
+    pub async fn a_room_starts_at_one_or_where_the_ledger_vouches(make: MakeBus) {
+        use PublishOutcome::*;
+        let bus = make(HistoryBounds::default()).await;
+        let mut rx = bus.messages().unwrap();
+        let r = room();
+        bus.join(&r).await.unwrap();
+        assert_eq!(
+            bus.publish(&evs(&r, [2])).await.unwrap(),
+            vec![Gap { expected: 1 }]
+        );
+        // The ledger's word must name the seq right before.
+        assert_eq!(
+            bus.publish_through(&evs(&r, [3]), &through(&r, 1))
+                .await
+                .unwrap(),
+            vec![Gap { expected: 1 }]
+        );
+        assert_eq!(
+            bus.publish(&evs(&r, [1, 2])).await.unwrap(),
+            vec![Published, Published]
+        );
+        assert_eq!(recv_event(&mut rx).await.seq, 1);
+        assert_eq!(recv_event(&mut rx).await.seq, 2);
+        // Another room's word does not count for this one.
+        let other = room();
+        assert_eq!(
+            bus.publish_through(&evs(&r, [4]), &through(&other, 3))
+                .await
+                .unwrap(),
+            vec![Gap { expected: 3 }]
+        );
+        // A record older than the ledger's word (Redis back from an old
+        // snapshot) goes on from the word, and its history starts over there.
+        assert_eq!(
+            bus.publish_through(&evs(&r, [6, 7]), &through(&r, 5))
+                .await
+                .unwrap(),
+            vec![Published, Published]
+        );
+        assert_eq!(recv_event(&mut rx).await.seq, 6);
+        assert_eq!(recv_event(&mut rx).await.seq, 7);
+        assert_eq!(seqs(&bus.history(&r, 1, 10).await.unwrap()), None);
+        assert_eq!(
+            seqs(&bus.history(&r, 5, 10).await.unwrap()),
+            Some(vec![6, 7])
+        );
+        // The word never brings back a seq the bus already has.
+        assert_eq!(
+            bus.publish_through(&evs(&r, [7]), &through(&r, 6))
+                .await
+                .unwrap(),
+            vec![Duplicate]
+        );
+        assert_quiet(&mut rx).await;
     }
 
     pub async fn rooms_are_independent_in_one_batch(make: MakeBus) {
@@ -124,7 +185,9 @@ mod cases {
         assert_eq!(seqs(&bus.history(&r, 6, 10).await.unwrap()), None);
         // A room that started at a later seq has nothing before it.
         let late = room();
-        bus.publish(&evs(&late, [10, 11])).await.unwrap();
+        bus.publish_through(&evs(&late, [10, 11]), &through(&late, 9))
+            .await
+            .unwrap();
         assert_eq!(seqs(&bus.history(&late, 0, 10).await.unwrap()), None);
         assert_eq!(
             seqs(&bus.history(&late, 9, 10).await.unwrap()),
@@ -231,6 +294,10 @@ macro_rules! conformance_suite {
             #[tokio::test]
             async fn ordering_outcomes() {
                 cases::ordering_outcomes(MAKE).await
+            }
+            #[tokio::test]
+            async fn a_room_starts_at_one_or_where_the_ledger_vouches() {
+                cases::a_room_starts_at_one_or_where_the_ledger_vouches(MAKE).await
             }
             #[tokio::test]
             async fn rooms_are_independent_in_one_batch() {

@@ -91,7 +91,9 @@ async fn keys_of_a_room_share_one_hash_tag_and_expire() {
     config.key_ttl_ms = 60_000;
     let bus = RedisBus::connect_with(&redis_url(), config).await.unwrap();
     let r = room();
-    bus.publish(&evs(&r, [41, 42])).await.unwrap();
+    bus.publish_through(&evs(&r, [41, 42]), &through(&r, 40))
+        .await
+        .unwrap();
     let mut conn = admin().await;
     let seq: u64 = conn.get(format!("{prefix}{{{r}}}:seq")).await.unwrap();
     assert_eq!(seq, 42);
@@ -131,6 +133,19 @@ async fn a_room_whose_seq_key_expired_starts_over() {
     assert_eq!(
         seqs(&bus.history(&r, 0, 10).await.unwrap()),
         Some(vec![1, 2])
+    );
+    // The same with the ledger's word: the stream (now up to 2-0) is dropped
+    // and the room goes on at the vouched seq.
+    let _: () = conn.del(format!("{prefix}{{{r}}}:seq")).await.unwrap();
+    assert_eq!(
+        bus.publish_through(&evs(&r, [8, 9]), &through(&r, 7))
+            .await
+            .unwrap(),
+        vec![PublishOutcome::Published, PublishOutcome::Published]
+    );
+    assert_eq!(
+        seqs(&bus.history(&r, 7, 10).await.unwrap()),
+        Some(vec![8, 9])
     );
 }
 
@@ -329,7 +344,7 @@ async fn a_redis_restart_is_survived() {
     // The command connection reconnects on its own schedule; retry briefly.
     let deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let out = loop {
-        match bus.publish(&evs(&r, [2])).await {
+        match bus.publish_through(&evs(&r, [2]), &through(&r, 1)).await {
             Ok(out) => break out,
             Err(e) => {
                 assert!(tokio::time::Instant::now() < deadline, "still failing: {e}");
@@ -337,7 +352,8 @@ async fn a_redis_restart_is_survived() {
             }
         }
     };
-    // The restarted Redis has no record of the room: any first seq is accepted.
+    // The restarted Redis has no record of the room: it goes on where the
+    // ledger vouches for the earlier events.
     assert_eq!(out, vec![PublishOutcome::Published]);
     assert_eq!(recv_event(&mut rx).await.seq, 2);
     assert!(bus.ready().await);
