@@ -1,6 +1,7 @@
 //! The slice of the public HTTP API (SPEC §3) the load generator calls, with
 //! the retry policy for purchases: same `Idempotency-Key`, bounded attempts.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
@@ -309,6 +310,37 @@ impl Api {
             .or_else(|| v["totals"]["gross_gifts"].as_str())
             .ok_or_else(|| anyhow!("finance summary has no `gross_gifts` string"))?;
         parse_minor(&self.currency, gross)
+    }
+
+    /// Gross gifts per broadcaster from the revenue report over the UTC days
+    /// `[from, to)` (`YYYY-MM-DD`), in minor units.
+    pub async fn gross_by_broadcaster(
+        &self,
+        finance_token: &str,
+        from: &str,
+        to: &str,
+    ) -> Result<HashMap<String, i64>> {
+        let req = self
+            .http
+            .get(self.url("/v1/finance/revenue"))
+            .query(&[("from", from), ("to", to), ("group_by", "broadcaster")])
+            .timeout(REPORT_TIMEOUT)
+            .bearer_auth(finance_token);
+        let v = self.expect_ok(req, "GET /v1/finance/revenue").await?;
+        let rows = v["rows"]
+            .as_array()
+            .ok_or_else(|| anyhow!("revenue report has no `rows` array"))?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let (Some(id), Some(gross)) = (row["broadcaster"].as_str(), row["gross"].as_str())
+            else {
+                return Err(anyhow!(
+                    "revenue row without `broadcaster` and `gross`: {row}"
+                ));
+            };
+            out.insert(id.to_owned(), parse_minor(&self.currency, gross)?);
+        }
+        Ok(out)
     }
 
     /// The room's live leaderboard as (user_id, amount in minor units).

@@ -110,6 +110,12 @@ pub struct ScenarioOpts {
     /// Decimals of the deployment's currency.
     #[arg(long)]
     pub currency_decimals: Option<u32>,
+    /// Other clients (such as further load generators) buy on the deployment
+    /// during the run: finance is checked through the revenue report of this
+    /// run's own broadcasters only, not through the global summary's growth.
+    #[arg(long)]
+    #[serde(default)]
+    pub shared_deployment: bool,
 }
 
 #[derive(Debug, Clone, Args)]
@@ -207,6 +213,8 @@ pub struct Scenario {
     pub retries: u32,
     pub topup: Option<String>,
     pub currency_decimals: u32,
+    /// Check finance through this run's broadcasters only (see the flag).
+    pub shared_deployment: bool,
 }
 
 macro_rules! merge {
@@ -253,6 +261,7 @@ impl RunArgs {
             if o.gateways.is_empty() {
                 o.gateways = file.gateways;
             }
+            o.shared_deployment |= file.shared_deployment;
         }
         let target = trim_base(o.target.as_deref().unwrap_or("http://127.0.0.1:8080"));
         let http_base = o.gifts.as_deref().map(trim_base).unwrap_or(target.clone());
@@ -301,6 +310,7 @@ impl RunArgs {
             retries: o.retries.unwrap_or(3),
             topup: o.topup.clone(),
             currency_decimals: o.currency_decimals.unwrap_or(2),
+            shared_deployment: o.shared_deployment,
         };
         s.validate()?;
         Ok(s)

@@ -89,6 +89,7 @@ impl Outcome {
 pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> {
     let run_id = format!("{:06x}", rand::rng().random::<u32>() & 0xff_ffff);
     let started_at = chrono::Utc::now().to_rfc3339();
+    let started_day = chrono::Utc::now().date_naive();
     let total_viewers = s.rooms * s.viewers_per_room;
     if total_viewers > 0 {
         let limit = raise_nofile_limit(total_viewers as u64 + 4096);
@@ -344,7 +345,19 @@ pub async fn run(s: &Scenario, out: &OutputOpts, mode: &str) -> Result<Outcome> 
     if unknown > 0 {
         problems.push(Problem::UnknownOutcome { count: unknown });
     }
-    problems.extend(check_finance(&api, &finance, gross_before, bought).await);
+    if !s.shared_deployment {
+        problems.extend(check_finance(&api, &finance, gross_before, bought).await);
+    }
+    let mut by_broadcaster = BTreeMap::new();
+    for r in 0..rooms.len() {
+        let gross: i64 = purchases
+            .iter()
+            .filter(|p| p.room == r)
+            .map(|p| p.amount_minor)
+            .sum();
+        by_broadcaster.insert(format!("lt{run_id}-b{r}"), gross);
+    }
+    problems.extend(check_revenue(&api, &finance, started_day, &by_broadcaster).await);
     for (r, room) in rooms.iter().enumerate() {
         let mut tallies = BTreeMap::new();
         for p in purchases.iter().filter(|p| p.room == r) {
@@ -853,6 +866,37 @@ async fn check_finance(
                     error: format!("{e:#}"),
                 })
             }
+        }
+    }
+    last
+}
+
+/// This run's broadcasters in the revenue report (UTC days from the start of
+/// the run through today) grossed exactly what was bought in their rooms:
+/// unlike the summary's growth, other traffic on the deployment cannot blur it.
+async fn check_revenue(
+    api: &Api,
+    finance: &str,
+    started_day: chrono::NaiveDate,
+    expected: &BTreeMap<String, i64>,
+) -> Vec<Problem> {
+    let from = started_day.format("%Y-%m-%d").to_string();
+    let to = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
+        .format("%Y-%m-%d")
+        .to_string();
+    let mut last = Vec::new();
+    for attempt in 0..3 {
+        if attempt > 0 {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
+        last = match api.gross_by_broadcaster(finance, &from, &to).await {
+            Ok(report) => verify::verify_revenue(expected, &report),
+            Err(e) => vec![Problem::FinanceUnavailable {
+                error: format!("{e:#}"),
+            }],
+        };
+        if last.is_empty() {
+            break;
         }
     }
     last

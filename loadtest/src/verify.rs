@@ -159,6 +159,12 @@ pub enum Problem {
         expected: i64,
         got: i64,
     },
+    /// The revenue report's gross for one of this run's broadcasters.
+    FinanceRevenue {
+        broadcaster: String,
+        expected: i64,
+        got: i64,
+    },
     FinanceUnavailable {
         error: String,
     },
@@ -198,7 +204,7 @@ impl Problem {
             Problem::NeverDelivered { .. } => "never_delivered",
             Problem::DuplicateGiftId { .. } => "duplicate_gift_id",
             Problem::AmountMismatch { .. } => "amount_mismatch",
-            Problem::Finance { .. } => "finance_mismatch",
+            Problem::Finance { .. } | Problem::FinanceRevenue { .. } => "finance_mismatch",
             Problem::FinanceUnavailable { .. } => "finance_unavailable",
             Problem::Leaderboard { .. } => "leaderboard_mismatch",
             Problem::LeaderboardOrder { .. } => "leaderboard_order",
@@ -247,6 +253,10 @@ impl fmt::Display for Problem {
             Problem::Finance { expected, got } => write!(
                 f,
                 "finance gross gifts grew by {got} minor units, the load generator bought {expected}"
+            ),
+            Problem::FinanceRevenue { broadcaster, expected, got } => write!(
+                f,
+                "revenue report: broadcaster {broadcaster} grossed {got} minor units, the load generator bought {expected} in their room"
             ),
             Problem::FinanceUnavailable { error } => {
                 write!(f, "finance summary unavailable: {error}")
@@ -388,6 +398,26 @@ pub fn verify_finance(before: i64, after: i64, bought: i64) -> Option<Problem> {
         expected: bought,
         got,
     })
+}
+
+/// The revenue report by broadcaster against what was bought in each of this
+/// run's rooms (`expected`: broadcaster id → minor units); a broadcaster
+/// missing from the report grossed nothing.
+pub fn verify_revenue(
+    expected: &BTreeMap<String, i64>,
+    report: &HashMap<String, i64>,
+) -> Vec<Problem> {
+    expected
+        .iter()
+        .filter_map(|(b, &want)| {
+            let got = report.get(b).copied().unwrap_or(0);
+            (got != want).then(|| Problem::FinanceRevenue {
+                broadcaster: b.clone(),
+                expected: want,
+                got,
+            })
+        })
+        .collect()
 }
 
 /// A room's live leaderboard (top `limit`) against the tallies per sender.

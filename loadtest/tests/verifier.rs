@@ -133,6 +133,61 @@ async fn a_wrong_finance_total_is_reported() {
     assert_caught(&kinds, ok, "finance_mismatch");
 }
 
+/// Several load generators on one deployment: the summary's growth includes
+/// the others' purchases, so it is only trusted alone; the revenue report of
+/// each run's own broadcasters stays exact either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_generators_check_finance_by_their_own_broadcasters() {
+    let base = start(Fault::None).await;
+    let run = |shared: bool| {
+        let base = base.clone();
+        async move {
+            let mut args = vec![
+                "applause-loadtest",
+                "run",
+                "--target",
+                &base,
+                "--jwt-secret",
+                SECRET,
+                "--viewers",
+                "2",
+                "--senders",
+                "2",
+                "--rate",
+                "40",
+                "--duration",
+                "1500ms",
+                "--warmup",
+                "0s",
+                "--drain",
+                "500ms",
+                "--quiet",
+            ];
+            if shared {
+                args.push("--shared-deployment");
+            }
+            let cli = Cli::try_parse_from(args).expect("valid command line");
+            execute(cli).await.expect("the run completes").0
+        }
+    };
+    let (a, b) = tokio::join!(run(true), run(true));
+    assert!(a.ok() && b.ok(), "{:?} {:?}", a.problems, b.problems);
+    let (a, b) = tokio::join!(run(false), run(false));
+    let kinds: Vec<&str> = a
+        .problems
+        .iter()
+        .chain(&b.problems)
+        .map(|p| p.kind())
+        .collect();
+    assert!(
+        kinds.contains(&"finance_mismatch"),
+        "the global summary grew by both runs' purchases: {kinds:?}"
+    );
+    // A wrong revenue row is caught with --shared-deployment too.
+    let (kinds, ok) = run_against(Fault::FinanceTotal, &["--shared-deployment"]).await;
+    assert_caught(&kinds, ok, "finance_mismatch");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_wrong_leaderboard_entry_is_reported() {
     let (kinds, ok) = run_against(Fault::LeaderboardEntry, &[]).await;

@@ -92,6 +92,11 @@ pub struct CommonArgs {
     /// `resume` (replayed first, nothing twice); 0 turns the wait off.
     #[arg(long, env = "APPLAUSE_WS_RESUME_GRACE_MS", default_value_t = 300)]
     pub ws_resume_grace_ms: u64,
+    /// Milliseconds between pushes of a busy room's live top 10 to its viewers
+    /// (a push goes out only when the board changed). Each push is one more
+    /// frame to every viewer, so a shorter interval costs CPU and bandwidth.
+    #[arg(long, env = "APPLAUSE_LEADERBOARD_PUSH_MS", default_value_t = 1_000)]
+    pub leaderboard_push_ms: u64,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = 2_048)]
     pub batch_max: usize,
@@ -217,8 +222,15 @@ impl CommonArgs {
             },
             blocked_words,
             red_packet_expiry: std::time::Duration::from_secs(self.red_packet_expiry_s),
+            leaderboard_push_interval: std::time::Duration::from_millis(self.leaderboard_push_ms),
             ..GiftsConfig::default()
         };
+        if !(50..=60_000).contains(&self.leaderboard_push_ms) {
+            return Err(format!(
+                "--leaderboard-push-ms {} must be between 50 and 60000",
+                self.leaderboard_push_ms
+            ));
+        }
         if !(1..=86_400).contains(&self.red_packet_expiry_s) {
             return Err(format!(
                 "--red-packet-expiry-s {} must be between 1 and 86400",

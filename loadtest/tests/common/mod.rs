@@ -1,6 +1,6 @@
 //! A deliberately small, optionally FAULTY stand-in for Applause: just enough
-//! of the public API (stickers, rooms, top-ups, gifts, acks, finance summary,
-//! leaderboard, WebSocket welcome/gift/ack frames) to drive the load generator,
+//! of the public API (stickers, rooms, top-ups, gifts, acks, finance summary
+//! and revenue by broadcaster, leaderboard, WebSocket welcome/gift/ack frames) to drive the load generator,
 //! with switches that break exactly one guarantee each.
 
 use std::collections::{BTreeMap, HashMap};
@@ -28,7 +28,8 @@ pub enum Fault {
     DuplicateFrame,
     /// Viewer connection 0 gets the third gift frame before the second.
     ReorderFrames,
-    /// The finance summary reports one cent more than was sold (once anything was).
+    /// The finance summary, and the revenue report of each broadcaster, show one
+    /// cent more than was sold (once anything was).
     FinanceTotal,
     /// The top leaderboard entry shows one cent more than it spent.
     LeaderboardEntry,
@@ -37,6 +38,7 @@ pub enum Fault {
 pub const SECRET: &str = "test-secret-test-secret-test-secret-0123";
 
 struct RoomState {
+    broadcaster: String,
     seq: u64,
     tx: broadcast::Sender<(bool, String)>,
     board: BTreeMap<String, i64>,
@@ -48,6 +50,7 @@ struct Inner {
     gifts: HashMap<String, Value>,
     by_key: HashMap<String, Value>,
     gross: i64,
+    gross_by_broadcaster: BTreeMap<String, i64>,
     next_id: u64,
 }
 
@@ -104,6 +107,7 @@ async fn create_room(State(s): State<Shared>, headers: HeaderMap) -> Response {
     inner.rooms.insert(
         room_id.clone(),
         RoomState {
+            broadcaster: sub.clone(),
             seq: 0,
             tx,
             board: BTreeMap::new(),
@@ -147,6 +151,9 @@ async fn gift(
     let gift_id = format!("gift{}", inner.next_id);
     let amount = price * quantity;
     inner.gross += amount;
+    if let Some(b) = inner.rooms.get(&room_id).map(|r| r.broadcaster.clone()) {
+        *inner.gross_by_broadcaster.entry(b).or_default() += amount;
+    }
     let Some(room) = inner.rooms.get_mut(&room_id) else {
         return error(StatusCode::NOT_FOUND, "room_not_found");
     };
@@ -194,6 +201,24 @@ async fn summary(State(s): State<Shared>) -> Json<Value> {
     // out of the before/after delta the load generator compares.
     let off = i64::from(s.fault == Fault::FinanceTotal && gross > 0);
     Json(json!({"gross_gifts": money(gross + off), "ledger_check": {"ok": true}}))
+}
+
+async fn revenue(State(s): State<Shared>, Query(q): Query<HashMap<String, String>>) -> Response {
+    if q.get("group_by").map(String::as_str) != Some("broadcaster")
+        || !q.contains_key("from")
+        || !q.contains_key("to")
+    {
+        return error(StatusCode::BAD_REQUEST, "invalid_query");
+    }
+    let inner = s.inner.lock().unwrap();
+    let off = i64::from(s.fault == Fault::FinanceTotal);
+    let rows: Vec<Value> = inner
+        .gross_by_broadcaster
+        .iter()
+        .map(|(b, &g)| json!({"broadcaster": b, "gross": money(if g > 0 { g + off } else { g })}))
+        .collect();
+    Json(json!({"group_by": "broadcaster", "rows": rows, "totals": {"gross": money(inner.gross)}}))
+        .into_response()
 }
 
 async fn leaderboard(State(s): State<Shared>, Path(room_id): Path<String>) -> Response {
@@ -288,6 +313,7 @@ pub async fn start(fault: Fault) -> String {
         .route("/v1/rooms/{room_id}/gifts", post(gift))
         .route("/v1/gifts/{gift_id}/ack", post(ack))
         .route("/v1/finance/summary", get(summary))
+        .route("/v1/finance/revenue", get(revenue))
         .route("/v1/rooms/{room_id}/leaderboard", get(leaderboard))
         .route("/v1/ws", get(ws))
         .with_state(state);

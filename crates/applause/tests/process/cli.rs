@@ -61,6 +61,16 @@ fn bad_values_exit_naming_them() {
     fails_naming(&["serve", "--log-format", "xml"], &[], "--log-format");
     fails_naming(&["serve", "--batch-max", "0"], &[], "--batch-max");
     fails_naming(
+        &["serve", "--leaderboard-push-ms", "10"],
+        &[],
+        "--leaderboard-push-ms",
+    );
+    fails_naming(
+        &["serve", "--leaderboard-push-ms", "soon"],
+        &[],
+        "--leaderboard-push-ms",
+    );
+    fails_naming(
         &["serve"],
         &[("APPLAUSE_JWT_SECRET", "short")],
         "APPLAUSE_JWT_SECRET",
