@@ -28,8 +28,9 @@ pub struct GatewayConfig {
     pub connects_per_ip_per_s: u32,
     /// Connections one IP address may open in a burst above its rate.
     pub connects_per_ip_burst: u32,
-    /// The WebSocket read buffer of each connection. Inbound frames are small,
-    /// and at 50,000 connections every KiB here is 50 MB.
+    /// The WebSocket read buffer of each connection. Inbound frames are small
+    /// (a 4 KiB frame is read in several chunks), and at 50,000 connections
+    /// every KiB here is 50 MB.
     pub read_buffer_bytes: usize,
     /// Bytes the WebSocket layer buffers before writing to the socket; a batch
     /// of frames up to this size costs one write.
@@ -67,7 +68,7 @@ impl Default for GatewayConfig {
             connections_max: 100_000,
             connects_per_ip_per_s: 500,
             connects_per_ip_burst: 2_000,
-            read_buffer_bytes: 1024,
+            read_buffer_bytes: 512,
             write_buffer_bytes: 16 * 1024,
             write_coalesce_ms: 0,
             close_grace_ms: 2_000,

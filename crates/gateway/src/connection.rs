@@ -321,7 +321,7 @@ impl Conn<'_> {
             ),
             Ok(History::Gone) => None,
             Err(e) => {
-                tracing::warn!(error = %e, "bus history unavailable for a resume");
+                tracing::warn!(room = %s.room.id, conn = s.id, error = %e, "bus history unavailable for a resume");
                 None
             }
         };

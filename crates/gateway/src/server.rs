@@ -150,7 +150,10 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let config = &inner.config;
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
-    let span = tracing::info_span!(
+    // A debug span: an enabled span costs every connection about 470 bytes
+    // in the subscriber's registry (docs/benchmarks.md), so at the default
+    // info level the few connection-scoped warnings name room and conn.
+    let span = tracing::debug_span!(
         "ws",
         conn = id,
         room = %info.room_id,
