@@ -1,11 +1,12 @@
 #!/usr/bin/env bash
-# Idle connections: IDLE_VIEWERS WebSockets (default 50,000, spread over
-# 127.0.0.1–127.0.0.8 source addresses) held on one room with a trickle of
-# gifts; reports the server's RSS per connection.
+# Idle connections on one `applause serve`: IDLE_VIEWERS WebSockets (default
+# 16,000: one process here may hold at most 20,000 open files; 50,000 needs
+# applause-idle-scaled.sh) held on one room with a trickle of gifts; reports
+# the server's RSS per connection.
 source "$(dirname "$0")/common.sh"
 
 PORT="${PORT:-18080}"
-IDLE_VIEWERS="${IDLE_VIEWERS:-50000}"
+IDLE_VIEWERS="${IDLE_VIEWERS:-16000}"
 export APPLAUSE_JWT_SECRET="${APPLAUSE_JWT_SECRET:-bench-secret-bench-secret-bench-secret-42}"
 [ -x "$APPLAUSE" ] || { echo "build it first: cargo build --release -p applause" >&2; exit 2; }
 
