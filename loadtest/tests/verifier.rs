@@ -8,17 +8,24 @@ use applause_loadtest::{execute, Cli};
 use clap::Parser;
 use common::{start, Fault, SECRET};
 
+/// The start of an `applause-loadtest run` command line against `base`.
+fn run_args(base: &str) -> Vec<&str> {
+    vec![
+        "applause-loadtest",
+        "run",
+        "--target",
+        base,
+        "--jwt-secret",
+        SECRET,
+    ]
+}
+
 /// Runs `applause-loadtest run` against a server with `fault`; returns the
 /// problem kinds and whether the run passed.
 async fn run_against(fault: Fault, extra: &[&str]) -> (Vec<String>, bool) {
     let base = start(fault).await;
-    let mut args = vec![
-        "applause-loadtest",
-        "run",
-        "--target",
-        &base,
-        "--jwt-secret",
-        SECRET,
+    let mut args = run_args(&base);
+    args.extend_from_slice(&[
         "--rooms",
         "1",
         "--viewers",
@@ -38,7 +45,7 @@ async fn run_against(fault: Fault, extra: &[&str]) -> (Vec<String>, bool) {
         "--stickers",
         "rose:5,heart:2,rocket:1",
         "--quiet",
-    ];
+    ]);
     args.extend_from_slice(extra);
     let cli = Cli::try_parse_from(args).expect("valid command line");
     let (outcome, _) = execute(cli).await.expect("the run completes");
@@ -142,13 +149,8 @@ async fn concurrent_generators_check_finance_by_their_own_broadcasters() {
     let run = |shared: bool| {
         let base = base.clone();
         async move {
-            let mut args = vec![
-                "applause-loadtest",
-                "run",
-                "--target",
-                &base,
-                "--jwt-secret",
-                SECRET,
+            let mut args = run_args(&base);
+            args.extend_from_slice(&[
                 "--viewers",
                 "2",
                 "--senders",
@@ -162,7 +164,7 @@ async fn concurrent_generators_check_finance_by_their_own_broadcasters() {
                 "--drain",
                 "500ms",
                 "--quiet",
-            ];
+            ]);
             if shared {
                 args.push("--shared-deployment");
             }
