@@ -127,6 +127,7 @@ impl RoomDirectory for LedgerRooms {
             broadcaster_id: r.broadcaster_id,
             epoch: r.epoch,
             live: r.live,
+            published_seq: r.published_seq,
         }))
     }
 }

@@ -23,6 +23,7 @@ impl RoomDirectory for OneRoom {
             broadcaster_id: "b".into(),
             epoch: 1,
             live: true,
+            published_seq: 0,
         }))
     }
 }

@@ -381,6 +381,7 @@ mod tests {
             broadcaster_id: "b".into(),
             epoch: 1,
             live: true,
+            published_seq: 0,
         };
         let room = gw.inner.joined_room(&info).await.unwrap();
         let session = Session {

@@ -132,7 +132,7 @@ impl Inner {
                     .join(&room.id)
                     .await
                     .map_err(ApiError::unavailable)?;
-                room.set_cursor(cursor.last_seq);
+                room.set_cursor(cursor.last_seq.max(info.published_seq));
                 Ok::<_, ApiError>(())
             })
             .await?;

@@ -13,6 +13,11 @@ pub struct RoomInfo {
     /// The room's event epoch: `seq` restarts only with a new epoch.
     pub epoch: u64,
     pub live: bool,
+    /// The last `seq` the ledger records as published to the bus. A gateway
+    /// joining the room starts no lower, even when the bus lost its record of
+    /// the room (a restart, a Redis flush): the welcome then carries the
+    /// room's real position and the next event follows without a resync.
+    pub published_seq: u64,
 }
 
 /// Looks rooms up (the ledger backs it in production).

@@ -396,6 +396,7 @@ mod tests {
             broadcaster_id: "b".into(),
             epoch: 1,
             live: true,
+            published_seq: 0,
         }
     }
 

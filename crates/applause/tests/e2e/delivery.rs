@@ -105,3 +105,48 @@ async fn every_viewer_gets_every_gift_once_and_in_order() {
         }
     }
 }
+
+/// After a restart the in-process bus has no record of the room. A viewer who
+/// connects then is welcomed at the room's real `seq` (the ledger's published
+/// position), and the next gift follows it directly: no resync, no gap.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_a_restart_a_new_viewer_starts_at_the_rooms_seq() {
+    let dir = tempfile::tempdir().unwrap();
+    let node = Node::serve(dir.path(), &[]).await;
+    let api = node.api();
+    let star = token("star", Role::Broadcaster);
+    let room = api.open_room(&star).await;
+    api.top_up("fan0", "50.00").await;
+    let fan = token("fan0", Role::Viewer);
+    let mut v = Viewer::connect(&node.base, &room, None).await;
+    for i in 0..3 {
+        api.buy(&fan, &room, &format!("before-{i}"), "rose").await;
+    }
+    let mut frames = v
+        .read_until(Duration::from_secs(10), |f| gift_count(f) >= 3)
+        .await;
+    // Whatever else the room sent (its live top 10) belongs to its seq too.
+    frames.extend(v.drain(Duration::from_millis(1_500)).await);
+    let last = assert_consecutive("before the restart", &frames, v.welcome_seq());
+    v.close().await;
+    drop(node);
+
+    let node = Node::serve(dir.path(), &[]).await;
+    let api = node.api();
+    let mut v = Viewer::connect(&node.base, &room, None).await;
+    assert_eq!(v.welcome_seq(), last, "the welcome carries the room's seq");
+    let after = api.buy(&fan, &room, "after", "rose").await;
+    let mut frames = v
+        .read_until(Duration::from_secs(10), |f| gift_count(f) >= 1)
+        .await;
+    frames.extend(v.drain(Duration::from_millis(300)).await);
+    assert!(
+        !frames.iter().any(|f| f["type"] == "resync_required"),
+        "{frames:?}"
+    );
+    assert_consecutive("after the restart", &frames, last);
+    assert_eq!(
+        gift_ids(&frames),
+        vec![after["gift_id"].as_str().unwrap().to_owned()]
+    );
+}

@@ -37,6 +37,7 @@ impl TestRooms {
                 broadcaster_id: BROADCASTER.to_owned(),
                 epoch: EPOCH,
                 live: true,
+                published_seq: 0,
             },
         );
     }
