@@ -101,6 +101,9 @@ pub async fn open_boards(
 }
 
 async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
+    if let Some(url) = &settings.redis_url {
+        warn_unless_noeviction(url).await;
+    }
     Ok(match &settings.redis_url {
         Some(url) => Arc::new(
             RedisBus::connect(
@@ -113,6 +116,20 @@ async fn open_bus(settings: &Settings) -> anyhow::Result<Arc<dyn EventBus>> {
         ),
         None => Arc::new(InProcessBus::new(settings.history)),
     })
+}
+
+/// Logs a warning when Redis may evict keys (see [`applause_bus::eviction_policy`]).
+async fn warn_unless_noeviction(url: &str) {
+    match applause_bus::eviction_policy(url).await {
+        Ok(Some(policy)) if policy != "noeviction" => tracing::warn!(
+            %policy,
+            "Redis maxmemory-policy is not noeviction: under memory pressure it may drop \
+             rooms' seq and history keys (viewers resync) and leaderboard keys (boards \
+             are rebuilt); run Redis with --maxmemory-policy noeviction"
+        ),
+        Ok(_) => {}
+        Err(e) => tracing::debug!(error = %e, "could not read Redis's maxmemory-policy"),
+    }
 }
 
 /// The gateway's view of rooms, read from the ledger.

@@ -34,7 +34,7 @@ mod rules;
 
 pub use clock::{system_now_ms, Clock, SystemClock, TokioClock};
 pub use memory::{InProcessBus, InProcessBusConfig};
-pub use redis_bus::{RedisBus, RedisBusConfig};
+pub use redis_bus::{eviction_policy, RedisBus, RedisBusConfig};
 
 use applause_core::EventEnvelope;
 use async_trait::async_trait;

@@ -73,3 +73,47 @@ async fn live_leaderboard_frames_match_the_purchases_and_the_api() {
     }
     assert_eq!(api.board(&room, "live").await, want);
 }
+
+/// A Redis that may evict keys is reported at start: an operator reading the
+/// log learns why viewers could be asked to resync and boards get rebuilt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_that_may_evict_keys_is_reported_at_start() {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let mut redis = std::process::Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+        .args(["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server on PATH");
+    let url = format!("redis://127.0.0.1:{port}");
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(std::time::Instant::now() < deadline, "redis did not start");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("evict-{}:", random_name());
+    let node = Node::serve(
+        dir.path(),
+        &["--redis-url", &url, "--redis-prefix", &prefix],
+    )
+    .await;
+    drop(node);
+    let _ = redis.kill();
+    let _ = redis.wait();
+    let log: String = std::fs::read_dir(dir.path())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().starts_with("serve-"))
+        .map(|e| std::fs::read_to_string(e.path()).unwrap_or_default())
+        .collect();
+    assert!(
+        log.contains("maxmemory-policy is not noeviction") && log.contains("allkeys-lru"),
+        "{log}"
+    );
+}

@@ -242,6 +242,25 @@ impl Drop for RedisBus {
     }
 }
 
+/// Redis's `maxmemory-policy`, or `None` when the server does not say (some
+/// managed services refuse `CONFIG GET`). Anything but `noeviction` lets Redis
+/// drop a room's seq and history keys or the leaderboards' markers under
+/// memory pressure: the outbox and the rebuild recover, but viewers resync
+/// and boards are rebuilt, so operators should be told.
+pub async fn eviction_policy(url: &str) -> Result<Option<String>, BusError> {
+    let client = redis::Client::open(url).map_err(unavailable)?;
+    let mut conn = client
+        .get_multiplexed_async_connection()
+        .await
+        .map_err(unavailable)?;
+    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
+        .arg("GET")
+        .arg("maxmemory-policy")
+        .query_async(&mut conn)
+        .await;
+    Ok(reply.ok().and_then(|v| v.get(1).cloned()))
+}
+
 fn unavailable(e: RedisError) -> BusError {
     BusError::Unavailable(e.to_string())
 }

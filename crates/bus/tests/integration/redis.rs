@@ -252,6 +252,27 @@ async fn a_lagging_consumer_gets_reconnected_instead_of_unbounded_buffering() {
     assert_eq!(recv_event(&mut rx).await.seq, 51);
 }
 
+#[tokio::test]
+async fn the_eviction_policy_is_read_for_the_operators_warning() {
+    let default = PrivateRedis::start(free_port()).await;
+    assert_eq!(
+        applause_bus::eviction_policy(&default.url()).await.unwrap(),
+        Some("noeviction".to_owned())
+    );
+    let lru = PrivateRedis::start_with(
+        free_port(),
+        &["--maxmemory", "64mb", "--maxmemory-policy", "allkeys-lru"],
+    )
+    .await;
+    assert_eq!(
+        applause_bus::eviction_policy(&lru.url()).await.unwrap(),
+        Some("allkeys-lru".to_owned())
+    );
+    assert!(applause_bus::eviction_policy("redis://127.0.0.1:1")
+        .await
+        .is_err());
+}
+
 /// A private redis-server on a free port, killed when dropped: lets a test
 /// take Redis away without disturbing the shared server other tests use.
 struct PrivateRedis {
@@ -261,9 +282,14 @@ struct PrivateRedis {
 
 impl PrivateRedis {
     async fn start(port: u16) -> Self {
+        Self::start_with(port, &[]).await
+    }
+
+    async fn start_with(port: u16, extra: &[&str]) -> Self {
         let child = tokio::process::Command::new("redis-server")
             .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
             .args(["--save", "", "--appendonly", "no", "--dir", "/tmp"])
+            .args(extra)
             .stdout(std::process::Stdio::null())
             .kill_on_drop(true)
             .spawn()
