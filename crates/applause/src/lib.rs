@@ -14,7 +14,7 @@ use std::time::Duration;
 use anyhow::Context;
 use applause_bus::{EventBus, InProcessBus, RedisBus};
 use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo};
-use applause_gifts::GiftService;
+use applause_gifts::{GiftService, GiftsConfig};
 use applause_leaderboard::{Leaderboard, MemoryBoards, RedisBoards};
 use applause_ledger::Ledger;
 use applause_web::{ApiError, Authenticator, Principal};
@@ -170,7 +170,11 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     let bus = open_bus(settings).await?;
     let boards = open_boards(settings, &registry).await?;
     let gifts = GiftService::start(
-        settings.gifts.clone(),
+        GiftsConfig {
+            // Gateway nodes leave the leaderboards' upkeep to the gifts nodes.
+            rebuild_boards: mode != Mode::Gateway,
+            ..settings.gifts.clone()
+        },
         auth.clone(),
         ledger.clone(),
         settings.catalog.clone(),

@@ -54,6 +54,11 @@ pub struct GiftsConfig {
     /// How long a red packet stays claimable when the drop does not say
     /// (SPEC §7: default 24 h, at most 24 h).
     pub red_packet_expiry: Duration,
+    /// Whether this process rebuilds the leaderboards from the ledger (at
+    /// start, after a failed update, when Redis lost them). Gateway nodes
+    /// leave that to the gifts nodes: a fleet of gateways restarting would
+    /// otherwise each read every gift in the ledger.
+    pub rebuild_boards: bool,
 }
 
 impl Default for GiftsConfig {
@@ -68,6 +73,7 @@ impl Default for GiftsConfig {
             body_bytes_max: 16 * 1024,
             leaderboard_push_interval: Duration::from_millis(250),
             red_packet_expiry: Duration::from_secs(redpackets::EXPIRES_IN_S_MAX),
+            rebuild_boards: true,
         }
     }
 }
@@ -143,6 +149,7 @@ impl GiftService {
             boards.clone(),
             metrics.clone(),
             config.leaderboard_push_interval,
+            config.rebuild_boards,
         );
         let inner = Inner {
             limiter: limits::RateLimiter::new(config.rate),

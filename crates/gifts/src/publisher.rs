@@ -57,6 +57,7 @@ impl Publisher {
         boards: Arc<dyn Leaderboard>,
         metrics: Metrics,
         push_interval: Duration,
+        rebuild_boards: bool,
     ) -> Publisher {
         let shared = Arc::new(Shared {
             ledger,
@@ -71,7 +72,9 @@ impl Publisher {
             tokio::spawn(notice_loop(shared.clone(), rx));
         }
         tokio::spawn(relay_loop(shared.clone()));
-        tokio::spawn(boards_loop(shared.clone()));
+        if rebuild_boards {
+            tokio::spawn(boards_loop(shared.clone()));
+        }
         tokio::spawn(push_loop(shared.clone(), push_interval));
         Publisher(shared)
     }

@@ -324,6 +324,10 @@ async fn leaderboards_deleted_from_redis_are_rebuilt_exact() {
         assert_eq!(api.board(&room, w).await, want, "window {w}");
     }
     assert!(rebuilds(&cluster).await > before, "no rebuild was counted");
+    // Only gifts nodes keep the boards up; a gateway node never rebuilds them.
+    for g in cluster.gateways() {
+        assert_eq!(rebuilds_of(&g).await, 0, "gateway {g} rebuilt the boards");
+    }
 
     // After the rebuild every new gift counts exactly once.
     let tok = token("ann", Role::Viewer);
@@ -493,22 +497,26 @@ async fn poll_board(api: &Api, room: &str, want: &[(String, String)]) -> Vec<(St
     got
 }
 
-/// `applause_leaderboard_rebuilds_total` of the gifts node.
-/// Leaderboard rebuilds counted by every node of the cluster: each node runs
-/// the boards' upkeep, and whichever notices the lost marker first rebuilds.
+/// Leaderboard rebuilds counted by every node of the cluster
+/// (`applause_leaderboard_rebuilds_total`): with several gifts nodes,
+/// whichever notices the lost marker first rebuilds.
 async fn rebuilds(cluster: &Cluster) -> u64 {
     let mut total = 0;
     for base in cluster.gifts().iter().chain(&cluster.gateways()) {
-        let (_, m) = Api::new(base).get("/metrics", None).await;
-        total += m
-            .as_str()
-            .unwrap_or("")
-            .lines()
-            .find_map(|l| l.strip_prefix("applause_leaderboard_rebuilds_total "))
-            .and_then(|v| v.trim().parse::<f64>().ok())
-            .map_or(0, |v| v as u64);
+        total += rebuilds_of(base).await;
     }
     total
+}
+
+/// Leaderboard rebuilds counted by one node.
+async fn rebuilds_of(base: &str) -> u64 {
+    let (_, m) = Api::new(base).get("/metrics", None).await;
+    m.as_str()
+        .unwrap_or("")
+        .lines()
+        .find_map(|l| l.strip_prefix("applause_leaderboard_rebuilds_total "))
+        .and_then(|v| v.trim().parse::<f64>().ok())
+        .map_or(0, |v| v as u64)
 }
 
 /// A new room's first gifts, bought at once through two gifts nodes, race to
