@@ -599,38 +599,9 @@ impl Backend for Pg {
         before_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
-        // Rooms first, then each room's unpublished range by primary key:
-        // a join would scan every stored event (wide rows) on each pass.
-        let rooms = sqlx::query(
-            "SELECT room_id, published_seq FROM rooms WHERE last_seq > published_seq ORDER BY room_id",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(LedgerError::from_sqlx)?;
-        let mut out: Vec<StoredEvent> = Vec::new();
-        for room in rooms {
-            let left = i64::from(limit) - out.len() as i64;
-            if left <= 0 {
-                break;
-            }
-            let room_id: String = room.get(0);
-            let published: i64 = room.get(1);
-            let rows = sqlx::query(
-                "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
-                 FROM room_events WHERE room_id = $1 AND seq > $2 AND created_at_ms < $3 ORDER BY seq LIMIT $4",
-            )
-            .bind(&room_id)
-            .bind(published)
-            .bind(before_ms)
-            .bind(left)
-            .fetch_all(&self.reader)
+        unpublished_events_from(&self.reader, before_ms, limit)
             .await
-            .map_err(LedgerError::from_sqlx)?;
-            for r in &rows {
-                out.push(rows::event(r, published as u64).map_err(LedgerError::from_sqlx)?);
-            }
-        }
-        Ok(out)
+            .map_err(LedgerError::from_sqlx)
     }
 
     async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {

@@ -574,38 +574,9 @@ impl Backend for Lite {
         before_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
-        // Rooms first, then each room's unpublished range by primary key:
-        // a join would scan every stored event (wide rows) on each pass.
-        let rooms = sqlx::query(
-            "SELECT room_id, published_seq FROM rooms WHERE last_seq > published_seq ORDER BY room_id",
-        )
-        .fetch_all(&self.reader)
-        .await
-        .map_err(LedgerError::from_sqlx)?;
-        let mut out: Vec<StoredEvent> = Vec::new();
-        for room in rooms {
-            let left = i64::from(limit) - out.len() as i64;
-            if left <= 0 {
-                break;
-            }
-            let room_id: String = room.get(0);
-            let published: i64 = room.get(1);
-            let rows = sqlx::query(
-                "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
-                 FROM room_events WHERE room_id = ?1 AND seq > ?2 AND created_at_ms < ?3 ORDER BY seq LIMIT ?4",
-            )
-            .bind(&room_id)
-            .bind(published)
-            .bind(before_ms)
-            .bind(left)
-            .fetch_all(&self.reader)
+        unpublished_events_from(&self.reader, before_ms, limit)
             .await
-            .map_err(LedgerError::from_sqlx)?;
-            for r in &rows {
-                out.push(rows::event(r, published as u64).map_err(LedgerError::from_sqlx)?);
-            }
-        }
-        Ok(out)
+            .map_err(LedgerError::from_sqlx)
     }
 
     async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
@@ -659,6 +630,46 @@ pub(crate) fn wallet_of(rows: impl Iterator<Item = (String, i64)>) -> Result<Wal
 
 macro_rules! summary_and_check {
     ($db:ty) => {
+        /// Each room's events after its `published_seq` (committed before
+        /// `before_ms`), room by room, at most `limit` in all. Rooms first,
+        /// then each room's unpublished range by primary key: a join would
+        /// scan every stored event (wide rows) on each pass.
+        pub(crate) async fn unpublished_events_from(
+            pool: &sqlx::Pool<$db>,
+            before_ms: i64,
+            limit: u32,
+        ) -> Result<Vec<StoredEvent>, sqlx::Error> {
+            use sqlx::Row;
+            let rooms = sqlx::query(
+                "SELECT room_id, published_seq FROM rooms WHERE last_seq > published_seq ORDER BY room_id",
+            )
+            .fetch_all(pool)
+            .await?;
+            let mut out: Vec<StoredEvent> = Vec::new();
+            for room in rooms {
+                let left = i64::from(limit) - out.len() as i64;
+                if left <= 0 {
+                    break;
+                }
+                let room_id: String = room.try_get(0)?;
+                let published: i64 = room.try_get(1)?;
+                let rows = sqlx::query(
+                    "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
+                     FROM room_events WHERE room_id = $1 AND seq > $2 AND created_at_ms < $3 ORDER BY seq LIMIT $4",
+                )
+                .bind(&room_id)
+                .bind(published)
+                .bind(before_ms)
+                .bind(left)
+                .fetch_all(pool)
+                .await?;
+                for r in &rows {
+                    out.push(crate::rows::event(r, published as u64)?);
+                }
+            }
+            Ok(out)
+        }
+
         pub(crate) async fn summary_from(pool: &sqlx::Pool<$db>) -> Result<Summary, sqlx::Error> {
             use sqlx::Row;
             let mut s = Summary::default();
