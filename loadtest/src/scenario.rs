@@ -835,40 +835,48 @@ fn connect_error_code(e: &anyhow::Error) -> String {
     }
 }
 
-async fn check_finance(
-    api: &Api,
-    finance: &str,
-    before: Result<i64>,
-    bought: i64,
-) -> Option<Problem> {
-    let before = match before {
-        Ok(b) => b,
-        Err(e) => {
-            return Some(Problem::FinanceUnavailable {
-                error: format!("{e:#}"),
-            })
-        }
-    };
-    let mut last = None;
-    // The ledger commits before the 201, so one read should do; a couple of
-    // retries cover a summary served from a short-lived cache.
+/// Runs a finance check up to three times, half a second apart, until it
+/// finds nothing. The ledger commits before the 201, so one read should do;
+/// the retries cover a report served from a short-lived cache.
+async fn settled<F, Fut>(mut check: F) -> Vec<Problem>
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = Vec<Problem>>,
+{
+    let mut last = Vec::new();
     for attempt in 0..3 {
         if attempt > 0 {
             tokio::time::sleep(Duration::from_millis(500)).await;
         }
-        match api.gross_gifts(finance).await {
-            Ok(after) => match verify::verify_finance(before, after, bought) {
-                None => return None,
-                Some(p) => last = Some(p),
-            },
-            Err(e) => {
-                last = Some(Problem::FinanceUnavailable {
-                    error: format!("{e:#}"),
-                })
-            }
+        last = check().await;
+        if last.is_empty() {
+            break;
         }
     }
     last
+}
+
+fn finance_unavailable(e: anyhow::Error) -> Vec<Problem> {
+    vec![Problem::FinanceUnavailable {
+        error: format!("{e:#}"),
+    }]
+}
+
+/// The finance summary's gross gifts grew by exactly what this run bought.
+async fn check_finance(api: &Api, finance: &str, before: Result<i64>, bought: i64) -> Vec<Problem> {
+    let before = match before {
+        Ok(b) => b,
+        Err(e) => return finance_unavailable(e),
+    };
+    settled(|| async {
+        match api.gross_gifts(finance).await {
+            Ok(after) => verify::verify_finance(before, after, bought)
+                .into_iter()
+                .collect(),
+            Err(e) => finance_unavailable(e),
+        }
+    })
+    .await
 }
 
 /// This run's broadcasters in the revenue report (UTC days from the start of
@@ -884,22 +892,13 @@ async fn check_revenue(
     let to = (chrono::Utc::now().date_naive() + chrono::Days::new(1))
         .format("%Y-%m-%d")
         .to_string();
-    let mut last = Vec::new();
-    for attempt in 0..3 {
-        if attempt > 0 {
-            tokio::time::sleep(Duration::from_millis(500)).await;
-        }
-        last = match api.gross_by_broadcaster(finance, &from, &to).await {
+    settled(|| async {
+        match api.gross_by_broadcaster(finance, &from, &to).await {
             Ok(report) => verify::verify_revenue(expected, &report),
-            Err(e) => vec![Problem::FinanceUnavailable {
-                error: format!("{e:#}"),
-            }],
-        };
-        if last.is_empty() {
-            break;
+            Err(e) => finance_unavailable(e),
         }
-    }
-    last
+    })
+    .await
 }
 
 async fn check_leaderboard(
