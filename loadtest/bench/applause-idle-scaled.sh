@@ -20,16 +20,10 @@ export APPLAUSE_JWT_SECRET="${APPLAUSE_JWT_SECRET:-bench-secret-bench-secret-ben
 [ -x "$APPLAUSE" ] || { echo "build it first: cargo build --release -p applause" >&2; exit 2; }
 
 STATE="$(mktemp -d)"
-cluster_stop() { APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" stop --state-dir "$STATE" >/dev/null 2>&1 || true; }
-trap 'cluster_stop; cleanup' EXIT INT TERM
 # Not pinned: four nodes and a 12,000/s connection storm on one core time
 # out handshakes (the room lookup in PostgreSQL). Logs at the default level.
-APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" start --detach \
-  --state-dir "$STATE" --gateways "$GATEWAYS" --gifts 1 \
-  -- --connects-per-ip-per-s 100000 --gift-rate-per-s 100000 --gift-burst 100000 >"$RESULTS/cluster.txt" 2>&1
-# shellcheck disable=SC1091
-source "$STATE/cluster.env"
-IFS=, read -r -a GW_URLS <<<"$GATEWAY_URLS"
+cluster_start "$STATE" "$RESULTS/cluster.txt" --gateways "$GATEWAYS" --gifts 1 \
+  -- --connects-per-ip-per-s 100000 --gift-rate-per-s 100000 --gift-burst 100000
 GIFTS_URL="${GIFTS_URLS%%,*}"
 mapfile -t GW_PIDS < <(awk '$1 ~ /^gateway-/ {print $2}' "$STATE/pids")
 

@@ -20,16 +20,12 @@ status=0
 for v in $VIEWERS_MATRIX; do
   for r in $RATE_MATRIX; do
     STATE="$(mktemp -d)"   # a fresh cluster (database, Redis prefix) per run
-    APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" start --detach --state-dir "$STATE" \
-      --gateways 2 --gifts 1 -- --gift-rate-per-s 100000 --gift-burst 100000 \
-      >"$RESULTS/cluster-v$v-r$r.txt" 2>&1
-    # shellcheck disable=SC1091
-    source "$STATE/cluster.env"
+    cluster_start "$STATE" "$RESULTS/cluster-v$v-r$r.txt" --gateways 2 --gifts 1 \
+      -- --gift-rate-per-s 100000 --gift-burst 100000
     mapfile -t NODE_PIDS < <(awk '{print $2}' "$STATE/pids")
     # The nodes share the server core; the load generator has the other.
     for p in "${NODE_PIDS[@]}"; do taskset -acp "$SERVER_CORE" "$p" >/dev/null; done
     GW_ARGS=()
-    IFS=, read -r -a GW_URLS <<<"$GATEWAY_URLS"
     for g in "${GW_URLS[@]}"; do GW_ARGS+=(--gateway "$g"); done
     before="$(cpu_ticks "${NODE_PIDS[@]}")"
     run_status=0
@@ -44,7 +40,7 @@ for v in $VIEWERS_MATRIX; do
     jq -r --argjson cpu "$(((after - before) * 1000000 / TICKS))" \
       '"scaled v\(.viewers.connected) r\(.gifts.per_s|round): \(.deliveries.per_s|round) deliveries/s, gift-to-screen p50 \(.latency.gift_to_screen.p50_ms) ms p99 \(.latency.gift_to_screen.p99_ms) ms p99.9 \(.latency.gift_to_screen.p999_ms) ms, nodes CPU \($cpu / .deliveries.total * 100 | round / 100) µs per delivery over the run, verify ok=\(.verification.ok)"' \
       "$RESULTS/scaled-v$v-r$r.json" | tee -a "$RESULTS/summary.txt"
-    APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" stop --state-dir "$STATE" >/dev/null 2>&1 || true
+    cluster_stop "$STATE"
     rm -rf "$STATE"
   done
 done

@@ -20,7 +20,11 @@ mkdir -p "$RESULTS"
 
 PIDS=()
 NGINX_PIDFILE=""
+CLUSTER_STATES=()
 cleanup() {
+  for state in "${CLUSTER_STATES[@]:-}"; do
+    [ -n "$state" ] && cluster_stop "$state"
+  done
   for pid in "${PIDS[@]:-}"; do
     [ -n "$pid" ] && kill "$pid" 2>/dev/null || true
   done
@@ -35,6 +39,22 @@ trap cleanup EXIT INT TERM
 
 # Many sockets on both sides.
 ulimit -n 200000 2>/dev/null || ulimit -n "$(ulimit -Hn)"
+
+# Starts the scaled mode with deploy/local-cluster.sh in state dir $1 (its
+# output to $2; the rest are `start` arguments), stopped again on exit. Sets
+# the variables of cluster.env and GW_URLS (the gateway URLs, an array).
+cluster_start() {
+  local state="$1" log="$2"; shift 2
+  CLUSTER_STATES+=("$state")
+  APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" start --detach --state-dir "$state" "$@" >"$log" 2>&1
+  # shellcheck disable=SC1091
+  source "$state/cluster.env"
+  IFS=, read -r -a GW_URLS <<<"$GATEWAY_URLS"
+}
+
+cluster_stop() { # state dir
+  APPLAUSE_BIN="$APPLAUSE" "$ROOT/deploy/local-cluster.sh" stop --state-dir "$1" >/dev/null 2>&1 || true
+}
 
 wait_port() { # host port [seconds]
   local deadline=$((SECONDS + ${3:-20}))
