@@ -190,44 +190,10 @@ async fn kill_9_of_the_gifts_node_loses_and_repeats_nothing() {
     let tasks = watch(&gw, &room, 10, want.clone(), Duration::from_secs(60)).await;
 
     // Each sender buys back to back until the node dies under it.
-    let answers: Arc<Mutex<Answers>> = Arc::default();
-    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut buyers = Vec::new();
-    for s in senders.clone() {
-        let (api, room, answers, answered) =
-            (api.clone(), room.clone(), answers.clone(), answered.clone());
-        buyers.push(tokio::spawn(async move {
-            let tok = token(&s, Role::Viewer);
-            for i in 0..1_000 {
-                let key = format!("{s}-{i}");
-                let r = api
-                    .try_post(
-                        &format!("/v1/rooms/{room}/gifts"),
-                        &tok,
-                        Some(&key),
-                        &json!({"sticker_id": "rose", "quantity": 1}),
-                    )
-                    .await;
-                let ok = r.is_ok();
-                answers.lock().await.insert(key, r.ok());
-                if !ok {
-                    return;
-                }
-                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }));
-    }
-    while answered.load(std::sync::atomic::Ordering::SeqCst) < 80 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cluster.kill9("gifts-1");
-    for b in buyers {
-        b.await.unwrap();
-    }
+    let answers = buy_until_kill9(&cluster, "gifts-1", &api, &room, &senders, &["rose"], 80).await;
 
     // A new gifts node; every request is retried with its key.
     let api2 = Api::new(&cluster.add("gifts"));
-    let answers = answers.lock().await.clone();
     let mut bodies = Vec::new();
     let mut in_doubt = 0;
     for (key, first) in &answers {
@@ -358,46 +324,17 @@ async fn boards_count_every_committed_gift_after_a_kill_9_without_restart() {
     for s in &senders {
         nodes[1].top_up(s, "500.00").await;
     }
-    let answers: Arc<Mutex<Answers>> = Arc::default();
-    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
-    let mut buyers = Vec::new();
-    for s in senders.clone() {
-        let (api, room, answers, answered) = (
-            nodes[0].clone(),
-            room.clone(),
-            answers.clone(),
-            answered.clone(),
-        );
-        buyers.push(tokio::spawn(async move {
-            let tok = token(&s, Role::Viewer);
-            for i in 0..1_000 {
-                let key = format!("{s}-{i}");
-                let r = api
-                    .try_post(
-                        &format!("/v1/rooms/{room}/gifts"),
-                        &tok,
-                        Some(&key),
-                        &json!({"sticker_id": (["rose", "heart"][i % 2]), "quantity": 1}),
-                    )
-                    .await;
-                let ok = r.is_ok();
-                answers.lock().await.insert(key, r.ok());
-                if !ok {
-                    return;
-                }
-                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
-            }
-        }));
-    }
-    while answered.load(std::sync::atomic::Ordering::SeqCst) < 60 {
-        tokio::time::sleep(Duration::from_millis(5)).await;
-    }
-    cluster.kill9("gifts-1");
-    for b in buyers {
-        b.await.unwrap();
-    }
+    let answers = buy_until_kill9(
+        &cluster,
+        "gifts-1",
+        &nodes[0],
+        &room,
+        &senders,
+        &["rose", "heart"],
+        60,
+    )
+    .await;
     // Retry everything on the surviving node (replays count nothing new).
-    let answers = answers.lock().await.clone();
     let mut bodies = Vec::new();
     for key in answers.keys() {
         let (sender, i) = key.rsplit_once('-').unwrap();
@@ -597,4 +534,60 @@ async fn first_gifts_racing_through_two_gifts_nodes_and_a_forgotten_room_lose_no
         );
         assert_consecutive(&who, &frames, last_seqs[r]);
     }
+}
+
+/// Each sender buys back to back through `api` (the `i`-th gift is
+/// `stickers[i % len]`) until gifts node `victim` is killed with -9, once
+/// `kill_after` purchases were answered; returns the first answer to each
+/// idempotency key (`None`: the node died first).
+async fn buy_until_kill9(
+    cluster: &Cluster,
+    victim: &str,
+    api: &Api,
+    room: &str,
+    senders: &[String],
+    stickers: &'static [&'static str],
+    kill_after: usize,
+) -> Answers {
+    let answers: Arc<Mutex<Answers>> = Arc::default();
+    let answered = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+    let mut buyers = Vec::new();
+    for s in senders {
+        let (s, api, room, answers, answered) = (
+            s.clone(),
+            api.clone(),
+            room.to_owned(),
+            answers.clone(),
+            answered.clone(),
+        );
+        buyers.push(tokio::spawn(async move {
+            let tok = token(&s, Role::Viewer);
+            for i in 0..1_000 {
+                let key = format!("{s}-{i}");
+                let r = api
+                    .try_post(
+                        &format!("/v1/rooms/{room}/gifts"),
+                        &tok,
+                        Some(&key),
+                        &json!({"sticker_id": stickers[i % stickers.len()], "quantity": 1}),
+                    )
+                    .await;
+                let ok = r.is_ok();
+                answers.lock().await.insert(key, r.ok());
+                if !ok {
+                    return;
+                }
+                answered.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
+            }
+        }));
+    }
+    while answered.load(std::sync::atomic::Ordering::SeqCst) < kill_after {
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    cluster.kill9(victim);
+    for b in buyers {
+        b.await.unwrap();
+    }
+    let answers = answers.lock().await.clone();
+    answers
 }
