@@ -235,24 +235,12 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let registry = prometheus::Registry::new();
             let ledger = applause::open_ledger(&s, &registry).await?;
             let boards = applause::open_boards(&s, &registry).await?;
-            let gifts = ledger.gifts_between(0, i64::MAX, None).await?;
-            let updates: Vec<_> = gifts
-                .iter()
-                .map(|g| applause_leaderboard::BoardUpdate {
-                    update_id: g.gift_id.clone(),
-                    room_id: g.room_id.clone(),
-                    broadcaster_id: g.broadcaster_id.clone(),
-                    sender_id: g.sender_id.clone(),
-                    sender_name: g.sender_name.clone(),
-                    amount_minor: g.amount_minor,
-                    at_ms: g.created_at_ms,
-                })
-                .collect();
-            let r = boards.rebuild(&updates, applause_web::now_ms()).await?;
+            let r = applause_gifts::rebuild_boards(&ledger, boards.as_ref())
+                .await
+                .map_err(anyhow::Error::msg)?;
             println!(
-                "rebuilt the leaderboards from {} gifts (generation {})",
-                gifts.len(),
-                r.generation
+                "rebuilt the leaderboards from {} updates (generation {})",
+                r.updates, r.generation
             );
             Ok(ExitCode::SUCCESS)
         }

@@ -36,7 +36,7 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use limits::RateLimit;
-pub use publisher::Publisher;
+pub use publisher::{rebuild as rebuild_boards, Publisher};
 
 /// Settings of the gift service, validated before any port is bound.
 #[derive(Debug, Clone)]

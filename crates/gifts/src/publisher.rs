@@ -304,8 +304,10 @@ async fn subtract_refunds(s: &Shared, refunded: &[GiftRecord]) {
     }
 }
 
-/// Recomputes every board from the ledger.
-pub(crate) async fn rebuild(
+/// Recomputes every board from the ledger: each gift, and each refund as its
+/// `refund:<gift>` subtraction, exactly as the live updates count them. The
+/// nodes' automatic rebuild and `applause leaderboard rebuild` both call this.
+pub async fn rebuild(
     ledger: &Ledger,
     boards: &dyn Leaderboard,
 ) -> Result<applause_leaderboard::RebuildReport, String> {

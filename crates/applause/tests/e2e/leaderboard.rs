@@ -117,3 +117,80 @@ async fn a_redis_that_may_evict_keys_is_reported_at_start() {
         "{log}"
     );
 }
+
+/// `applause leaderboard rebuild` recomputes the boards exactly as the nodes
+/// count them: a refunded gift stays subtracted after an operator's rebuild.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_rebuild_command_keeps_refunded_gifts_off_the_boards() {
+    let dir = tempfile::tempdir().unwrap();
+    let prefix = format!("rebuild-{}:", random_name());
+    let redis = ["--redis-url", REDIS_URL, "--redis-prefix", prefix.as_str()];
+    let node = Node::serve(dir.path(), &redis).await;
+    let api = node.api();
+    let star = token("star", Role::Broadcaster);
+    let room = api.open_room(&star).await;
+    api.top_up("amy", "100.00").await;
+    api.top_up("bea", "100.00").await;
+    let amy = token("amy", Role::Viewer);
+    let bea = token("bea", Role::Viewer);
+    let kept = api.buy(&amy, &room, "amy-1", "rose").await;
+    let refunded = api.buy(&amy, &room, "amy-2", "heart").await;
+    let bea_gift = api.buy(&bea, &room, "bea-1", "rose").await;
+    let (s, b) = api
+        .post(
+            &format!(
+                "/v1/finance/gifts/{}/refund",
+                refunded["gift_id"].as_str().unwrap()
+            ),
+            &token("fin", Role::Finance),
+            None,
+            &serde_json::json!({"reason": "chargeback"}),
+        )
+        .await;
+    assert_eq!(s, 200, "refund: {b}");
+    let want = expected_board(&[kept.clone(), bea_gift.clone()]);
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while api.board(&room, "all").await != want {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the refund never reached the boards"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let out = std::process::Command::new(env!("CARGO_BIN_EXE_applause"))
+        .args(["leaderboard", "rebuild", "--data-dir"])
+        .arg(dir.path())
+        .args(redis)
+        .env("APPLAUSE_JWT_SECRET", SECRET)
+        .env_remove("APPLAUSE_DATABASE_URL")
+        .output()
+        .expect("run applause leaderboard rebuild");
+    assert!(
+        out.status.success(),
+        "rebuild failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    for window in ["live", "day", "week", "all"] {
+        assert_eq!(
+            api.board(&room, window).await,
+            want,
+            "window {window} after the rebuild"
+        );
+    }
+    let (s, top) = api
+        .get("/v1/leaderboards/broadcasters?window=all&limit=10", None)
+        .await;
+    assert_eq!(s, 200, "{top}");
+    let gross =
+        minor(kept["amount"].as_str().unwrap()) + minor(bea_gift["amount"].as_str().unwrap());
+    let star_row = top["entries"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|e| e["user_id"] == "star")
+        .unwrap_or_else(|| panic!("star is not on the broadcaster board: {top}"));
+    assert_eq!(minor(star_row["amount"].as_str().unwrap()), gross, "{top}");
+    drop(node);
+    let _ = delete_redis_keys(&format!("{prefix}*")).await;
+}
