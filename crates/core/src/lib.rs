@@ -2,6 +2,7 @@
 //! room event types and the error vocabulary. Pure: no I/O, no async runtime.
 
 pub mod catalog;
+pub mod clock;
 pub mod error;
 pub mod events;
 pub mod ids;
@@ -10,6 +11,7 @@ pub mod redpacket;
 pub mod split;
 
 pub use catalog::{Catalog, Sticker};
+pub use clock::{Clock, ManualClock, SharedClock, SystemClock};
 pub use error::ErrorCode;
 pub use events::{EventBody, EventEnvelope};
 pub use ids::Role;
