@@ -267,7 +267,7 @@ export APPLAUSE_JWT_SECRET="${APPLAUSE_JWT_SECRET:-$(random_hex 32)}"
 redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || die "Redis is not reachable at $REDIS_URL"
 DB_NAME=""
 if [[ -z "$DATABASE_URL" ]]; then
-  DB_NAME="applause_cluster_$(random_hex 6)"
+  DB_NAME="${APPLAUSE_CLUSTER_DB_PREFIX:-applause_cluster_}$(random_hex 6)"
   psql "$PG_ADMIN_URL" -qAtc "CREATE DATABASE \"$DB_NAME\"" >/dev/null ||
     die "cannot create database $DB_NAME through $PG_ADMIN_URL"
   DATABASE_URL="${PG_ADMIN_URL%/*}/$DB_NAME"

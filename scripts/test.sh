@@ -39,8 +39,9 @@ ensure_postgres() {
 
 drop_stale_databases() {
   # Databases of earlier runs that were killed before their tests cleaned up.
+  # Only the tests' own prefix: an operator's database never starts with it.
   psql -h 127.0.0.1 -U postgres -d postgres -Atc \
-    "SELECT datname FROM pg_database WHERE datname LIKE 'applause\_%\_%'" 2>/dev/null |
+    "SELECT datname FROM pg_database WHERE datname LIKE 'applause\_citest\_%'" 2>/dev/null |
     while read -r db; do
       [ -n "$db" ] && psql -h 127.0.0.1 -U postgres -d postgres -qc "DROP DATABASE IF EXISTS \"$db\" WITH (FORCE)" >/dev/null 2>&1 || true
     done

@@ -155,6 +155,8 @@ impl Cluster {
             .arg("--")
             .args(OPEN_LIMITS)
             .env("APPLAUSE_BIN", env!("CARGO_BIN_EXE_applause"))
+            // The test script drops leftovers by this prefix, and only by it.
+            .env("APPLAUSE_CLUSTER_DB_PREFIX", "applause_citest_cluster_")
             .env("APPLAUSE_JWT_SECRET", SECRET)
             .env("RUST_LOG", "warn")
             .stdin(Stdio::null())

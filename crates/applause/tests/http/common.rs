@@ -40,7 +40,7 @@ impl Store {
         let db = match backend {
             Backend::Sqlite => None,
             Backend::Postgres => {
-                let name = format!("applause_h_{}", random_name());
+                let name = format!("applause_citest_h_{}", random_name());
                 let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
                     .await
                     .expect("PostgreSQL on 127.0.0.1:5432");

@@ -34,7 +34,7 @@ impl TestStore {
                 }
             }
             Kind::Postgres => {
-                let name = format!("applause_t_{}", uuid_like());
+                let name = format!("applause_citest_t_{}", uuid_like());
                 let admin = sqlx::PgPool::connect(PG_ADMIN_URL)
                     .await
                     .expect("PostgreSQL on 127.0.0.1:5432");
