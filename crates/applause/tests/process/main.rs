@@ -3,6 +3,7 @@
 //! concurrent purchases loses no committed gift and charges nothing twice.
 //! (HTTP behaviour is tested in-process by the `http` test binary.)
 
+mod chaos;
 mod cli;
 mod common;
 mod crash;
