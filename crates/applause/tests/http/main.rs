@@ -2,6 +2,8 @@
 //! server in-process on `127.0.0.1:0` and talks to it with `reqwest`.
 
 mod common;
+#[path = "../support/proxy.rs"]
+mod proxy;
 
 mod auth;
 mod bad_input;
