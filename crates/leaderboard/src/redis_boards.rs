@@ -30,6 +30,9 @@ const GENERATION_PROVISIONAL: &str = "0";
 /// How long the rebuild lock holds without a refresh, in ms.
 const REBUILD_LOCK_MS: u64 = 600_000;
 
+/// The longest wait between two reconnect attempts, in ms.
+const RECONNECT_DELAY_MS_MAX: u64 = 500;
+
 /// Retries of one round trip after a dropped connection or timeout. Safe
 /// because every write is idempotent and reads have no effects.
 const ROUND_TRIP_RETRIES_MAX: u32 = 2;
@@ -166,9 +169,17 @@ impl RedisBoards {
             ));
         }
         let client = redis::Client::open(redis_url)?;
+        // The manager's reconnect backoff multiplies its delay by `factor`
+        // from one second up (redis 0.32): left at its default of 100, a
+        // reconnect that failed once waits a minute before trying again,
+        // and every round trip waits with it. A factor of 2 capped at
+        // RECONNECT_DELAY_MS_MAX fails a dead Redis fast and finds a
+        // returning one within a second.
         let config = redis::aio::ConnectionManagerConfig::new()
             .set_connection_timeout(Duration::from_secs(2))
             .set_response_timeout(Duration::from_secs(5))
+            .set_factor(2)
+            .set_max_delay(RECONNECT_DELAY_MS_MAX)
             .set_number_of_retries(3);
         let con = ConnectionManager::new_with_config(client.clone(), config.clone()).await?;
         let read_con = ConnectionManager::new_with_config(client, config).await?;

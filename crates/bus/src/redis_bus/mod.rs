@@ -155,10 +155,16 @@ impl RedisBus {
         }
         let client = redis::Client::open(redis_url).map_err(unavailable)?;
         let timeout = Duration::from_millis(config.command_timeout_ms);
+        // The manager multiplies its reconnect delay by `factor` from one
+        // second up (redis 0.32); the default factor of 100 would leave a
+        // reconnect that failed once (a Redis still down) waiting the whole
+        // backoff cap before the next attempt, with every publish behind it.
         let manager_config = ConnectionManagerConfig::new()
             .set_connection_timeout(timeout)
             .set_response_timeout(timeout)
-            .set_max_delay(config.reconnect_backoff_ms_max);
+            .set_factor(2)
+            .set_number_of_retries(3)
+            .set_max_delay(config.reconnect_backoff_ms_max.min(500));
         let conn = tokio::time::timeout(
             timeout,
             client.get_connection_manager_with_config(manager_config),
@@ -220,18 +226,34 @@ impl RedisBus {
         Ok(pipe)
     }
 
+    /// One round trip, bounded by the command timeout. A connection found
+    /// dropped (the first command after Redis came back, or after a network
+    /// cut) is tried once more on the manager's new connection: both the
+    /// publish script (ordered by seq) and history reads are safe to repeat,
+    /// and without it a gateway would resync a room's viewers over a
+    /// connection that had already been replaced.
     async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        let mut conn = self.conn.clone();
-        match tokio::time::timeout(self.shared.command_timeout(), pipe.query_async(&mut conn)).await
-        {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                ErrorKind::IoError,
-                "redis command timed out",
-            ))),
+        let mut retried = false;
+        loop {
+            let mut conn = self.conn.clone();
+            let result =
+                tokio::time::timeout(self.shared.command_timeout(), pipe.query_async(&mut conn))
+                    .await;
+            match result {
+                Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
+                    retried = true;
+                }
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(RedisError::from((
+                        ErrorKind::IoError,
+                        "redis command timed out",
+                    )))
+                }
+            }
         }
     }
 }
