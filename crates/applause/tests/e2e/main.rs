@@ -5,9 +5,12 @@
 //! `deploy/local-cluster.sh`) through crashes and a lost Redis.
 
 mod acks;
+mod chaos;
 mod common;
 mod delivery;
 mod leaderboard;
+#[path = "../support/proxy.rs"]
+mod proxy;
 mod resume;
 mod room_end;
 mod scaled;
