@@ -455,16 +455,6 @@ pub(crate) fn tally(updates: &[BoardUpdate], statuses: &[(Status, Status)]) -> A
     report
 }
 
-/// Wall-clock Unix milliseconds. Only board *expiry* uses it — Redis expires
-/// keys by its own clock, and the twin mirrors that; which window a gift or a
-/// read falls into is always decided by `at_ms` / the caller's `now`.
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;

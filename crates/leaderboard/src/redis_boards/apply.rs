@@ -7,8 +7,7 @@ use std::collections::{HashMap, HashSet};
 use redis::Cmd;
 
 use crate::model::{
-    names_key, plan, stored_name, tally, wall_ms, ApplyReport, BoardError, BoardUpdate, PartPlan,
-    Status,
+    names_key, plan, stored_name, tally, ApplyReport, BoardError, BoardUpdate, PartPlan, Status,
 };
 
 use super::round_trip::{decode, protocol};
@@ -170,13 +169,13 @@ impl RedisBoards {
         // after the third attempt the next call catches up.
         for _ in 0..3 {
             let generation = self.generation();
-            let now_s = wall_ms().div_euclid(1000);
+            let now_s = self.clock.now_ms().div_euclid(1000);
             let (statuses, pointer) = self
                 .apply_in(&generation, updates, &marks, now_s, true)
                 .await?;
             report = tally(updates, &statuses);
             if let Some(metrics) = &self.metrics {
-                let done_ms = wall_ms();
+                let done_ms = self.clock.now_ms();
                 for (update, status) in updates.iter().zip(&statuses) {
                     if status.0 == Status::Applied {
                         metrics.observe_lag(update.at_ms, done_ms);

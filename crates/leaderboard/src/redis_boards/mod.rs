@@ -13,8 +13,10 @@ mod rebuild;
 mod round_trip;
 mod scripts;
 
+use std::sync::Arc;
 use std::time::Duration;
 
+use applause_core::clock::{SharedClock, SystemClock};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 use redis::aio::ConnectionManager;
@@ -55,6 +57,10 @@ pub struct RedisBoards {
     metrics: Option<Metrics>,
     apply_script: Script,
     unlock_script: Script,
+    /// The clock that decides which period boards are still alive when an
+    /// update is applied; it should agree with the Redis server's, which
+    /// expires them. Also times the update lag.
+    clock: SharedClock,
 }
 
 impl std::fmt::Debug for RedisBoards {
@@ -103,6 +109,7 @@ impl RedisBoards {
             metrics: None,
             apply_script: Script::new(scripts::APPLY_LUA),
             unlock_script: Script::new(scripts::UNLOCK_LUA),
+            clock: Arc::new(SystemClock),
         };
         boards.load_scripts().await?;
         // Picks up the current generation, if any.
@@ -128,6 +135,14 @@ impl RedisBoards {
     /// into each script, which costs Redis far less per update.
     pub fn with_slot_scripts(mut self, on: bool) -> Self {
         self.slot_scripts = on;
+        self
+    }
+
+    /// Decides by `clock` (default: the system clock) which period boards
+    /// an update still reaches. Redis expires them by its own clock, so
+    /// anything but a clock in step with the server's is for tests.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
         self
     }
 
