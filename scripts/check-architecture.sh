@@ -180,8 +180,12 @@ self_test() {
     rm -rf "$tmp/tree"
     mkdir -p "$tmp/tree"
     (cd "$root" && find crates loadtest -name Cargo.toml -not -path '*/target/*' -print0 |
-      xargs -0 cp --parents -t "$tmp/tree")
-    (cd "$root" && find crates/*/src loadtest/src -name '*.rs' -print0 | xargs -0 cp --parents -t "$tmp/tree")
+      xargs -0 -r cp --parents -t "$tmp/tree")
+    local dir
+    for dir in "$root"/crates/*/src "$root"/loadtest/src; do
+      [ -d "$dir" ] || continue
+      (cd "$root" && find "${dir#"$root"/}" -name '*.rs' -print0 | xargs -0 -r cp --parents -t "$tmp/tree")
+    done
   }
   expect() { # expect pass|fail NAME
     local want="$1" out
