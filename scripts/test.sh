@@ -56,6 +56,7 @@ cargo fmt --all -- --check
 
 log "cargo clippy --all-targets -- -D warnings"
 cargo clippy --workspace --all-targets --quiet -- -D warnings
+scripts/check-architecture.sh && scripts/check-architecture.sh --self-test
 
 log "cargo build (the binaries the process tests start)"
 cargo build --workspace --bins --quiet

@@ -42,7 +42,11 @@
 //! * **Expiry.** Day boards expire at the end of their UTC day + 2 days, week
 //!   boards at the end of their ISO week + 2 days (EXPIREAT); `live` and
 //!   `all` never expire. An update for a period whose board has already
-//!   expired skips that board (it can no longer be read).
+//!   expired skips that board (it can no longer be read). Expiry runs by a
+//!   clock, not the caller's `now_ms`: Redis's own for the Redis twin, the
+//!   injected [`applause_core::Clock`] for the in-memory one (`with_clock`;
+//!   default the system clock, which the Redis twin also uses to decide
+//!   which boards an update still reaches).
 //! * **Names.** The latest display name per user (by application order) is
 //!   kept in one hash and attached to entries; broadcasters on the global
 //!   board have a name only if they ever sent a gift.

@@ -9,14 +9,15 @@ use std::cmp::Reverse;
 use std::collections::{BTreeSet, HashMap, HashSet};
 use std::sync::Arc;
 
+use applause_core::clock::{SharedClock, SystemClock};
 use async_trait::async_trait;
 use parking_lot::RwLock;
 
 use crate::metrics::Metrics;
 use crate::model::{
     check_id, check_limit, check_now, global_board_key, plan, room_board_key, stored_name,
-    validate, wall_ms, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan, RebuildReport,
-    Window, TOTAL_MINOR_MAX,
+    validate, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan, RebuildReport, Window,
+    TOTAL_MINOR_MAX,
 };
 use crate::model::{rebuild_input, tally, Status};
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
@@ -238,11 +239,21 @@ impl State {
 }
 
 /// The in-memory leaderboards. Cheap to share behind an `Arc`.
-#[derive(Debug)]
 pub struct MemoryBoards {
     state: RwLock<State>,
     marker_ttl_ms: i64,
     metrics: Option<Metrics>,
+    /// The clock that expires markers and period boards, as Redis's own
+    /// clock does for the Redis twin.
+    clock: SharedClock,
+}
+
+impl std::fmt::Debug for MemoryBoards {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("MemoryBoards")
+            .field("marker_ttl_ms", &self.marker_ttl_ms)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Default for MemoryBoards {
@@ -259,7 +270,20 @@ impl MemoryBoards {
             state: RwLock::new(State::default()),
             marker_ttl_ms: i64::try_from(DEFAULT_MARKER_TTL_SECS * 1000).unwrap_or(i64::MAX),
             metrics: None,
+            clock: Arc::new(SystemClock),
         }
+    }
+
+    /// Expires markers and day/week boards by `clock` (default: the system
+    /// clock) — a test moves it instead of waiting. Which window a gift or
+    /// a read falls into is still decided by `at_ms` and the caller's `now_ms`.
+    pub fn with_clock(mut self, clock: SharedClock) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    fn wall_ms(&self) -> i64 {
+        self.clock.now_ms()
     }
 
     /// Records lag and rebuilds on `metrics`.
@@ -281,7 +305,7 @@ impl Leaderboard for MemoryBoards {
         for update in updates {
             validate(update)?;
         }
-        let now_ms = wall_ms();
+        let now_ms = self.wall_ms();
         let statuses: Vec<(Status, Status)> = {
             let mut state = self.state.write();
             state.prune(now_ms.div_euclid(1000));
@@ -292,7 +316,7 @@ impl Leaderboard for MemoryBoards {
         };
         let report = tally(updates, &statuses);
         if let Some(metrics) = &self.metrics {
-            let done_ms = wall_ms();
+            let done_ms = self.wall_ms();
             for (update, status) in updates.iter().zip(&statuses) {
                 if status.0 == Status::Applied {
                     metrics.observe_lag(update.at_ms, done_ms);
@@ -318,7 +342,7 @@ impl Leaderboard for MemoryBoards {
         Ok(self
             .state
             .read()
-            .top(&key, limit, wall_ms().div_euclid(1000)))
+            .top(&key, limit, self.wall_ms().div_euclid(1000)))
     }
 
     async fn me(
@@ -337,7 +361,7 @@ impl Leaderboard for MemoryBoards {
         Ok(self
             .state
             .read()
-            .me(&key, user_id, wall_ms().div_euclid(1000)))
+            .me(&key, user_id, self.wall_ms().div_euclid(1000)))
     }
 
     async fn top_broadcasters(
@@ -352,7 +376,7 @@ impl Leaderboard for MemoryBoards {
         Ok(self
             .state
             .read()
-            .top(&key, limit, wall_ms().div_euclid(1000)))
+            .top(&key, limit, self.wall_ms().div_euclid(1000)))
     }
 
     async fn rebuild(
@@ -369,7 +393,7 @@ impl Leaderboard for MemoryBoards {
         let mut fresh = State::default();
         let ttl_secs = u64::try_from(self.marker_ttl_ms / 1000).unwrap_or(u64::MAX);
         let (unique, marks) = rebuild_input(updates, now_ms, ttl_secs);
-        let wall = wall_ms();
+        let wall = self.wall_ms();
         let statuses: Vec<(Status, Status)> = unique
             .iter()
             .zip(&marks)
@@ -402,5 +426,74 @@ impl Leaderboard for MemoryBoards {
 
     async fn needs_rebuild(&self) -> Result<bool, BoardError> {
         Ok(self.state.read().generation.is_none())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::PERIOD_GRACE_SECS;
+    use applause_core::clock::ManualClock;
+    use chrono::DateTime;
+
+    fn ms(s: &str) -> i64 {
+        DateTime::parse_from_rfc3339(s).unwrap().timestamp_millis()
+    }
+
+    fn gift(id: &str, at_ms: i64) -> BoardUpdate {
+        BoardUpdate {
+            update_id: id.into(),
+            room_id: "room-1".into(),
+            broadcaster_id: "b-1".into(),
+            sender_id: "fan-1".into(),
+            sender_name: "Fan".into(),
+            amount_minor: 100,
+            at_ms,
+        }
+    }
+
+    async fn total(boards: &MemoryBoards, window: Window, now_ms: i64) -> Option<i64> {
+        let top = boards
+            .top("room-1", "b-1", window, 10, now_ms)
+            .await
+            .unwrap();
+        top.first().map(|e| e.amount_minor)
+    }
+
+    #[tokio::test]
+    async fn markers_expire_by_the_injected_clock() {
+        let t = ms("2026-03-10T12:00:00Z");
+        let clock = Arc::new(ManualClock::new(t));
+        let boards = MemoryBoards::new()
+            .with_marker_ttl_secs(10)
+            .with_clock(clock.clone());
+        assert_eq!(boards.apply(&gift("g1", t)).await.unwrap().applied, 1);
+        assert_eq!(boards.apply(&gift("g1", t)).await.unwrap().duplicates, 1);
+        // Within two TTLs the marker is still remembered…
+        clock.advance_ms(11_000);
+        assert_eq!(boards.apply(&gift("g1", t)).await.unwrap().duplicates, 1);
+        // …after them, a retry counts again (the documented limit).
+        clock.advance_ms(11_000);
+        assert_eq!(boards.apply(&gift("g1", t)).await.unwrap().applied, 1);
+        assert_eq!(total(&boards, Window::Live, t).await, Some(200));
+    }
+
+    #[tokio::test]
+    async fn a_day_board_expires_by_the_injected_clock_not_by_the_readers_now() {
+        let day = ms("2026-03-10T12:00:00Z");
+        let clock = Arc::new(ManualClock::new(day));
+        let boards = MemoryBoards::new().with_clock(clock.clone());
+        boards.apply(&gift("g1", day)).await.unwrap();
+        assert_eq!(total(&boards, Window::Day, day).await, Some(100));
+        // The day board lives until the end of its day plus the grace.
+        let expiry = ms("2026-03-11T00:00:00Z") + PERIOD_GRACE_SECS * 1000;
+        clock.set_ms(expiry - 1_000);
+        assert_eq!(total(&boards, Window::Day, day).await, Some(100));
+        clock.set_ms(expiry);
+        assert_eq!(total(&boards, Window::Day, day).await, None);
+        // A late update of that day skips the expired board, not `all`.
+        boards.apply(&gift("g2", day)).await.unwrap();
+        assert_eq!(total(&boards, Window::Day, day).await, None);
+        assert_eq!(total(&boards, Window::All, day).await, Some(200));
     }
 }

@@ -156,12 +156,22 @@ pub enum BoardError {
     /// Another process holds the rebuild lock.
     #[error("a leaderboard rebuild is already running")]
     RebuildInProgress,
-    /// Redis failed or is unreachable; the operation may be retried.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Redis answered something the scripts never return.
-    #[error("unexpected reply from redis: {0}")]
-    Protocol(String),
+    /// The store behind the boards failed or is unreachable; the operation
+    /// may be retried. `backend` names the store (`"redis"`), `source` is its
+    /// own error, kept for the log.
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store answered something the boards never ask for (a reply of the
+    /// wrong shape): a bug or a foreign writer, not an outage.
+    #[error("unexpected reply from {backend}: {detail}")]
+    Protocol {
+        backend: &'static str,
+        detail: String,
+    },
 }
 
 impl BoardError {
@@ -407,17 +417,6 @@ pub(crate) enum Status {
     Overflowed,
 }
 
-impl Status {
-    pub(crate) fn from_code(code: i64) -> Result<Self, BoardError> {
-        match code {
-            0 => Ok(Status::Duplicate),
-            1 => Ok(Status::Applied),
-            2 => Ok(Status::Overflowed),
-            other => Err(BoardError::Protocol(format!("apply status {other}"))),
-        }
-    }
-}
-
 /// The rebuild's input: first occurrence of each update id (the ledger has
 /// unique ids; a repeat would be counted once anyway), and whether each sets
 /// a marker — only updates recent enough to still be retried do, so a
@@ -454,16 +453,6 @@ pub(crate) fn tally(updates: &[BoardUpdate], statuses: &[(Status, Status)]) -> A
         }
     }
     report
-}
-
-/// Wall-clock Unix milliseconds. Only board *expiry* uses it — Redis expires
-/// keys by its own clock, and the twin mirrors that; which window a gift or a
-/// read falls into is always decided by `at_ms` / the caller's `now`.
-pub(crate) fn wall_ms() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
-        .unwrap_or(0)
 }
 
 #[cfg(test)]
