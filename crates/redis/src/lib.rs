@@ -11,6 +11,8 @@
 //!   [`Conn::nodes`] lists them and [`Conn::query_node`] sends to one.
 
 mod target;
+#[cfg(feature = "test-cluster")]
+pub mod test_cluster;
 
 use std::collections::HashMap;
 use std::time::Duration;
