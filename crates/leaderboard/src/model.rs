@@ -156,12 +156,22 @@ pub enum BoardError {
     /// Another process holds the rebuild lock.
     #[error("a leaderboard rebuild is already running")]
     RebuildInProgress,
-    /// Redis failed or is unreachable; the operation may be retried.
-    #[error("redis: {0}")]
-    Redis(#[from] redis::RedisError),
-    /// Redis answered something the scripts never return.
-    #[error("unexpected reply from redis: {0}")]
-    Protocol(String),
+    /// The store behind the boards failed or is unreachable; the operation
+    /// may be retried. `backend` names the store (`"redis"`), `source` is its
+    /// own error, kept for the log.
+    #[error("{backend}: {source}")]
+    Backend {
+        backend: &'static str,
+        #[source]
+        source: Box<dyn std::error::Error + Send + Sync>,
+    },
+    /// The store answered something the boards never ask for (a reply of the
+    /// wrong shape): a bug or a foreign writer, not an outage.
+    #[error("unexpected reply from {backend}: {detail}")]
+    Protocol {
+        backend: &'static str,
+        detail: String,
+    },
 }
 
 impl BoardError {
@@ -405,17 +415,6 @@ pub(crate) enum Status {
     Duplicate,
     Applied,
     Overflowed,
-}
-
-impl Status {
-    pub(crate) fn from_code(code: i64) -> Result<Self, BoardError> {
-        match code {
-            0 => Ok(Status::Duplicate),
-            1 => Ok(Status::Applied),
-            2 => Ok(Status::Overflowed),
-            other => Err(BoardError::Protocol(format!("apply status {other}"))),
-        }
-    }
 }
 
 /// The rebuild's input: first occurrence of each update id (the ledger has
