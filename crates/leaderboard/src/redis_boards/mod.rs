@@ -6,6 +6,11 @@
 //! and keys here, one round trip (retries, errors) in `round_trip`, writes in
 //! `apply`, reads in `reads`, the rebuild and its sweep in `rebuild`, the
 //! Lua in `scripts`.
+//!
+//! Redis Cluster (`redis+cluster://` URLs, see [`applause_redis::RedisTarget`]):
+//! scripts are always one per hash-tag slot there, a pipeline is split into
+//! one per slot (run concurrently, the pointer GET after all of them), and
+//! the sweep SCANs every master.
 
 mod apply;
 mod reads;
@@ -15,9 +20,9 @@ mod scripts;
 
 use std::time::Duration;
 
+use applause_redis::{Conn, ConnOptions, RedisTarget};
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::metrics::Metrics;
@@ -38,13 +43,13 @@ pub const BATCH_UPDATES_MAX: usize = 1_000;
 const GENERATION_PROVISIONAL: &str = "0";
 
 /// The leaderboards in Redis. Cheap to share behind an `Arc`; the
-/// connection manager multiplexes all callers on one connection.
+/// connection (to a server or a cluster) multiplexes all callers.
 pub struct RedisBoards {
     /// Writes and rebuilds: long pipelines of scripts.
-    con: ConnectionManager,
+    con: Conn,
     /// Reads, on their own connection so a top-10 read never queues behind
     /// a writer's pipeline in the same TCP stream.
-    read_con: ConnectionManager,
+    read_con: Conn,
     prefix: String,
     /// The generation this process reads and writes; refreshed whenever a
     /// round trip shows `P:gen` moved.
@@ -67,7 +72,8 @@ impl std::fmt::Debug for RedisBoards {
 }
 
 impl RedisBoards {
-    /// Connects to `redis_url` and serves the boards under `key_prefix`
+    /// Connects to `redis_url` (a server, or `redis+cluster://` seeds) and
+    /// serves the boards under `key_prefix`
     /// (1–64 characters of `[A-Za-z0-9_.:-]`: no hash-tag braces, no SCAN
     /// pattern characters).
     pub async fn connect(redis_url: &str, key_prefix: &str) -> Result<Self, BoardError> {
@@ -82,24 +88,22 @@ impl RedisBoards {
                 format!("{key_prefix:?} is not 1-64 characters of [A-Za-z0-9_.:-]"),
             ));
         }
-        let client = redis::Client::open(redis_url).map_err(backend)?;
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_number_of_retries(3);
-        let con = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(backend)?;
-        let read_con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(backend)?;
+        let target = RedisTarget::parse(redis_url).map_err(|e| BoardError::invalid("redis_url", e))?;
+        let options = ConnOptions {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            retries: 3,
+            ..ConnOptions::default()
+        };
+        let con = Conn::connect(&target, &options).await.map_err(backend)?;
+        let read_con = Conn::connect(&target, &options).await.map_err(backend)?;
         let boards = Self {
             con,
             read_con,
             prefix: key_prefix.to_owned(),
             generation: RwLock::new(GENERATION_PROVISIONAL.to_owned()),
             marker_ttl_secs: DEFAULT_MARKER_TTL_SECS,
-            slot_scripts: false,
+            slot_scripts: target.is_cluster(),
             metrics: None,
             apply_script: Script::new(scripts::APPLY_LUA),
             unlock_script: Script::new(scripts::UNLOCK_LUA),
@@ -124,10 +128,11 @@ impl RedisBoards {
 
     /// Sends only scripts whose keys share one hash-tag slot: one script per
     /// broadcaster in a batch plus global ones. Needed behind a Redis Cluster
-    /// proxy; on one node (the default) both parts of many updates are packed
-    /// into each script, which costs Redis far less per update.
+    /// proxy (always on for a `redis+cluster://` URL); on one node (the
+    /// default) both parts of many updates are packed into each script,
+    /// which costs Redis far less per update.
     pub fn with_slot_scripts(mut self, on: bool) -> Self {
-        self.slot_scripts = on;
+        self.slot_scripts = on || self.con.is_cluster();
         self
     }
 
