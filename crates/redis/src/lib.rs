@@ -21,7 +21,9 @@ use redis::aio::{ConnectionLike, ConnectionManager, ConnectionManagerConfig};
 use redis::cluster::ClusterClientBuilder;
 use redis::cluster_async::ClusterConnection;
 use redis::cluster_routing::{RoutingInfo, SingleNodeRoutingInfo};
-use redis::{Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value};
+use redis::{
+    Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, RedisFuture, RedisResult, Value,
+};
 
 pub use target::{RedisTarget, CLUSTER_SCHEME};
 
@@ -121,7 +123,11 @@ impl Conn {
     pub fn slot_groups<'a>(&self, keys: impl IntoIterator<Item = &'a str>) -> Vec<Vec<usize>> {
         if !self.is_cluster() {
             let all: Vec<usize> = keys.into_iter().enumerate().map(|(i, _)| i).collect();
-            return if all.is_empty() { Vec::new() } else { vec![all] };
+            return if all.is_empty() {
+                Vec::new()
+            } else {
+                vec![all]
+            };
         }
         let mut groups: Vec<Vec<usize>> = Vec::new();
         let mut by_tag: HashMap<&str, usize> = HashMap::new();
@@ -142,7 +148,10 @@ impl Conn {
             return Ok(vec![Node::Server]);
         };
         let mut conn = self.clone();
-        let slots: Value = redis::cmd("CLUSTER").arg("SLOTS").query_async(&mut conn).await?;
+        let slots: Value = redis::cmd("CLUSTER")
+            .arg("SLOTS")
+            .query_async(&mut conn)
+            .await?;
         let mut masters = Vec::new();
         let Value::Array(ranges) = slots else {
             return Err(protocol("CLUSTER SLOTS reply is not an array"));

@@ -146,11 +146,12 @@ mod tests {
 
     #[test]
     fn server_urls_pass_through() {
-        for url in ["redis://127.0.0.1:6379/", "rediss://h:1/2", "unix:///tmp/r.sock"] {
-            assert_eq!(
-                RedisTarget::parse(url),
-                Ok(RedisTarget::Server(url.into()))
-            );
+        for url in [
+            "redis://127.0.0.1:6379/",
+            "rediss://h:1/2",
+            "unix:///tmp/r.sock",
+        ] {
+            assert_eq!(RedisTarget::parse(url), Ok(RedisTarget::Server(url.into())));
         }
     }
 

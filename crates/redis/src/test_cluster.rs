@@ -85,7 +85,11 @@ impl TestCluster {
 
     /// The `redis+cluster://` URL naming every master as a seed.
     pub fn url(&self) -> String {
-        let seeds: Vec<String> = self.ports.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+        let seeds: Vec<String> = self
+            .ports
+            .iter()
+            .map(|p| format!("127.0.0.1:{p}"))
+            .collect();
         format!("redis+cluster://{}/", seeds.join(","))
     }
 
@@ -160,9 +164,12 @@ fn ping(port: u16) -> bool {
 }
 
 fn cluster_ok(port: u16, masters: usize) -> bool {
-    let Some(info) =
-        node(port).and_then(|mut c| redis::cmd("CLUSTER").arg("INFO").query::<String>(&mut c).ok())
-    else {
+    let Some(info) = node(port).and_then(|mut c| {
+        redis::cmd("CLUSTER")
+            .arg("INFO")
+            .query::<String>(&mut c)
+            .ok()
+    }) else {
         return false;
     };
     info.contains("cluster_state:ok")
@@ -173,7 +180,10 @@ fn cluster_ok(port: u16, masters: usize) -> bool {
 /// Polls `ready` until it holds (start-up readiness, not a timing claim).
 fn wait_until(deadline: Instant, mut ready: impl FnMut() -> bool, what: &str) {
     while !ready() {
-        assert!(Instant::now() < deadline, "test cluster: timed out waiting until {what}");
+        assert!(
+            Instant::now() < deadline,
+            "test cluster: timed out waiting until {what}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
 }

@@ -144,6 +144,11 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(gateways: usize, gifts: usize) -> Cluster {
+        Self::start_on_redis(gateways, gifts, REDIS_URL)
+    }
+
+    /// [`Cluster::start`] on another Redis (e.g. a `redis+cluster://` URL).
+    pub fn start_on_redis(gateways: usize, gifts: usize, redis_url: &str) -> Cluster {
         let state = tempfile::tempdir().expect("state dir");
         let out = Command::new("bash")
             .arg(cluster_script())
@@ -151,7 +156,7 @@ impl Cluster {
             .arg(state.path())
             .args(["--gateways", &gateways.to_string()])
             .args(["--gifts", &gifts.to_string()])
-            .args(["--redis-url", REDIS_URL, "--pg-admin-url", PG_ADMIN_URL])
+            .args(["--redis-url", redis_url, "--pg-admin-url", PG_ADMIN_URL])
             .arg("--")
             .args(OPEN_LIMITS)
             .env("APPLAUSE_BIN", env!("CARGO_BIN_EXE_applause"))

@@ -2,12 +2,14 @@
 //! and WebSocket API only: embedded delivery, acknowledgements, the live
 //! leaderboard, room end and resume on `applause serve`; and the scaled mode
 //! (separate gateway and gifts processes on PostgreSQL and Redis, started by
-//! `deploy/local-cluster.sh`) through crashes and a lost Redis.
+//! `deploy/local-cluster.sh`) through crashes and a lost Redis, also on a
+//! Redis Cluster.
 
 mod acks;
 mod common;
 mod delivery;
 mod leaderboard;
+mod redis_cluster;
 mod resume;
 mod room_end;
 mod scaled;

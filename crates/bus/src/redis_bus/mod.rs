@@ -33,11 +33,11 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use applause_core::EventEnvelope;
+use applause_redis::{Conn, ConnOptions, RedisTarget};
 use async_trait::async_trait;
 use dashmap::DashSet;
-use parking_lot::Mutex;
-use applause_redis::{Conn, ConnOptions, RedisTarget};
 use futures_util::future::try_join_all;
+use parking_lot::Mutex;
 use redis::aio::PubSubSink;
 use redis::{ErrorKind, RedisError, Script};
 use tokio::sync::mpsc;

@@ -43,7 +43,10 @@ async fn rooms_of_one_batch_land_on_every_master_and_reach_a_subscriber_on_one_n
         .flat_map(|seq| rooms.iter().map(move |r| ev(r, seq)))
         .collect();
     let out = publisher.publish(&batch).await.unwrap();
-    assert!(out.iter().all(|o| *o == PublishOutcome::Published), "{out:?}");
+    assert!(
+        out.iter().all(|o| *o == PublishOutcome::Published),
+        "{out:?}"
+    );
     let mut seen: std::collections::HashMap<String, u64> = Default::default();
     for _ in 0..batch.len() {
         let e = recv_event(&mut rx).await;
@@ -97,7 +100,9 @@ async fn a_lost_subscriber_moves_to_the_next_seed_and_resubscribes() {
         .unwrap();
     let mut config = RedisBusConfig::new(prefix.clone(), bounds);
     config.reconnect_backoff_ms_max = 200;
-    let gateway = RedisBus::connect_with(&cluster.url(), config).await.unwrap();
+    let gateway = RedisBus::connect_with(&cluster.url(), config)
+        .await
+        .unwrap();
     let mut rx = gateway.messages().unwrap();
     let r = room();
     gateway.join(&r).await.unwrap();
@@ -158,7 +163,9 @@ async fn the_eviction_policy_of_every_master_is_checked() {
         applause_bus::eviction_policy(&cluster.url()).await.unwrap(),
         Some("allkeys-lru".into())
     );
-    assert!(applause_bus::eviction_policy("redis+cluster://127.0.0.1:1/")
-        .await
-        .is_err());
+    assert!(
+        applause_bus::eviction_policy("redis+cluster://127.0.0.1:1/")
+            .await
+            .is_err()
+    );
 }

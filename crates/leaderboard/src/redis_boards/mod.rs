@@ -88,7 +88,8 @@ impl RedisBoards {
                 format!("{key_prefix:?} is not 1-64 characters of [A-Za-z0-9_.:-]"),
             ));
         }
-        let target = RedisTarget::parse(redis_url).map_err(|e| BoardError::invalid("redis_url", e))?;
+        let target =
+            RedisTarget::parse(redis_url).map_err(|e| BoardError::invalid("redis_url", e))?;
         let options = ConnOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),

@@ -37,7 +37,10 @@ async fn boards_spread_over_the_masters_and_rebuild_exactly_after_a_loss() {
 
     // The cluster loses every key of ours.
     assert!(common::cluster_delete_prefix(&prefix).await > 0);
-    assert!(boards.needs_rebuild().await.unwrap(), "the loss is detected");
+    assert!(
+        boards.needs_rebuild().await.unwrap(),
+        "the loss is detected"
+    );
     // Writes into the dead generation meanwhile, on every master.
     boards.apply_batch(&ledger[..200]).await.unwrap();
     let report = boards.rebuild(&ledger, common::now_ms()).await.unwrap();

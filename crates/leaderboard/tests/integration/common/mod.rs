@@ -450,7 +450,11 @@ pub async fn cluster_delete_prefix(prefix: &str) -> usize {
             .unwrap();
         // One DEL per key: keys of several slots cannot share one DEL.
         for key in keys {
-            let n: usize = redis::cmd("DEL").arg(key).query_async(&mut con).await.unwrap();
+            let n: usize = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
             deleted += n;
         }
     }
