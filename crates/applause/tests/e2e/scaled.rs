@@ -200,7 +200,7 @@ pub async fn kill_9_of_gifts_loses_nothing(cluster: &mut Cluster) {
     let tasks = watch(&gw, &room, 10, want.clone(), Duration::from_secs(60)).await;
 
     // Each sender buys back to back until the node dies under it.
-    let answers = buy_until_kill9(&cluster, "gifts-1", &api, &room, &senders, &["rose"], 80).await;
+    let answers = buy_until_kill9(cluster, "gifts-1", &api, &room, &senders, &["rose"], 80).await;
 
     // A new gifts node; every request is retried with its key.
     let api2 = Api::new(&cluster.add("gifts"));
