@@ -2,7 +2,8 @@
 //! started by the test (`applause_redis::test_cluster`), the nodes of
 //! `deploy/local-cluster.sh` given its `redis+cluster://` URL. Viewers on
 //! both gateways see every gift, and `kill -9` of the gifts node loses and
-//! repeats nothing, with the bus and the boards spread over every master.
+//! repeats nothing, with the bus and the boards spread over the masters;
+//! stopping the nodes sweeps their keys from every master.
 
 use applause_redis::test_cluster::TestCluster;
 
@@ -16,9 +17,9 @@ fn start() -> (TestCluster, Cluster) {
     (redis, nodes)
 }
 
-/// Rooms' and boards' keys ended up on more than one master.
-async fn assert_spread(redis: &TestCluster, prefix: &str) {
-    let mut holding = 0;
+/// How many keys under `prefix` each master holds.
+async fn keys_per_master(redis: &TestCluster, prefix: &str) -> Vec<usize> {
+    let mut per_master = Vec::new();
     for i in 0..redis.ports().len() {
         let mut con = redis::Client::open(redis.node_url(i))
             .unwrap()
@@ -34,9 +35,29 @@ async fn assert_spread(redis: &TestCluster, prefix: &str) {
             .query_async(&mut con)
             .await
             .unwrap();
-        holding += usize::from(!keys.is_empty());
+        per_master.push(keys.len());
     }
-    assert!(holding >= 2, "keys of {prefix} on {holding} master(s) only");
+    per_master
+}
+
+/// Rooms' and boards' keys ended up on more than one master.
+async fn assert_spread(redis: &TestCluster, prefix: &str) {
+    let per_master = keys_per_master(redis, prefix).await;
+    let holding = per_master.iter().filter(|&&n| n > 0).count();
+    assert!(holding >= 2, "keys of {prefix} per master: {per_master:?}");
+}
+
+/// Stops the nodes; `local-cluster.sh stop` must sweep the keys of their
+/// prefix from every master, then the Redis Cluster goes.
+async fn stop(redis: TestCluster, nodes: Cluster) {
+    let prefix = nodes.redis_prefix();
+    drop(nodes);
+    let left = keys_per_master(&redis, &prefix).await;
+    assert!(
+        left.iter().all(|&n| n == 0),
+        "keys left per master: {left:?}"
+    );
+    drop(redis);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -44,9 +65,7 @@ async fn viewers_on_both_gateways_see_every_gift_on_a_redis_cluster() {
     let (redis, nodes) = start();
     both_gateways_see_every_gift(&nodes).await;
     assert_spread(&redis, &nodes.redis_prefix()).await;
-    // The nodes stop (and sweep their keys) while Redis still runs.
-    drop(nodes);
-    drop(redis);
+    stop(redis, nodes).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -54,6 +73,5 @@ async fn kill_9_of_the_gifts_node_loses_nothing_on_a_redis_cluster() {
     let (redis, mut nodes) = start();
     kill_9_of_gifts_loses_nothing(&mut nodes).await;
     assert_spread(&redis, &nodes.redis_prefix()).await;
-    drop(nodes);
-    drop(redis);
+    stop(redis, nodes).await;
 }
