@@ -190,7 +190,10 @@ impl Inner {
                     }
                 }
                 Ok(History::Gone) => {
-                    lost = true;
+                    // After a reconnect, a bus that forgot the room (Redis
+                    // restarted or flushed) has lost nothing of ours if the
+                    // ledger says nothing past our position was published.
+                    lost = then.is_some() || !self.nothing_published_after(room, since).await;
                     break;
                 }
                 Err(e) => {
@@ -212,6 +215,15 @@ impl Inner {
         } else if lost {
             room.reset();
         }
+    }
+
+    /// Whether the ledger vouches that no event of `room` after `seq` has
+    /// reached the bus. A mark that lags a publish only makes this say no.
+    async fn nothing_published_after(&self, room: &Room, seq: u64) -> bool {
+        matches!(
+            self.directory.room(&room.id).await,
+            Ok(Some(info)) if info.published_seq <= seq
+        )
     }
 
     async fn on_reconnected(&self) {

@@ -37,6 +37,11 @@ pub struct ConnOptions {
     /// Retries of a command after a dropped connection (single server) or a
     /// redirect / lost node (cluster) before the error reaches the caller.
     pub retries: usize,
+    /// Growth of the wait between reconnect attempts of a single-server
+    /// connection: redis-rs 0.32 multiplies a one-second base by it, so its
+    /// default of 100 would leave a reconnect that failed once waiting the
+    /// whole cap before the next attempt, every command behind it.
+    pub retry_factor: u64,
     /// Cap of the wait between reconnect attempts, in ms.
     pub retry_delay_max_ms: u64,
 }
@@ -47,7 +52,8 @@ impl Default for ConnOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             retries: 3,
-            retry_delay_max_ms: 5_000,
+            retry_factor: 2,
+            retry_delay_max_ms: 500,
         }
     }
 }
@@ -90,6 +96,7 @@ impl Conn {
                         .set_connection_timeout(options.connect_timeout)
                         .set_response_timeout(options.response_timeout)
                         .set_number_of_retries(options.retries)
+                        .set_factor(options.retry_factor)
                         .set_max_delay(options.retry_delay_max_ms);
                     Ok(Self::Server(
                         client.get_connection_manager_with_config(config).await?,

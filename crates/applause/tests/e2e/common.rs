@@ -144,19 +144,29 @@ pub struct Cluster {
 
 impl Cluster {
     pub fn start(gateways: usize, gifts: usize) -> Cluster {
-        Self::start_on_redis(gateways, gifts, REDIS_URL)
+        Cluster::start_on(gateways, gifts, REDIS_URL, None)
     }
 
-    /// [`Cluster::start`] on another Redis (e.g. a `redis+cluster://` URL).
-    pub fn start_on_redis(gateways: usize, gifts: usize, redis_url: &str) -> Cluster {
+    /// A cluster on the given Redis and, when given, an existing database
+    /// (which the cluster then neither creates nor drops).
+    pub fn start_on(
+        gateways: usize,
+        gifts: usize,
+        redis_url: &str,
+        database_url: Option<&str>,
+    ) -> Cluster {
         let state = tempfile::tempdir().expect("state dir");
-        let out = Command::new("bash")
-            .arg(cluster_script())
+        let mut cmd = Command::new("bash");
+        cmd.arg(cluster_script())
             .args(["start", "--detach", "--state-dir"])
             .arg(state.path())
             .args(["--gateways", &gateways.to_string()])
             .args(["--gifts", &gifts.to_string()])
-            .args(["--redis-url", redis_url, "--pg-admin-url", PG_ADMIN_URL])
+            .args(["--redis-url", redis_url, "--pg-admin-url", PG_ADMIN_URL]);
+        if let Some(url) = database_url {
+            cmd.args(["--database-url", url]);
+        }
+        let out = cmd
             .arg("--")
             .args(OPEN_LIMITS)
             .env("APPLAUSE_BIN", env!("CARGO_BIN_EXE_applause"))
@@ -232,6 +242,28 @@ impl Cluster {
                 (f.next() == Some(name)).then(|| f.next().and_then(|p| p.parse().ok()))?
             })
             .unwrap_or_else(|| panic!("no pid for {name} in\n{pids}"))
+    }
+
+    /// The tail of every node's log, for a failing test's message.
+    pub fn log_tails(&self, lines: usize) -> String {
+        let mut out = String::new();
+        let mut paths: Vec<_> = std::fs::read_dir(self.state.path())
+            .map(|d| d.filter_map(|e| e.ok()).map(|e| e.path()).collect())
+            .unwrap_or_default();
+        paths.sort();
+        for p in paths
+            .iter()
+            .filter(|p| p.extension().is_some_and(|e| e == "log"))
+        {
+            let text = std::fs::read_to_string(p).unwrap_or_default();
+            let tail: Vec<&str> = text.lines().rev().take(lines).collect();
+            out.push_str(&format!("== {}\n", p.display()));
+            for l in tail.iter().rev() {
+                out.push_str(l);
+                out.push('\n');
+            }
+        }
+        out
     }
 
     /// `kill -9` of one node.

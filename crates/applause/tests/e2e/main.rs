@@ -6,9 +6,12 @@
 //! Redis Cluster.
 
 mod acks;
+mod chaos;
 mod common;
 mod delivery;
 mod leaderboard;
+#[path = "../support/proxy.rs"]
+mod proxy;
 mod redis_cluster;
 mod resume;
 mod room_end;

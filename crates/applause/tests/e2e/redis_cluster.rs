@@ -13,7 +13,7 @@ use crate::scaled::{both_gateways_see_every_gift, kill_9_of_gifts_loses_nothing}
 /// Each test has its own Redis Cluster, killed when the test ends.
 fn start() -> (TestCluster, Cluster) {
     let redis = TestCluster::start();
-    let nodes = Cluster::start_on_redis(2, 1, &redis.url());
+    let nodes = Cluster::start_on(2, 1, &redis.url(), None);
     (redis, nodes)
 }
 

@@ -182,11 +182,16 @@ impl RedisBus {
             .collect::<Result<Vec<_>, _>>()
             .map_err(unavailable)?;
         let timeout = Duration::from_millis(config.command_timeout_ms);
+        // Reconnects are paced from one second up by `retry_factor` (see
+        // ConnOptions): capped at 500 ms, a Redis that is still down fails
+        // fast and one that returned is found within a second, so publishes
+        // do not queue behind a long backoff.
         let options = ConnOptions {
             connect_timeout: timeout,
             response_timeout: timeout,
-            retry_delay_max_ms: config.reconnect_backoff_ms_max,
-            ..ConnOptions::default()
+            retries: 3,
+            retry_factor: 2,
+            retry_delay_max_ms: config.reconnect_backoff_ms_max.min(500),
         };
         let conn = Conn::connect(&target, &options)
             .await
@@ -246,21 +251,35 @@ impl RedisBus {
         Ok(pipe)
     }
 
+    /// One round trip, bounded by the command timeout. A connection found
+    /// dropped (the first command after Redis came back, or after a network
+    /// cut) is tried once more on the manager's new connection: both the
+    /// publish script (ordered by seq) and history reads are safe to repeat,
+    /// and without it a gateway would resync a room's viewers over a
+    /// connection that had already been replaced.
     async fn query<T: redis::FromRedisValue>(
         &self,
         pipe: &redis::Pipeline,
     ) -> Result<T, RedisError> {
-        match tokio::time::timeout(
-            self.shared.command_timeout(),
-            self.conn.query_pipeline(pipe),
-        )
-        .await
-        {
-            Ok(result) => result,
-            Err(_) => Err(RedisError::from((
-                ErrorKind::IoError,
-                "redis command timed out",
-            ))),
+        let mut retried = false;
+        loop {
+            let result = tokio::time::timeout(
+                self.shared.command_timeout(),
+                self.conn.query_pipeline(pipe),
+            )
+            .await;
+            match result {
+                Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
+                    retried = true;
+                }
+                Ok(result) => return result,
+                Err(_) => {
+                    return Err(RedisError::from((
+                        ErrorKind::IoError,
+                        "redis command timed out",
+                    )))
+                }
+            }
         }
     }
 }

@@ -90,11 +90,15 @@ impl RedisBoards {
         }
         let target =
             RedisTarget::parse(redis_url).map_err(|e| BoardError::invalid("redis_url", e))?;
+        // Reconnects grow by a factor of 2 from one second, capped at
+        // 500 ms: a dead Redis fails fast and a returning one is found within
+        // a second (redis 0.32's default factor would wait a minute).
         let options = ConnOptions {
             connect_timeout: Duration::from_secs(2),
             response_timeout: Duration::from_secs(5),
             retries: 3,
-            ..ConnOptions::default()
+            retry_factor: 2,
+            retry_delay_max_ms: 500,
         };
         let con = Conn::connect(&target, &options).await.map_err(backend)?;
         let read_con = Conn::connect(&target, &options).await.map_err(backend)?;
