@@ -21,7 +21,8 @@
 #   --state-dir DIR     default ${APPLAUSE_CLUSTER_DIR:-/tmp/applause-local-cluster}
 #   --database-url URL  use this PostgreSQL database (not created, not dropped)
 #   --pg-admin-url URL  where to create/drop the database (default postgres://postgres@127.0.0.1:5432/postgres)
-#   --redis-url URL     default redis://127.0.0.1:6379
+#   --redis-url URL     default redis://127.0.0.1:6379; a Redis Cluster is
+#                       redis+cluster://host:port[,host:port…]/ (see deploy/README.md)
 #   --redis-prefix P    default applause-cluster-<random>:
 #   --detach            start, print, and exit; stop later with `stop`
 # Environment: APPLAUSE_BIN (default target/release/applause),
@@ -46,6 +47,34 @@ say() { echo "local-cluster: $*" >&2; }
 usage() { sed -n '2,/^set -euo/p' "${BASH_SOURCE[0]}" | sed '$d; s/^# \{0,1\}//'; }
 
 random_hex() { od -An -N"$1" -tx1 /dev/urandom | tr -d ' \n'; }
+
+# The redis:// URL of every server behind a --redis-url: the URL itself, or
+# for redis+cluster:// every master the cluster announces (asked of the first
+# seed that answers), since redis-cli -u takes one server and SCAN sees one
+# node's keys.
+redis_nodes() {
+  local url="$1" rest auth="" seed
+  if [[ "$url" != redis+cluster://* ]]; then
+    echo "$url"
+    return
+  fi
+  rest="${url#redis+cluster://}"
+  rest="${rest%/}"
+  rest="${rest%/0}"
+  if [[ "$rest" == *@* ]]; then
+    auth="${rest%@*}@"
+    rest="${rest##*@}"
+  fi
+  local -a seeds
+  IFS=',' read -ra seeds <<<"$rest"
+  for seed in "${seeds[@]}"; do
+    if redis-cli -u "redis://$auth$seed" cluster nodes 2>/dev/null |
+      awk -v auth="$auth" '$3 ~ /master/ && $3 !~ /fail/ { split($2, a, "@"); print "redis://" auth a[1] }' |
+      grep .; then
+      return
+    fi
+  done
+}
 
 # The binary every node runs: $APPLAUSE_BIN, else the release build.
 binary() {
@@ -189,9 +218,15 @@ stop_cluster() {
       say "could not drop database $CLUSTER_DB_NAME"
   fi
   if [[ -n "${APPLAUSE_REDIS_PREFIX:-}" && "$APPLAUSE_REDIS_PREFIX" == applause-cluster-* ]]; then
-    # Only a prefix this script generated is swept (SCAN + DEL, never FLUSHDB).
-    redis-cli -u "$APPLAUSE_REDIS_URL" --scan --pattern "${APPLAUSE_REDIS_PREFIX}*" |
-      xargs -r -n 500 redis-cli -u "$APPLAUSE_REDIS_URL" DEL >/dev/null || true
+    # Only a prefix this script generated is swept (SCAN + DEL, never FLUSHDB),
+    # on every master of a cluster, one key per DEL there (keys of one node
+    # may sit in several slots).
+    local node per_del=500
+    [[ "$APPLAUSE_REDIS_URL" == redis+cluster://* ]] && per_del=1
+    for node in $(redis_nodes "$APPLAUSE_REDIS_URL"); do
+      redis-cli -u "$node" --scan --pattern "${APPLAUSE_REDIS_PREFIX}*" |
+        xargs -r -n "$per_del" redis-cli -u "$node" DEL >/dev/null || true
+    done
   fi
   rm -f "$STATE_DIR/pids" "$STATE_DIR/cluster.env"
   say "stopped"
@@ -264,7 +299,9 @@ fi
 export APPLAUSE_JWT_SECRET="${APPLAUSE_JWT_SECRET:-$(random_hex 32)}"
 ((${#APPLAUSE_JWT_SECRET} >= 32)) || die "APPLAUSE_JWT_SECRET must be at least 32 bytes"
 [[ -n "$REDIS_PREFIX" ]] || REDIS_PREFIX="applause-cluster-$(random_hex 6):"
-redis-cli -u "$REDIS_URL" ping >/dev/null 2>&1 || die "Redis is not reachable at $REDIS_URL"
+first_redis="$(redis_nodes "$REDIS_URL" | head -n 1)"
+[[ -n "$first_redis" ]] && redis-cli -u "$first_redis" ping >/dev/null 2>&1 ||
+  die "Redis is not reachable at $REDIS_URL"
 DB_NAME=""
 if [[ -z "$DATABASE_URL" ]]; then
   DB_NAME="${APPLAUSE_CLUSTER_DB_PREFIX:-applause_cluster_}$(random_hex 6)"

@@ -18,8 +18,10 @@ declare -A ALLOWED=(
   [applause-core]=""
   [applause-ledger]="applause-core"
   [applause-web]="applause-core"
-  [applause-bus]="applause-core"
-  [applause-leaderboard]="applause-core"
+  # The one Redis connection (a server or a Redis Cluster) for bus and boards.
+  [applause-redis]=""
+  [applause-bus]="applause-core applause-redis"
+  [applause-leaderboard]="applause-core applause-redis"
   [applause-gateway]="applause-core applause-web applause-bus"
   [applause-gifts]="applause-core applause-web applause-ledger applause-bus applause-leaderboard"
   [applause-relay]="applause-core applause-ledger applause-bus applause-leaderboard"
@@ -36,7 +38,7 @@ declare -A ALLOWED=(
 # `plan/`) stays pure.
 SQLX_ALLOWED=("crates/ledger/src/*")
 SQLX_DENIED=("crates/ledger/src/plan.rs" "crates/ledger/src/plan/*")
-REDIS_ALLOWED=("crates/bus/src/redis_bus/*" "crates/leaderboard/src/redis_boards*" "crates/applause/src/*")
+REDIS_ALLOWED=("crates/redis/src/*" "crates/bus/src/redis_bus/*" "crates/leaderboard/src/redis_boards*" "crates/applause/src/*")
 AXUM_ALLOWED=("crates/web/src/*" "crates/gifts/src/*" "crates/gateway/src/*" "crates/pages/src/*" "crates/applause/src/*")
 
 root="$(cd "$(dirname "$0")/.." && pwd)"

@@ -191,12 +191,9 @@ impl CommonArgs {
             None => format!("sqlite:{}", self.data_dir.join("applause.db").display()),
         };
         if let Some(r) = &self.redis_url {
-            if !(r.starts_with("redis://")
-                || r.starts_with("rediss://")
-                || r.starts_with("unix://"))
-            {
-                return Err(format!("--redis-url {r:?} must start with redis://"));
-            }
+            // A server URL, or `redis+cluster://host:port,…/` for a Redis
+            // Cluster; the reason never echoes the URL (it may hold a password).
+            applause_redis::RedisTarget::parse(r).map_err(|e| format!("--redis-url {e}"))?;
         }
         if self.redis_prefix.is_empty() || self.redis_prefix.contains(['{', '}', ' ']) {
             return Err(format!(

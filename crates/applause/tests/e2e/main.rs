@@ -2,7 +2,8 @@
 //! and WebSocket API only: embedded delivery, acknowledgements, the live
 //! leaderboard, room end and resume on `applause serve`; and the scaled mode
 //! (separate gateway and gifts processes on PostgreSQL and Redis, started by
-//! `deploy/local-cluster.sh`) through crashes and a lost Redis.
+//! `deploy/local-cluster.sh`) through crashes and a lost Redis, also on a
+//! Redis Cluster.
 
 mod acks;
 mod chaos;
@@ -11,6 +12,7 @@ mod delivery;
 mod leaderboard;
 #[path = "../support/proxy.rs"]
 mod proxy;
+mod redis_cluster;
 mod resume;
 mod room_end;
 mod scaled;

@@ -67,7 +67,12 @@ async fn check_viewers(
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn viewers_on_both_gateways_see_every_gift_and_resume_across_gateways() {
-    let cluster = Cluster::start(2, 1);
+    both_gateways_see_every_gift(&Cluster::start(2, 1)).await;
+}
+
+/// The body of the test above on a cluster of 2 gateways and 1 gifts node
+/// (also run on a Redis Cluster by `redis_cluster`).
+pub async fn both_gateways_see_every_gift(cluster: &Cluster) {
     let gw = cluster.gateways();
     assert_eq!(gw.len(), 2);
     let api = Api::new(&cluster.gifts()[0]);
@@ -176,7 +181,12 @@ async fn viewers_on_both_gateways_see_every_gift_and_resume_across_gateways() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn kill_9_of_the_gifts_node_loses_and_repeats_nothing() {
-    let mut cluster = Cluster::start(2, 1);
+    kill_9_of_gifts_loses_nothing(&mut Cluster::start(2, 1)).await;
+}
+
+/// The body of the test above on a cluster of 2 gateways and 1 gifts node
+/// (also run on a Redis Cluster by `redis_cluster`).
+pub async fn kill_9_of_gifts_loses_nothing(cluster: &mut Cluster) {
     let gw = cluster.gateways();
     let api = Api::new(&cluster.gifts()[0]);
     let star = token("star", Role::Broadcaster);
@@ -190,7 +200,7 @@ async fn kill_9_of_the_gifts_node_loses_and_repeats_nothing() {
     let tasks = watch(&gw, &room, 10, want.clone(), Duration::from_secs(60)).await;
 
     // Each sender buys back to back until the node dies under it.
-    let answers = buy_until_kill9(&cluster, "gifts-1", &api, &room, &senders, &["rose"], 80).await;
+    let answers = buy_until_kill9(cluster, "gifts-1", &api, &room, &senders, &["rose"], 80).await;
 
     // A new gifts node; every request is retried with its key.
     let api2 = Api::new(&cluster.add("gifts"));

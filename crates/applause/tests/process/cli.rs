@@ -54,6 +54,11 @@ fn bad_values_exit_naming_them() {
     );
     fails_naming(&["serve", "--redis-url", "http://x"], &[], "--redis-url");
     fails_naming(
+        &["serve", "--redis-url", "redis+cluster://h:0/"],
+        &[],
+        "--redis-url",
+    );
+    fails_naming(
         &["serve", "--gift-rate-per-s", "0"],
         &[],
         "--gift-rate-per-s",

@@ -10,6 +10,21 @@
 //! - `<prefix>{<room>}:ch` — the pub/sub channel carrying the envelope JSON.
 //!
 //! Both keys expire `key_ttl_ms` after the room's last event.
+//!
+//! Redis Cluster (`redis+cluster://` URLs, see [`applause_redis::RedisTarget`]):
+//! the command connection routes each room's script and reads to the room's
+//! slot; a publish batch is split into one pipeline per room, run
+//! concurrently. Fan-out stays on classic PUBLISH, which a cluster forwards
+//! to every node, so the subscriber keeps one plain pub/sub connection to any
+//! seed node and moves to the next seed when it reconnects. Sharded pub/sub
+//! (SPUBLISH/SSUBSCRIBE) was weighed and not taken: redis-rs 0.32 offers it
+//! only through the cluster connection's RESP3 push channel, which
+//! resubscribes behind the caller's back after a node is lost, so the bus
+//! could no longer tell the gateway [`BusMessage::Reconnected`] (events lost
+//! meanwhile would go unnoticed), and one room's subscription would follow
+//! its slot's master, i.e. one pub/sub connection per master. Classic
+//! PUBLISH costs cluster-bus traffic proportional to the node count, which
+//! is fine for the handful of masters a bus needs.
 
 mod subscriber;
 
@@ -18,10 +33,12 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use applause_core::EventEnvelope;
+use applause_redis::{Conn, ConnOptions, RedisTarget};
 use async_trait::async_trait;
 use dashmap::DashSet;
+use futures_util::future::try_join_all;
 use parking_lot::Mutex;
-use redis::aio::{ConnectionManager, ConnectionManagerConfig, PubSubSink};
+use redis::aio::PubSubSink;
 use redis::{ErrorKind, RedisError, Script};
 use tokio::sync::mpsc;
 use tokio::task::JoinHandle;
@@ -91,7 +108,10 @@ impl std::fmt::Debug for RedisBusConfig {
 
 /// State shared by the bus handle and its subscriber task.
 struct Shared {
-    client: redis::Client,
+    /// One client per node the subscriber may use: the server, or every
+    /// cluster seed (tried in turn from `next_node` when reconnecting).
+    clients: Vec<redis::Client>,
+    next_node: std::sync::atomic::AtomicUsize,
     config: RedisBusConfig,
     /// Rooms this process joined: resubscribed after every reconnect and used
     /// to drop messages still in flight for a room already left.
@@ -129,7 +149,7 @@ impl Shared {
 /// subscriber task.
 pub struct RedisBus {
     shared: Arc<Shared>,
-    conn: ConnectionManager,
+    conn: Conn,
     script: Script,
     rx: Mutex<Option<mpsc::Receiver<BusMessage>>>,
     subscriber: JoinHandle<()>,
@@ -153,28 +173,33 @@ impl RedisBus {
                 "redis key prefix must not contain braces".into(),
             ));
         }
-        let client = redis::Client::open(redis_url).map_err(unavailable)?;
+        let target = RedisTarget::parse(redis_url)
+            .map_err(|e| BusError::Unavailable(format!("redis url {e}")))?;
+        let clients = target
+            .node_urls()
+            .iter()
+            .map(|url| redis::Client::open(url.as_str()))
+            .collect::<Result<Vec<_>, _>>()
+            .map_err(unavailable)?;
         let timeout = Duration::from_millis(config.command_timeout_ms);
-        // The manager multiplies its reconnect delay by `factor` from one
-        // second up (redis 0.32); the default factor of 100 would leave a
-        // reconnect that failed once (a Redis still down) waiting the whole
-        // backoff cap before the next attempt, with every publish behind it.
-        let manager_config = ConnectionManagerConfig::new()
-            .set_connection_timeout(timeout)
-            .set_response_timeout(timeout)
-            .set_factor(2)
-            .set_number_of_retries(3)
-            .set_max_delay(config.reconnect_backoff_ms_max.min(500));
-        let conn = tokio::time::timeout(
-            timeout,
-            client.get_connection_manager_with_config(manager_config),
-        )
-        .await
-        .map_err(|_| BusError::Unavailable("redis connect timed out".into()))?
-        .map_err(unavailable)?;
+        // Reconnects are paced from one second up by `retry_factor` (see
+        // ConnOptions): capped at 500 ms, a Redis that is still down fails
+        // fast and one that returned is found within a second, so publishes
+        // do not queue behind a long backoff.
+        let options = ConnOptions {
+            connect_timeout: timeout,
+            response_timeout: timeout,
+            retries: 3,
+            retry_factor: 2,
+            retry_delay_max_ms: config.reconnect_backoff_ms_max.min(500),
+        };
+        let conn = Conn::connect(&target, &options)
+            .await
+            .map_err(unavailable)?;
         let (tx, rx) = mpsc::channel(config.messages_capacity_max.max(2));
         let shared = Arc::new(Shared {
-            client,
+            clients,
+            next_node: std::sync::atomic::AtomicUsize::new(0),
             config,
             joined: DashSet::new(),
             membership: tokio::sync::Mutex::new(()),
@@ -191,9 +216,9 @@ impl RedisBus {
         })
     }
 
-    fn publish_pipeline(
+    fn publish_pipeline<'a>(
         &self,
-        events: &[EventEnvelope],
+        events: impl Iterator<Item = &'a EventEnvelope>,
         published_through: &HashMap<String, u64>,
         load_script: bool,
     ) -> Result<redis::Pipeline, BusError> {
@@ -238,10 +263,11 @@ impl RedisBus {
     ) -> Result<T, RedisError> {
         let mut retried = false;
         loop {
-            let mut conn = self.conn.clone();
-            let result =
-                tokio::time::timeout(self.shared.command_timeout(), pipe.query_async(&mut conn))
-                    .await;
+            let result = tokio::time::timeout(
+                self.shared.command_timeout(),
+                self.conn.query_pipeline(pipe),
+            )
+            .await;
             match result {
                 Ok(Err(e)) if !retried && (e.is_connection_dropped() || e.is_io_error()) => {
                     retried = true;
@@ -269,18 +295,14 @@ impl Drop for RedisBus {
 /// drop a room's seq and history keys or the leaderboards' markers under
 /// memory pressure: the outbox and the rebuild recover, but viewers resync
 /// and boards are rebuilt, so operators should be told.
+/// On a Redis Cluster every master is asked, and the first policy that is
+/// not `noeviction` is the answer.
 pub async fn eviction_policy(url: &str) -> Result<Option<String>, BusError> {
-    let client = redis::Client::open(url).map_err(unavailable)?;
-    let mut conn = client
-        .get_multiplexed_async_connection()
+    let target =
+        RedisTarget::parse(url).map_err(|e| BusError::Unavailable(format!("redis url {e}")))?;
+    applause_redis::eviction_policy(&target)
         .await
-        .map_err(unavailable)?;
-    let reply: redis::RedisResult<Vec<String>> = redis::cmd("CONFIG")
-        .arg("GET")
-        .arg("maxmemory-policy")
-        .query_async(&mut conn)
-        .await;
-    Ok(reply.ok().and_then(|v| v.get(1).cloned()))
+        .map_err(unavailable)
 }
 
 fn unavailable(e: RedisError) -> BusError {
@@ -327,25 +349,46 @@ impl EventBus for RedisBus {
         if events.is_empty() {
             return Ok(Vec::new());
         }
-        // One round trip: EVALSHA per event, pipelined. After a Redis restart
-        // the script cache is empty; the retry loads it in the same pipeline.
-        // Events that did run before a failure answer `Duplicate` on retry.
-        let pipe = self.publish_pipeline(events, published_through, false)?;
-        let replies: Vec<(i64, i64)> = match self.query(&pipe).await {
-            Err(e) if e.kind() == ErrorKind::NoScriptError => {
-                let pipe = self.publish_pipeline(events, published_through, true)?;
-                self.query(&pipe).await.map_err(unavailable)?
+        // One round trip: EVALSHA per event, pipelined (on a cluster, one
+        // pipeline per room's slot, concurrently; a room's events stay in
+        // order in its pipeline). After a Redis restart the script cache is
+        // empty; the retry loads it in the same pipeline. Events that did run
+        // before a failure answer `Duplicate` on retry.
+        let keys: Vec<String> = events
+            .iter()
+            .map(|e| self.shared.seq_key(&e.room_id))
+            .collect();
+        let groups = self.conn.slot_groups(keys.iter().map(String::as_str));
+        let group_replies = try_join_all(groups.iter().map(|group| async move {
+            let members = || group.iter().map(|&i| &events[i]);
+            let pipe = self.publish_pipeline(members(), published_through, false)?;
+            let replies: Vec<(i64, i64)> = match self.query(&pipe).await {
+                Err(e) if e.kind() == ErrorKind::NoScriptError => {
+                    let pipe = self.publish_pipeline(members(), published_through, true)?;
+                    self.query(&pipe).await.map_err(unavailable)?
+                }
+                other => other.map_err(unavailable)?,
+            };
+            if replies.len() != group.len() {
+                return Err(BusError::Unavailable(format!(
+                    "{} publish replies for {} events",
+                    replies.len(),
+                    group.len()
+                )));
             }
-            other => other.map_err(unavailable)?,
-        };
-        if replies.len() != events.len() {
-            return Err(BusError::Unavailable(format!(
-                "{} publish replies for {} events",
-                replies.len(),
-                events.len()
-            )));
+            Ok::<_, BusError>(replies)
+        }))
+        .await?;
+        let mut outcomes: Vec<Option<PublishOutcome>> = vec![None; events.len()];
+        for (group, replies) in groups.iter().zip(group_replies) {
+            for (&i, reply) in group.iter().zip(replies) {
+                outcomes[i] = Some(outcome(reply)?);
+            }
         }
-        replies.into_iter().map(outcome).collect()
+        outcomes
+            .into_iter()
+            .map(|o| o.ok_or_else(|| BusError::Unavailable("publish reply missing".into())))
+            .collect()
     }
 
     async fn join(&self, room_id: &str) -> Result<RoomCursor, BusError> {
@@ -436,6 +479,8 @@ impl EventBus for RedisBus {
 
     async fn ready(&self) -> bool {
         let mut conn = self.conn.clone();
+        // On a cluster redis-rs sends PING to every master and answers OK only
+        // if all did: the bus is ready when every room's slot is served.
         let ping = redis::cmd("PING");
         let timeout = Duration::from_millis(self.shared.config.ready_timeout_ms);
         matches!(

@@ -1,6 +1,7 @@
 //! The Redis bus's subscriber task: owns the pub/sub connection, forwards the
 //! joined rooms' events, and reconnects and resubscribes after a loss.
 
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -16,11 +17,31 @@ use crate::BusMessage;
 
 /// Opens a pub/sub connection, subscribes every joined room on it, and makes
 /// it the one joins use. Returns its message stream.
+///
+/// On a cluster any node will do (PUBLISH reaches every node): the seeds are
+/// tried in turn, starting with the one that last worked, so losing that
+/// node moves the subscriber to the next.
 pub(super) async fn open(shared: &Shared) -> RedisResult<PubSubStream> {
     let timeout = shared.command_timeout();
-    let pubsub = tokio::time::timeout(timeout, shared.client.get_async_pubsub())
-        .await
-        .map_err(|_| timed_out())??;
+    let nodes = shared.clients.len();
+    let first = shared.next_node.load(Ordering::Relaxed);
+    let mut failure = None;
+    let mut pubsub = None;
+    for attempt in 0..nodes {
+        let node = (first + attempt) % nodes;
+        match tokio::time::timeout(timeout, shared.clients[node].get_async_pubsub()).await {
+            Ok(Ok(connected)) => {
+                shared.next_node.store(node, Ordering::Relaxed);
+                pubsub = Some(connected);
+                break;
+            }
+            Ok(Err(e)) => failure = Some(e),
+            Err(_) => failure = Some(timed_out()),
+        }
+    }
+    let Some(pubsub) = pubsub else {
+        return Err(failure.unwrap_or_else(timed_out));
+    };
     let (sink, stream) = pubsub.split();
     let _membership = shared.membership.lock().await;
     let channels: Vec<String> = shared.joined.iter().map(|r| shared.channel(&r)).collect();
@@ -70,6 +91,11 @@ pub(super) async fn run(
         *shared.sink.lock() = None;
         tracing::warn!("redis pub/sub connection lost; reconnecting");
         let mut backoff_ms: u64 = 50;
+        // The next attempt starts with another node: a lost connection
+        // usually means a lost node.
+        let nodes = shared.clients.len().max(1);
+        let next = (shared.next_node.load(Ordering::Relaxed) + 1) % nodes;
+        shared.next_node.store(next, Ordering::Relaxed);
         stream = loop {
             match open(&shared).await {
                 Ok(stream) => break stream,

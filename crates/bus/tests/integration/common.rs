@@ -87,3 +87,13 @@ pub async fn redis_bus(bounds: HistoryBounds) -> applause_bus::RedisBus {
         .await
         .expect("redis at APPLAUSE_TEST_REDIS_URL or 127.0.0.1:6379 (start redis-server)")
 }
+
+/// A Redis bus on the test binary's own three-master Redis Cluster.
+pub async fn cluster_bus(bounds: HistoryBounds) -> applause_bus::RedisBus {
+    let url = tokio::task::spawn_blocking(|| applause_redis::test_cluster::shared().url())
+        .await
+        .expect("test cluster started");
+    applause_bus::RedisBus::connect(&url, &prefix(), bounds)
+        .await
+        .expect("the test cluster is reachable")
+}

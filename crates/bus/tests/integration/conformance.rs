@@ -338,3 +338,7 @@ conformance_suite!(in_process, |bounds| Box::pin(async move {
 conformance_suite!(redis, |bounds| Box::pin(async move {
     Arc::new(redis_bus(bounds).await) as Arc<dyn EventBus>
 }));
+
+conformance_suite!(redis_cluster, |bounds| Box::pin(async move {
+    Arc::new(cluster_bus(bounds).await) as Arc<dyn EventBus>
+}));

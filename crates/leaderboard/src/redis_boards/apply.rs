@@ -19,7 +19,7 @@ use super::RedisBoards;
 /// costs Redis ≈ 15-30 µs).
 const SCRIPT_PARTS_MAX: usize = 64;
 
-/// Keys deleted per UNLINK (here and in the rebuild's sweep).
+/// Keys deleted per UNLINK (see `RedisBoards::unlink`).
 pub(super) const UNLINK_KEYS_MAX: usize = 500;
 
 impl RedisBoards {
@@ -105,7 +105,8 @@ impl RedisBoards {
                 .collect();
             scripts.extend(parts.chunks(SCRIPT_PARTS_MAX).map(<[_]>::to_vec));
         }
-        let mut pipe = redis::pipe();
+        // Each script with the key that routes it (its first key).
+        let mut cmds: Vec<(String, Cmd)> = Vec::with_capacity(scripts.len());
         for parts in &scripts {
             let args: Vec<_> = parts
                 .iter()
@@ -121,17 +122,19 @@ impl RedisBoards {
                 })
                 .collect();
             let names = parts.iter().any(|&(_, global)| global);
-            pipe.add_command(self.script_cmd(generation, names, &args));
+            let route = if names {
+                self.key(generation, &names_key())
+            } else {
+                self.key(generation, &args[0].0.marker)
+            };
+            cmds.push((route, self.script_cmd(generation, names, &args)));
         }
-        if read_pointer {
-            pipe.cmd("GET").arg(self.gen_key());
-        }
-        let values = self.query(&pipe).await?;
-        let expected = scripts.len() + usize::from(read_pointer);
-        if values.len() != expected {
+        let (values, pointer) = self.query_cmds(false, &cmds, read_pointer).await?;
+        if values.len() != scripts.len() {
             return Err(protocol(format!(
-                "{} replies to a pipeline of {expected} commands",
-                values.len()
+                "{} replies to a pipeline of {} scripts",
+                values.len(),
+                scripts.len()
             )));
         }
         let mut statuses = vec![(Status::Duplicate, Status::Duplicate); updates.len()];
@@ -149,11 +152,6 @@ impl RedisBoards {
                 }
             }
         }
-        let pointer = if read_pointer {
-            decode(&values[scripts.len()])?
-        } else {
-            None
-        };
         Ok((statuses, pointer))
     }
 
@@ -213,11 +211,7 @@ impl RedisBoards {
             }
         }
         let keys: Vec<String> = keys.into_iter().collect();
-        for chunk in keys.chunks(UNLINK_KEYS_MAX) {
-            let mut pipe = redis::pipe();
-            pipe.cmd("UNLINK").arg(chunk);
-            self.query(&pipe).await?;
-        }
+        self.unlink(&keys).await?;
         Ok(())
     }
 }

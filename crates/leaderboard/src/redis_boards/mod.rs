@@ -6,6 +6,11 @@
 //! and keys here, one round trip (retries, errors) in `round_trip`, writes in
 //! `apply`, reads in `reads`, the rebuild and its sweep in `rebuild`, the
 //! Lua in `scripts`.
+//!
+//! Redis Cluster (`redis+cluster://` URLs, see [`applause_redis::RedisTarget`]):
+//! scripts are always one per hash-tag slot there, a pipeline is split into
+//! one per slot (run concurrently, the pointer GET after all of them), and
+//! the sweep SCANs every master.
 
 mod apply;
 mod reads;
@@ -17,9 +22,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use applause_core::clock::{SharedClock, SystemClock};
+use applause_redis::{Conn, ConnOptions, RedisTarget};
 use async_trait::async_trait;
 use parking_lot::RwLock;
-use redis::aio::ConnectionManager;
 use redis::Script;
 
 use crate::metrics::Metrics;
@@ -35,21 +40,18 @@ use round_trip::backend;
 /// the script's KEYS/ARGV and the time Redis spends in one script.
 pub const BATCH_UPDATES_MAX: usize = 1_000;
 
-/// The longest wait between two reconnect attempts, in ms.
-const RECONNECT_DELAY_MS_MAX: u64 = 500;
-
 /// The generation written before any rebuild: boards written there are not
 /// known complete and are removed by the first rebuild.
 const GENERATION_PROVISIONAL: &str = "0";
 
 /// The leaderboards in Redis. Cheap to share behind an `Arc`; the
-/// connection manager multiplexes all callers on one connection.
+/// connection (to a server or a cluster) multiplexes all callers.
 pub struct RedisBoards {
     /// Writes and rebuilds: long pipelines of scripts.
-    con: ConnectionManager,
+    con: Conn,
     /// Reads, on their own connection so a top-10 read never queues behind
     /// a writer's pipeline in the same TCP stream.
-    read_con: ConnectionManager,
+    read_con: Conn,
     prefix: String,
     /// The generation this process reads and writes; refreshed whenever a
     /// round trip shows `P:gen` moved.
@@ -76,7 +78,8 @@ impl std::fmt::Debug for RedisBoards {
 }
 
 impl RedisBoards {
-    /// Connects to `redis_url` and serves the boards under `key_prefix`
+    /// Connects to `redis_url` (a server, or `redis+cluster://` seeds) and
+    /// serves the boards under `key_prefix`
     /// (1–64 characters of `[A-Za-z0-9_.:-]`: no hash-tag braces, no SCAN
     /// pattern characters).
     pub async fn connect(redis_url: &str, key_prefix: &str) -> Result<Self, BoardError> {
@@ -91,32 +94,27 @@ impl RedisBoards {
                 format!("{key_prefix:?} is not 1-64 characters of [A-Za-z0-9_.:-]"),
             ));
         }
-        let client = redis::Client::open(redis_url).map_err(backend)?;
-        // The manager's reconnect backoff multiplies its delay by `factor`
-        // from one second up (redis 0.32): left at its default of 100, a
-        // reconnect that failed once waits a minute before trying again,
-        // and every round trip waits with it. A factor of 2 capped at
-        // RECONNECT_DELAY_MS_MAX fails a dead Redis fast and finds a
-        // returning one within a second.
-        let config = redis::aio::ConnectionManagerConfig::new()
-            .set_connection_timeout(Duration::from_secs(2))
-            .set_response_timeout(Duration::from_secs(5))
-            .set_factor(2)
-            .set_max_delay(RECONNECT_DELAY_MS_MAX)
-            .set_number_of_retries(3);
-        let con = ConnectionManager::new_with_config(client.clone(), config.clone())
-            .await
-            .map_err(backend)?;
-        let read_con = ConnectionManager::new_with_config(client, config)
-            .await
-            .map_err(backend)?;
+        let target =
+            RedisTarget::parse(redis_url).map_err(|e| BoardError::invalid("redis_url", e))?;
+        // Reconnects grow by a factor of 2 from one second, capped at
+        // 500 ms: a dead Redis fails fast and a returning one is found within
+        // a second (redis 0.32's default factor would wait a minute).
+        let options = ConnOptions {
+            connect_timeout: Duration::from_secs(2),
+            response_timeout: Duration::from_secs(5),
+            retries: 3,
+            retry_factor: 2,
+            retry_delay_max_ms: 500,
+        };
+        let con = Conn::connect(&target, &options).await.map_err(backend)?;
+        let read_con = Conn::connect(&target, &options).await.map_err(backend)?;
         let boards = Self {
             con,
             read_con,
             prefix: key_prefix.to_owned(),
             generation: RwLock::new(GENERATION_PROVISIONAL.to_owned()),
             marker_ttl_secs: DEFAULT_MARKER_TTL_SECS,
-            slot_scripts: false,
+            slot_scripts: target.is_cluster(),
             metrics: None,
             apply_script: Script::new(scripts::APPLY_LUA),
             unlock_script: Script::new(scripts::UNLOCK_LUA),
@@ -142,10 +140,11 @@ impl RedisBoards {
 
     /// Sends only scripts whose keys share one hash-tag slot: one script per
     /// broadcaster in a batch plus global ones. Needed behind a Redis Cluster
-    /// proxy; on one node (the default) both parts of many updates are packed
-    /// into each script, which costs Redis far less per update.
+    /// proxy (always on for a `redis+cluster://` URL); on one node (the
+    /// default) both parts of many updates are packed into each script,
+    /// which costs Redis far less per update.
     pub fn with_slot_scripts(mut self, on: bool) -> Self {
-        self.slot_scripts = on;
+        self.slot_scripts = on || self.con.is_cluster();
         self
     }
 

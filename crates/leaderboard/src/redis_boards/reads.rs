@@ -1,6 +1,7 @@
 //! Reads: a board's top entries and one user's line, each a single
 //! pipeline on the read connection that also reads the generation pointer
-//! (and follows it once if a rebuild moved it), plus the display names.
+//! after the data (and follows it once if a rebuild moved it), plus the
+//! display names.
 
 use crate::model::{decode_member, encode_member, names_key, BoardError, Entry};
 
@@ -17,18 +18,18 @@ impl RedisBoards {
         let mut rows: Vec<(String, i64)> = Vec::new();
         let mut generation = self.generation();
         for _ in 0..2 {
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(self.gen_key());
-            pipe.cmd("ZREVRANGEBYSCORE")
-                .arg(self.key(&generation, relative_key))
+            let key = self.key(&generation, relative_key);
+            let mut range = redis::cmd("ZREVRANGEBYSCORE");
+            range
+                .arg(&key)
                 .arg("+inf")
                 .arg("(0")
                 .arg("WITHSCORES")
                 .arg("LIMIT")
                 .arg(0)
                 .arg(limit);
-            let values = self.query_read(&pipe).await?;
-            let [pointer, range] = values.as_slice() else {
+            let (values, pointer) = self.query_cmds(true, &[(key, range)], true).await?;
+            let [range] = values.as_slice() else {
                 return Err(protocol("top reply"));
             };
             let raw: Vec<(String, String)> = decode(range)?;
@@ -36,7 +37,7 @@ impl RedisBoards {
                 .into_iter()
                 .map(|(member, score)| Ok((user_of(&member)?, score_of(&score)?)))
                 .collect::<Result<_, BoardError>>()?;
-            if !self.adopt_pointer(decode(pointer)?, &generation) {
+            if !self.adopt_pointer(pointer, &generation) {
                 break;
             }
             generation = self.generation();
@@ -92,12 +93,13 @@ impl RedisBoards {
         let mut found: Option<(i64, u32)> = None;
         for _ in 0..2 {
             let key = self.key(&generation, relative);
-            let mut pipe = redis::pipe();
-            pipe.cmd("GET").arg(self.gen_key());
-            pipe.cmd("ZSCORE").arg(&key).arg(&member);
-            pipe.cmd("ZREVRANK").arg(&key).arg(&member);
-            let values = self.query_read(&pipe).await?;
-            let [pointer, score, rank] = values.as_slice() else {
+            let mut score = redis::cmd("ZSCORE");
+            score.arg(&key).arg(&member);
+            let mut rank = redis::cmd("ZREVRANK");
+            rank.arg(&key).arg(&member);
+            let cmds = [(key.clone(), score), (key, rank)];
+            let (values, pointer) = self.query_cmds(true, &cmds, true).await?;
+            let [score, rank] = values.as_slice() else {
                 return Err(protocol("me reply"));
             };
             let score: Option<String> = decode(score)?;
@@ -106,7 +108,7 @@ impl RedisBoards {
                 (Some(score), Some(rank)) => Some((score_of(&score)?, rank + 1)),
                 _ => None,
             };
-            if !self.adopt_pointer(decode(pointer)?, &generation) {
+            if !self.adopt_pointer(pointer, &generation) {
                 break;
             }
             generation = self.generation();

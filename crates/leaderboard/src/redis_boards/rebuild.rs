@@ -8,8 +8,7 @@ use redis::Value;
 
 use crate::model::{rebuild_input, tally, BoardError, BoardUpdate, RebuildReport};
 
-use super::apply::UNLINK_KEYS_MAX;
-use super::round_trip::{backend, decode, protocol};
+use super::round_trip::backend;
 use super::{RedisBoards, BATCH_UPDATES_MAX};
 
 /// How long the rebuild lock holds without a refresh, in ms.
@@ -61,42 +60,37 @@ impl RedisBoards {
 
     /// Deletes every key under the prefix except the pointer, the lock and
     /// the keys of `keep_generation`. SCAN, never KEYS: it does not block
-    /// Redis on a large keyspace.
+    /// Redis on a large keyspace. On a cluster every master is scanned (a
+    /// SCAN sees only its own node's keys).
     async fn sweep(&self, keep_generation: &str) -> Result<u64, BoardError> {
         let pattern = format!("{}:*", self.prefix);
         let keep = format!("{}:{keep_generation}:", self.prefix);
         let fixed: HashSet<String> = [self.gen_key(), self.lock_key()].into_iter().collect();
-        let mut cursor: u64 = 0;
         let mut removed = 0u64;
-        loop {
-            let mut pipe = redis::pipe();
-            pipe.cmd("SCAN")
-                .arg(cursor)
-                .arg("MATCH")
-                .arg(&pattern)
-                .arg("COUNT")
-                .arg(1000);
-            let values = self.query(&pipe).await?;
-            let [reply] = values.as_slice() else {
-                return Err(protocol("scan reply"));
-            };
-            let (next, keys): (u64, Vec<String>) = decode(reply)?;
-            let doomed: Vec<String> = keys
-                .into_iter()
-                .filter(|k| !k.starts_with(&keep) && !fixed.contains(k))
-                .filter(|k| self.is_generation_key(k))
-                .collect();
-            for chunk in doomed.chunks(UNLINK_KEYS_MAX) {
-                let mut pipe = redis::pipe();
-                pipe.cmd("UNLINK").arg(chunk);
-                let values = self.query(&pipe).await?;
-                removed += values.first().map(decode::<u64>).transpose()?.unwrap_or(0);
-            }
-            cursor = next;
-            if cursor == 0 {
-                return Ok(removed);
+        for node in self.con.nodes().await.map_err(backend)? {
+            let mut cursor: u64 = 0;
+            loop {
+                let mut scan = redis::cmd("SCAN");
+                scan.arg(cursor)
+                    .arg("MATCH")
+                    .arg(&pattern)
+                    .arg("COUNT")
+                    .arg(1000);
+                let (next, keys): (u64, Vec<String>) =
+                    self.con.query_node(&node, &scan).await.map_err(backend)?;
+                let doomed: Vec<String> = keys
+                    .into_iter()
+                    .filter(|k| !k.starts_with(&keep) && !fixed.contains(k))
+                    .filter(|k| self.is_generation_key(k))
+                    .collect();
+                removed += self.unlink(&doomed).await?;
+                cursor = next;
+                if cursor == 0 {
+                    break;
+                }
             }
         }
+        Ok(removed)
     }
 
     async fn rebuild_locked(

@@ -1,14 +1,19 @@
 //! One Redis round trip of the boards: the pipeline with its retries, the
 //! script cache, the generation pointer read back with each call, and the
 //! mapping of Redis's errors into the backend-neutral [`BoardError`].
+//!
+//! On a Redis Cluster a "round trip" of commands in several hash-tag slots
+//! is one pipeline per slot, run concurrently ([`RedisBoards::query_cmds`]).
 
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
-use redis::{from_redis_value, ErrorKind, FromRedisValue, Pipeline, RedisError, Value};
+use applause_redis::Conn;
+use futures_util::future::try_join_all;
+use redis::{from_redis_value, Cmd, ErrorKind, FromRedisValue, Pipeline, RedisError, Value};
 
 use crate::model::BoardError;
 
+use super::apply::UNLINK_KEYS_MAX;
 use super::RedisBoards;
 
 /// Retries of one round trip after a dropped connection or timeout. Safe
@@ -68,15 +73,94 @@ impl RedisBoards {
         self.query_on(&self.read_con, pipe).await
     }
 
-    async fn query_on(
+    /// Runs `cmds` (each with the key that routes it) and returns their
+    /// replies in order, then the generation pointer when `read_pointer`.
+    /// On one server that is one pipeline ending with the GET. On a cluster
+    /// it is one pipeline per hash-tag slot, concurrently, and the GET once
+    /// they all answered: either way the pointer is read after the data, so
+    /// an unmoved pointer vouches that the data came from a live generation.
+    pub(super) async fn query_cmds(
         &self,
-        connection: &ConnectionManager,
-        pipe: &Pipeline,
-    ) -> Result<Vec<Value>, BoardError> {
+        read: bool,
+        cmds: &[(String, Cmd)],
+        read_pointer: bool,
+    ) -> Result<(Vec<Value>, Option<String>), BoardError> {
+        let connection = if read { &self.read_con } else { &self.con };
+        let mut get_pointer = redis::cmd("GET");
+        get_pointer.arg(self.gen_key());
+        if !connection.is_cluster() {
+            let mut pipe = redis::pipe();
+            for (_, cmd) in cmds {
+                pipe.add_command(cmd.clone());
+            }
+            if read_pointer {
+                pipe.add_command(get_pointer);
+            }
+            let mut values = self.query_on(connection, &pipe).await?;
+            let pointer = match (read_pointer, values.len() == cmds.len() + 1) {
+                (false, _) => None,
+                (true, true) => values.pop().as_ref().map(decode).transpose()?.flatten(),
+                (true, false) => return Err(protocol("pointer reply missing")),
+            };
+            return Ok((values, pointer));
+        }
+        let groups = connection.slot_groups(cmds.iter().map(|(key, _)| key.as_str()));
+        let replies = try_join_all(groups.iter().map(|group| async move {
+            let mut pipe = redis::pipe();
+            for &i in group {
+                pipe.add_command(cmds[i].1.clone());
+            }
+            self.query_on(connection, &pipe).await
+        }))
+        .await?;
+        let mut values = vec![Value::Nil; cmds.len()];
+        for (group, group_values) in groups.iter().zip(replies) {
+            if group_values.len() != group.len() {
+                return Err(protocol(format!(
+                    "{} replies to a pipeline of {} commands",
+                    group_values.len(),
+                    group.len()
+                )));
+            }
+            for (&i, value) in group.iter().zip(group_values) {
+                values[i] = value;
+            }
+        }
+        let pointer = if read_pointer {
+            let mut pipe = redis::pipe();
+            pipe.add_command(get_pointer);
+            let reply = self.query_on(connection, &pipe).await?;
+            let [pointer] = reply.as_slice() else {
+                return Err(protocol("generation reply"));
+            };
+            decode(pointer)?
+        } else {
+            None
+        };
+        Ok((values, pointer))
+    }
+
+    /// Deletes `keys`: UNLINK in chunks, per hash-tag slot on a cluster
+    /// (a multi-key command must stay in one slot there). Returns how many
+    /// existed.
+    pub(super) async fn unlink(&self, keys: &[String]) -> Result<u64, BoardError> {
+        let mut removed = 0;
+        for group in self.con.slot_groups(keys.iter().map(String::as_str)) {
+            for chunk in group.chunks(UNLINK_KEYS_MAX) {
+                let mut pipe = redis::pipe();
+                pipe.cmd("UNLINK")
+                    .arg(chunk.iter().map(|&i| keys[i].as_str()).collect::<Vec<_>>());
+                let values = self.query(&pipe).await?;
+                removed += values.first().map(decode::<u64>).transpose()?.unwrap_or(0);
+            }
+        }
+        Ok(removed)
+    }
+
+    async fn query_on(&self, connection: &Conn, pipe: &Pipeline) -> Result<Vec<Value>, BoardError> {
         let mut attempt = 0;
         loop {
-            let mut con = connection.clone();
-            match pipe.query_async::<Vec<Value>>(&mut con).await {
+            match connection.query_pipeline::<Vec<Value>>(pipe).await {
                 Ok(values) => return Ok(values),
                 Err(error) => {
                     if let Some(metrics) = &self.metrics {

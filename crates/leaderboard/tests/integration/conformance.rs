@@ -1,7 +1,8 @@
 //! The conformance suite: every scenario runs against `MemoryBoards`,
-//! `RedisBoards` and `RedisBoards` with cluster-safe (one slot per script)
-//! scripts, asserts the expected answers, and their complete observations
-//! (entries with names and ranks) must be identical.
+//! `RedisBoards`, `RedisBoards` with cluster-safe (one slot per script)
+//! scripts, and `RedisBoards` on a real three-master Redis Cluster; asserts
+//! the expected answers, and their complete observations (entries with names
+//! and ranks) must be identical.
 
 use applause_leaderboard::{BoardError, Leaderboard, Window, TOTAL_MINOR_MAX};
 
@@ -16,14 +17,17 @@ macro_rules! conformance {
             let slotted = common::redis_boards(&common::random_prefix())
                 .await
                 .with_slot_scripts(true);
+            let cluster = common::cluster_boards(&common::random_prefix()).await;
             let base = common::monday_ms();
             let from_memory = scenarios::$name(&memory, base).await;
             let from_redis = scenarios::$name(&redis, base).await;
             let from_slotted = scenarios::$name(&slotted, base).await;
+            let from_cluster = scenarios::$name(&cluster, base).await;
             common::delete_prefix(redis.key_prefix()).await;
             common::delete_prefix(slotted.key_prefix()).await;
             assert_eq!(from_memory, from_redis, "the twins disagree");
             assert_eq!(from_memory, from_slotted, "slot-safe scripts disagree");
+            assert_eq!(from_memory, from_cluster, "the Redis Cluster disagrees");
         }
     )*};
 }

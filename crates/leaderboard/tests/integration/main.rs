@@ -9,3 +9,4 @@ mod exactly_once;
 mod metrics;
 mod property;
 mod rebuild;
+mod redis_cluster;

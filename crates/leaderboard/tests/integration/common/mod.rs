@@ -387,3 +387,76 @@ pub fn assert_same_tops(
         }
     }
 }
+
+/// Boards on the test binary's own three-master Redis Cluster (started on
+/// first use, gone with the test process).
+pub async fn cluster_boards(prefix: &str) -> RedisBoards {
+    let url = tokio::task::spawn_blocking(|| applause_redis::test_cluster::shared().url())
+        .await
+        .expect("test cluster started");
+    RedisBoards::connect(&url, prefix)
+        .await
+        .expect("connect to the test cluster")
+}
+
+/// Every key under `prefix` on each master of the shared test cluster
+/// (SCAN per node: a cluster has no global keyspace scan).
+pub async fn cluster_keys_under(prefix: &str) -> Vec<Vec<String>> {
+    let cluster = tokio::task::spawn_blocking(applause_redis::test_cluster::shared)
+        .await
+        .unwrap();
+    let mut per_node = Vec::new();
+    for i in 0..cluster.ports().len() {
+        let mut con = redis::Client::open(cluster.node_url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        let mut cursor: u64 = 0;
+        let mut keys = Vec::new();
+        loop {
+            let (next, batch): (u64, Vec<String>) = redis::cmd("SCAN")
+                .arg(cursor)
+                .arg("MATCH")
+                .arg(format!("{prefix}:*"))
+                .arg("COUNT")
+                .arg(1000)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            keys.extend(batch);
+            cursor = next;
+            if cursor == 0 {
+                break;
+            }
+        }
+        per_node.push(keys);
+    }
+    per_node
+}
+
+/// Deletes this test's keys on every master of the shared test cluster.
+pub async fn cluster_delete_prefix(prefix: &str) -> usize {
+    let cluster = tokio::task::spawn_blocking(applause_redis::test_cluster::shared)
+        .await
+        .unwrap();
+    let per_node = cluster_keys_under(prefix).await;
+    let mut deleted = 0;
+    for (i, keys) in per_node.iter().enumerate() {
+        let mut con = redis::Client::open(cluster.node_url(i))
+            .unwrap()
+            .get_multiplexed_async_connection()
+            .await
+            .unwrap();
+        // One DEL per key: keys of several slots cannot share one DEL.
+        for key in keys {
+            let n: usize = redis::cmd("DEL")
+                .arg(key)
+                .query_async(&mut con)
+                .await
+                .unwrap();
+            deleted += n;
+        }
+    }
+    deleted
+}
