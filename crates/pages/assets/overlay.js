@@ -18,10 +18,13 @@ const QUEUE_MAX = 300; // beyond this, same-sender same-sticker alerts merge har
 
 const queue = [];
 let showing = false;
+let gifts = 0; // gift events received (shown or below ?min=)
+let shown = 0;
 let stickers = new Map();
 
 /** Adds a gift to the queue; a queued alert of the same sender and sticker grows instead. */
 function enqueue(g) {
+  gifts += 1;
   if (compare(g.amount, minAmount) < 0) return;
   const d = Math.max(decimalsOf(g.amount), 2);
   const last = queue.length ? queue[queue.length - 1] : null;
@@ -41,6 +44,7 @@ function next() {
   const a = queue.shift();
   if (!a) { showing = false; return; }
   showing = true;
+  shown += 1;
   const amount = fromMinor(a.total, a.d);
   const t = tier(amount);
   const st = stickers.get(a.stickerId);
@@ -76,7 +80,7 @@ async function main() {
     onEvent: (e) => { if (e.type === 'gift') enqueue(e); },
     onStatus: (s) => { conn.hidden = s !== 'reconnecting'; conn.dataset.state = s; },
   });
-  window.applause = { feed, queued: () => queue.length };
+  window.applause = { feed, queued: () => queue.length, gifts: () => gifts, shown: () => shown };
 }
 
 main();

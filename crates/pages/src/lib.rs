@@ -76,6 +76,7 @@ const SVG: &str = "image/svg+xml";
 
 static WATCH: Asset = asset!("watch.html", HTML);
 static OVERLAY: Asset = asset!("overlay.html", HTML);
+static STUDIO: Asset = asset!("studio.html", HTML);
 
 /// Everything under `/assets/`, by file name.
 static ASSETS: &[Asset] = &[
@@ -87,6 +88,7 @@ static ASSETS: &[Asset] = &[
     asset!("stickers.js", JS),
     asset!("watch.js", JS),
     asset!("overlay.js", JS),
+    asset!("studio.js", JS),
     asset!("favicon.svg", SVG),
 ];
 
@@ -96,6 +98,7 @@ pub fn router() -> Router {
     Router::new()
         .route("/watch/{room_id}", get(|h: HeaderMap| page(&WATCH, h)))
         .route("/overlay/{room_id}", get(|h: HeaderMap| page(&OVERLAY, h)))
+        .route("/studio", get(|h: HeaderMap| page(&STUDIO, h)))
         .route("/favicon.ico", get(|h: HeaderMap| asset("favicon.svg", h)))
         .route("/assets/", get(|| async { not_found() }))
         .route(
@@ -197,7 +200,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_carry_csp_nosniff_type_and_etag() {
-        for path in ["/watch/r1", "/overlay/r1"] {
+        for path in ["/watch/r1", "/overlay/r1", "/studio"] {
             let r = get(path, None).await;
             assert_eq!(r.status(), StatusCode::OK, "{path}");
             assert_eq!(
@@ -251,7 +254,7 @@ mod tests {
 
     #[test]
     fn no_page_has_inline_script_or_style() {
-        for a in [&WATCH, &OVERLAY] {
+        for a in [&WATCH, &OVERLAY, &STUDIO] {
             let text = std::str::from_utf8(a.body).unwrap();
             assert!(!text.contains("<script>"), "{}", a.name);
             assert!(!text.contains("<style"), "{}", a.name);

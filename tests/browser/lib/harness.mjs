@@ -36,6 +36,7 @@ export async function startServer({ extraArgs = [], dataDir } = {}) {
   });
   let exited = null;
   child.on('exit', (code, sig) => { exited = code ?? sig; });
+  child.on('error', (e) => { exited = `${e.message} (set APPLAUSE_BIN or CARGO_TARGET_DIR)`; });
   const marker = 'applause is listening addr=';
   let addr = null;
   for (let i = 0; i < 600 && !addr; i++) {
@@ -127,6 +128,7 @@ export async function launch() {
  */
 export async function openPage(browser, { viewport = { width: 1280, height: 860 }, acceptDownloads = false } = {}) {
   const context = await browser.newContext({ viewport, acceptDownloads });
+  context.setDefaultTimeout(10000);
   const page = await context.newPage();
   const problems = [];
   const expected = [];
