@@ -77,6 +77,7 @@ const SVG: &str = "image/svg+xml";
 static WATCH: Asset = asset!("watch.html", HTML);
 static OVERLAY: Asset = asset!("overlay.html", HTML);
 static STUDIO: Asset = asset!("studio.html", HTML);
+static FINANCE: Asset = asset!("finance.html", HTML);
 
 /// Everything under `/assets/`, by file name.
 static ASSETS: &[Asset] = &[
@@ -89,6 +90,7 @@ static ASSETS: &[Asset] = &[
     asset!("watch.js", JS),
     asset!("overlay.js", JS),
     asset!("studio.js", JS),
+    asset!("finance.js", JS),
     asset!("favicon.svg", SVG),
 ];
 
@@ -99,6 +101,7 @@ pub fn router() -> Router {
         .route("/watch/{room_id}", get(|h: HeaderMap| page(&WATCH, h)))
         .route("/overlay/{room_id}", get(|h: HeaderMap| page(&OVERLAY, h)))
         .route("/studio", get(|h: HeaderMap| page(&STUDIO, h)))
+        .route("/finance", get(|h: HeaderMap| page(&FINANCE, h)))
         .route("/favicon.ico", get(|h: HeaderMap| asset("favicon.svg", h)))
         .route("/assets/", get(|| async { not_found() }))
         .route(
@@ -200,7 +203,7 @@ mod tests {
 
     #[tokio::test]
     async fn pages_carry_csp_nosniff_type_and_etag() {
-        for path in ["/watch/r1", "/overlay/r1", "/studio"] {
+        for path in ["/watch/r1", "/overlay/r1", "/studio", "/finance"] {
             let r = get(path, None).await;
             assert_eq!(r.status(), StatusCode::OK, "{path}");
             assert_eq!(
@@ -254,7 +257,7 @@ mod tests {
 
     #[test]
     fn no_page_has_inline_script_or_style() {
-        for a in [&WATCH, &OVERLAY, &STUDIO] {
+        for a in [&WATCH, &OVERLAY, &STUDIO, &FINANCE] {
             let text = std::str::from_utf8(a.body).unwrap();
             assert!(!text.contains("<script>"), "{}", a.name);
             assert!(!text.contains("<style"), "{}", a.name);
