@@ -187,6 +187,12 @@ async function restore() {
     $('#go-live').hidden = true;
     return;
   }
+  // `applause demo` links the studio to its room with `#room=`.
+  const linked = new URLSearchParams(location.hash.slice(1)).get('room');
+  if (linked) {
+    localStorage.setItem(roomKey(), linked);
+    history.replaceState(null, '', location.pathname + location.search);
+  }
   const id = localStorage.getItem(roomKey());
   if (!id) return showRoom(null);
   try {

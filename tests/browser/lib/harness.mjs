@@ -26,12 +26,12 @@ export function applauseBin() {
 const sleep = (ms) => new Promise((r) => setTimeout(r, ms));
 
 /** Starts `applause serve`; resolves when it reports its address and /readyz is 200. */
-export async function startServer({ extraArgs = [], dataDir } = {}) {
+export async function startServer({ extraArgs = [], dataDir, command = 'serve' } = {}) {
   const dir = dataDir || mkdtempSync(join(tmpdir(), 'applause-browser-'));
   const logPath = join(dir, 'serve.log');
   const log = openSync(logPath, 'a');
   const env = { ...process.env, APPLAUSE_JWT_SECRET: SECRET, RUST_LOG: process.env.RUST_LOG || 'info', NO_COLOR: '1' };
-  const child = spawn(applauseBin(), ['serve', '--bind', '127.0.0.1:0', '--data-dir', dir, ...extraArgs], {
+  const child = spawn(applauseBin(), [command, '--bind', '127.0.0.1:0', '--data-dir', dir, ...extraArgs], {
     env, stdio: ['ignore', log, log],
   });
   let exited = null;
