@@ -40,6 +40,8 @@ test('a gift bought on the page reaches a second viewer and the overlay; wallet 
   await alice.page.click('[data-sticker="star"]');
   await alice.page.fill('#qty', '2');
   await alice.page.fill('#msg', 'great stream!');
+  const posts = [];
+  alice.page.on('request', (r) => { if (r.method() === 'POST' && r.url().endsWith('/gifts')) posts.push(r.headers()['idempotency-key']); });
   await alice.page.dblclick('#send');
 
   const card = await bob.page.waitForSelector('#feed .card.gift[data-sender="alice1"]');
@@ -61,6 +63,8 @@ test('a gift bought on the page reaches a second viewer and the overlay; wallet 
   const board = await api(server.base, 'GET', `/v1/rooms/${roomId}/leaderboard?window=live`);
   assert.deepEqual(board.body.entries.map((e) => [e.user_id, e.amount]), [['alice1', '9.98']]);
   assert.equal((await cards(bob.page)).length, 1);
+  await alice.page.waitForFunction(() => !document.querySelector('#send').disabled);
+  assert.equal(posts.length, 1, 'a double click sends one request');
 
   await screenshot(alice.page, 'watch-desktop');
   await screenshot(bob.page, 'watch-phone');
@@ -87,8 +91,12 @@ test('a purchase whose response is lost is retried with the same Idempotency-Key
   await carol.page.waitForFunction(() => window.applause?.feed?.status === 'live');
   await carol.page.click('[data-sticker="coffee"]');
   await carol.page.click('#send');
+  // The balance may already follow from the room feed: wait for the click's retry to finish.
+  await eventually(() => keys.length === 2, 10000, 'the retry');
+  await carol.page.waitForFunction(() => document.querySelector('#send')?.textContent === 'Send' && !document.querySelector('#send').disabled);
   await carol.page.waitForSelector('#balance[data-amount="8.01"]');
   assert.equal(keys.length, 2);
+  assert.equal(await carol.page.isVisible('#send-error'), false);
   assert.equal(keys[0], keys[1]);
   const w = await api(server.base, 'GET', '/v1/wallet', { tok: tokens.carol });
   assert.equal(w.body.balance, '8.01');
@@ -114,6 +122,8 @@ test('five identical gifts show one card ×5, and the broadcaster’s ack appear
   assert.equal(seen.length, 1);
   assert.deepEqual(seen[0].gifts, bought.map((g) => g.gift_id));
   assert.equal(seen[0].amount, '4.95');
+  // Bought elsewhere, the sender's balance on this page follows.
+  await dave.page.waitForSelector('#balance[data-amount="45.05"]');
 
   const ack = await api(server.base, 'POST', `/v1/gifts/${bought[2].gift_id}/ack`, { tok: tokens.star, body: { text: 'Thank you Dave!' } });
   assert.equal(ack.status, 200, JSON.stringify(ack.body));

@@ -32,7 +32,7 @@ function cardFor(g) {
   const key = `${g.sender.id}|${g.sticker_id}`;
   const at = Date.parse(g.created_at) || 0;
   const open = state.combos.get(key);
-  if (open && Math.abs(at - open.lastAt) <= COMBO_MS && open.el.isConnected) return open;
+  if (open && Math.abs(at - open.lastAt) <= COMBO_MS && !open.removed) return open;
   const card = {
     kind: 'gift', key, seq: g.seq, lastAt: at, count: 0, total: 0n, gifts: [],
     sender: g.sender, stickerId: g.sticker_id, messages: [],
@@ -48,24 +48,72 @@ function renderGift(card) {
   const t = tier(amount);
   const mine = me()?.sub === card.sender.id;
   const el = card.el;
-  el.className = `card gift tier-${t}${mine ? ' mine' : ''}${card.count > 1 ? ' combo' : ''}`;
+  if (!card.ref) {
+    // Built once; later updates touch only what changed, so running
+    // animations (the sticker's wiggle) are not restarted by every combo step.
+    const r = {
+      msg: h('div.msg'), acks: h('ul.acks'),
+      count: h('span.combo-count'), amount: h('span.amount'), at: h('time.at'),
+    };
+    el.append(
+      h('div.sticker', { 'aria-hidden': 'true' }, emoji(card.stickerId, st?.animation)),
+      h('div.body',
+        h('div.line', h('strong.sender', card.sender.name || card.sender.id), ' sent ', h('span.sticker-name', st?.name || card.stickerId)),
+        r.msg, r.acks),
+      h('div.side', r.count, r.amount, r.at),
+    );
+    card.ref = r;
+    card.shownAcks = 0;
+  }
+  const r = card.ref;
+  el.className = `card gift tier-${t}${mine ? ' mine' : ''}${card.count > 1 ? ' combo' : ''} ${card.bump ? 'bump-a' : 'bump-b'}`;
   el.dataset.count = String(card.count);
   el.dataset.gifts = card.gifts.join(' ');
   el.dataset.amount = amount;
+  const msg = card.messages.length ? card.messages[card.messages.length - 1] : '';
+  if (r.msg.textContent !== msg) r.msg.textContent = msg;
+  r.msg.hidden = !msg;
   const acks = card.acks || [];
-  el.replaceChildren(
-    h('div.sticker', { 'aria-hidden': 'true' }, emoji(card.stickerId, st?.animation)),
-    h('div.body',
-      h('div.line', h('strong.sender', card.sender.name || card.sender.id), ' sent ', h('span.sticker-name', st?.name || card.stickerId)),
-      card.messages.length ? h('div.msg', card.messages[card.messages.length - 1]) : null,
-      acks.length ? h('ul.acks', acks.map((a) => h(`li.ack${a.mine ? '.ack-mine' : ''}`, h('span.ack-from', '🎙 Thanks from the streamer'), ' ', h('span.ack-text', a.text)))) : null,
-    ),
-    h('div.side', h('span.combo-count', { 'aria-label': `${card.count} times` }, `×${card.count}`), h('span.amount', show(amount, state.currency)), h('time.at', clock(new Date(card.lastAt).toISOString()))),
-  );
-  // Restart the bump animation on every addition to a combo.
-  el.classList.remove('bump');
-  void el.offsetWidth;
-  el.classList.add('bump');
+  for (; card.shownAcks < acks.length; card.shownAcks++) {
+    const a = acks[card.shownAcks];
+    r.acks.append(h(`li.ack${a.mine ? '.ack-mine' : ''}`, h('span.ack-from', '🎙 Thanks from the streamer'), ' ', h('span.ack-text', a.text)));
+  }
+  r.acks.hidden = acks.length === 0;
+  r.count.textContent = `×${card.count}`;
+  r.count.setAttribute('aria-label', `${card.count} times`);
+  r.amount.textContent = show(amount, state.currency);
+  r.at.textContent = clock(new Date(card.lastAt).toISOString());
+  // Restart the counter's pop on every addition: its animation name alternates
+  // between two identical keyframes, so no forced layout is needed.
+  if (card.shownCount !== card.count) {
+    card.bump = !card.bump;
+    el.classList.toggle('bump-a', card.bump);
+    el.classList.toggle('bump-b', !card.bump);
+    card.shownCount = card.count;
+  }
+}
+
+// Events update the model at once; the DOM is updated once per frame, so a
+// burst of gifts (100/s) costs one render per changed card per frame.
+const dirty = new Set();
+let flushing = false;
+function markDirty(card) {
+  dirty.add(card);
+  if (!flushing) {
+    flushing = true;
+    requestAnimationFrame(flush);
+  }
+}
+function flush() {
+  flushing = false;
+  for (const card of dirty) {
+    if (card.removed) continue;
+    if (card.kind === 'gift') renderGift(card); else renderPacket(card);
+    // A growing combo keeps its place (its counter moves, not the card):
+    // re-inserting it would restart its animations and repaint the feed.
+    if (!card.placed) place(card);
+  }
+  dirty.clear();
 }
 
 function onGift(g) {
@@ -75,10 +123,16 @@ function onGift(g) {
   card.gifts.push(g.gift_id);
   if (g.message) card.messages.push(g.message);
   card.lastAt = Math.max(card.lastAt, Date.parse(g.created_at) || 0);
-  card.seq = Math.max(card.seq, g.seq);
   state.byGift.set(g.gift_id, card);
-  renderGift(card);
-  place(card);
+  markDirty(card);
+  // Bought on another device (or by a retry): the balance follows.
+  if (g.sender.id === me()?.sub) scheduleWallet();
+}
+
+let walletTimer = null;
+function scheduleWallet() {
+  clearTimeout(walletTimer);
+  walletTimer = setTimeout(loadWallet, 300);
 }
 
 function onAck(a) {
@@ -86,11 +140,12 @@ function onAck(a) {
   if (!card) return;
   card.acks = card.acks || [];
   card.acks.push({ text: a.text, mine: me()?.sub === a.sender_id });
-  renderGift(card);
+  markDirty(card);
 }
 
-/** Puts a card at its place: newest (highest seq) first. */
+/** Puts a new card at its place: newest (by its first seq) first. */
 function place(card) {
+  card.placed = true;
   const feed = $('#feed');
   const i = state.cards.indexOf(card);
   if (i >= 0) state.cards.splice(i, 1);
@@ -101,6 +156,7 @@ function place(card) {
   feed.insertBefore(card.el, next ? next.el : null);
   while (state.cards.length > MAX_CARDS) {
     const old = state.cards.pop();
+    old.removed = true;
     old.el.remove();
     if (old.kind === 'gift') for (const id of old.gifts) state.byGift.delete(id);
     if (old.kind === 'packet') state.packets.delete(old.id);
@@ -114,8 +170,7 @@ function onPacket(p) {
   const card = { kind: 'packet', id: p.packet_id, seq: p.seq, left: p.count, p, status: '' };
   state.packets.set(p.packet_id, card);
   card.el = h('li.card.packet', { dataset: { packet: p.packet_id } });
-  renderPacket(card);
-  place(card);
+  markDirty(card);
 }
 
 function renderPacket(card) {
@@ -322,6 +377,8 @@ function signedInChanged() {
 
 function resync() {
   // Events were missed for good: start the feed over and reload the state.
+  for (const c of state.cards) c.removed = true;
+  dirty.clear();
   state.cards = [];
   state.byGift.clear();
   state.combos.clear();
