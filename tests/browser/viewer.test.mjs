@@ -222,3 +222,38 @@ test('signed out, the page watches and asks to sign in; a bad token is refused w
   assert.deepEqual(anon.problems(), []);
   await anon.close();
 });
+
+test('429 is waited out (Retry-After) and retried with the same key; 402 asks to top up', async () => {
+  const { roomId, tokens } = await seed(server, [['kit', 'Kit', '2.00']]);
+  const kit = await openPage(browser);
+  kit.expect(429, '/gifts');
+  kit.expect(402, '/gifts');
+  const keys = [];
+  await kit.page.route('**/v1/rooms/*/gifts', async (route) => {
+    keys.push(route.request().headers()['idempotency-key']);
+    if (keys.length === 1) {
+      await route.fulfill({ status: 429, headers: { 'Retry-After': '1', 'Content-Type': 'application/json' }, body: '{"error":{"code":"rate_limited","message":"slow down"}}' });
+      return;
+    }
+    await route.continue();
+  });
+  await kit.page.goto(watchUrl(roomId, tokens.kit));
+  await kit.page.waitForFunction(() => window.applause?.feed?.status === 'live');
+  await kit.page.click('[data-sticker="rose"]');
+  await kit.page.click('#send');
+  await kit.page.waitForSelector('#waiting:not([hidden])');
+  assert.match(await kit.page.textContent('#waiting'), /retrying in 1 s/);
+  await kit.page.waitForSelector('#feed .card.gift[data-sender="kit"]');
+  await kit.page.waitForSelector('#balance[data-amount="1.01"]');
+  assert.equal(keys.length, 2);
+  assert.equal(keys[0], keys[1], 'the retry reuses the click’s key');
+  assert.equal(await kit.page.isVisible('#waiting'), false);
+
+  await kit.page.click('[data-sticker="coffee"]'); // 1.99 > 1.01
+  await kit.page.click('#send');
+  await kit.page.waitForSelector('#send-error:not([hidden])');
+  assert.match(await kit.page.textContent('#send-error'), /Not enough balance.*Top up/);
+  assert.ok(!(await kit.page.textContent('body')).includes('insufficient_funds'), 'no raw code or JSON');
+  assert.deepEqual(kit.problems(), []);
+  await kit.close();
+});
