@@ -64,6 +64,19 @@ cargo build --workspace --bins --quiet
 log "cargo test"
 cargo test --workspace --quiet -- --test-threads "${APPLAUSE_TEST_THREADS:-4}"
 
+log "browser tests: the pages in headless chromium (tests/browser)"
+if [ ! -x /usr/bin/chromium ]; then
+  apt-get update -qq && apt-get install -y -qq chromium fonts-noto-color-emoji >/dev/null
+fi
+(
+  cd tests/browser
+  # Reinstall when node_modules is missing or older than the lock file.
+  if [ ! -d node_modules ] || [ package-lock.json -nt node_modules/.package-lock.json ]; then
+    npm ci --no-audit --no-fund --loglevel=error
+  fi
+  APPLAUSE_BIN="$CARGO_TARGET_DIR/debug/applause" node --test --test-concurrency=1
+)
+
 log "money property tests: 1,000,000 cases in release mode"
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test split_props
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test redpacket_props

@@ -39,6 +39,7 @@ pub async fn seed_and_print(app: &App, secret: &[u8], addr: SocketAddr) -> anyho
     };
     let star = t("demo-star", Role::Broadcaster, "Demo Star")?;
     let alice = t("alice", Role::Viewer, "Alice")?;
+    let bob = t("bob", Role::Viewer, "Bob")?;
     let finance = t("finance", Role::Finance, "Finance")?;
     let base = format!("http://{addr}");
     println!(
@@ -50,6 +51,14 @@ Tokens (valid 24 h):
   BROADCASTER={star}
   ALICE={alice}
   FINANCE={finance}
+
+Open the pages in a browser (the token rides in the #fragment, so it never
+reaches a server log; the page keeps it for the tab):
+  Alice watches and sends gifts:  {base}/watch/{room_id}#token={alice}
+  Bob watches too:                {base}/watch/{room_id}#token={bob}
+  Demo Star's studio:             {base}/studio#token={star}&room={room_id}
+  OBS overlay (browser source):   {base}/overlay/{room_id}?min=0.00&duration=6
+  Finance:                        {base}/finance#token={finance}
 
 Watch the room (any WebSocket client, e.g. `websocat`):
   websocat "ws://{addr}/v1/ws?room={room_id}&access_token=$BROADCASTER"

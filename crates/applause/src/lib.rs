@@ -201,7 +201,8 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
         (Mode::Gateway, Some(g)) => gifts.ops_router().merge(g.router()),
         _ => gifts.router(),
     };
-    let router = applause_gifts::with_json_fallbacks(router);
+    // The pages use relative API paths only, so every kind of node serves all of them.
+    let router = applause_gifts::with_json_fallbacks(router.merge(applause_pages::router()));
     Ok(App {
         gifts,
         gateway,

@@ -94,6 +94,17 @@ pub(crate) async fn revenue(
             header::CONTENT_TYPE,
             HeaderValue::from_static("text/csv; charset=utf-8"),
         );
+        // A download, not a page: the dates were validated by parse_interval,
+        // so the file name holds only digits and dashes.
+        let name = format!(
+            "attachment; filename=\"revenue-{}-{}-{}.csv\"",
+            group_by.as_str(),
+            q.from,
+            q.to
+        );
+        if let Ok(v) = HeaderValue::from_str(&name) {
+            resp.headers_mut().insert(header::CONTENT_DISPOSITION, v);
+        }
         return Ok(resp);
     }
     Ok(json(
