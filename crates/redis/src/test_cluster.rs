@@ -20,6 +20,12 @@ const MASTERS: usize = 3;
 /// bound, not a timed assertion: a slow machine only waits longer).
 const START_WAIT: Duration = Duration::from_secs(60);
 
+/// How long one attempt waits for its servers to answer before it picks new
+/// ports (a server whose port was taken exits at once; a healthy one answers
+/// in milliseconds), and how many attempts there are.
+const PING_WAIT: Duration = Duration::from_secs(10);
+const START_ATTEMPTS: usize = 4;
+
 /// A running three-master cluster; dropping it kills the servers.
 pub struct TestCluster {
     ports: Vec<u16>,
@@ -30,8 +36,21 @@ pub struct TestCluster {
 
 impl TestCluster {
     /// Starts the servers and forms the cluster; panics with the reason if
-    /// that fails (a test cannot go on without it).
+    /// that fails (a test cannot go on without it). The ports are picked by
+    /// the OS and released just before the servers bind them, so another
+    /// process may take one meanwhile: a server that does not answer is
+    /// given up with its whole attempt, and the start tried again on new
+    /// ports.
     pub fn start() -> Self {
+        for _ in 1..START_ATTEMPTS {
+            if let Some(cluster) = Self::try_start(PING_WAIT) {
+                return cluster;
+            }
+        }
+        Self::try_start(START_WAIT).expect("test cluster: redis-server never answered PING")
+    }
+
+    fn try_start(ping_wait: Duration) -> Option<Self> {
         let dir = tempfile::tempdir().expect("temp dir for the cluster");
         // A client port and a cluster-bus port per master, all picked by the
         // OS and held until every one is known, so none is picked twice.
@@ -53,10 +72,16 @@ impl TestCluster {
             let server = spawn_server(cluster._dir.path(), port, bus_port);
             cluster.servers.push(server);
         }
-        let deadline = Instant::now() + START_WAIT;
+        let ping_deadline = Instant::now() + ping_wait;
         for &port in ports {
-            wait_until(deadline, || ping(port), "redis-server answers PING");
+            while !ping(port) {
+                if Instant::now() >= ping_deadline {
+                    return None;
+                }
+                std::thread::sleep(Duration::from_millis(50));
+            }
         }
+        let deadline = Instant::now() + START_WAIT;
         let mut create = Command::new("redis-cli");
         create.arg("--cluster").arg("create");
         for &port in ports {
@@ -80,7 +105,7 @@ impl TestCluster {
                 "every node sees cluster_state:ok with every master",
             );
         }
-        cluster
+        Some(cluster)
     }
 
     /// The `redis+cluster://` URL naming every master as a seed.
