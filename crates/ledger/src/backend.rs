@@ -1,6 +1,8 @@
 //! The storage interface both backends implement: one batch transaction
 //! (load and lock, plan, write, commit) and the read queries.
 
+use std::sync::Arc;
+
 use async_trait::async_trait;
 
 use crate::model::*;
@@ -63,4 +65,24 @@ pub(crate) trait Backend: Send + Sync + 'static {
     async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError>;
     /// (reason, refunded by) of a refunded gift.
     async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError>;
+}
+
+/// Connects to the backend `url` names (`sqlite:PATH` or `postgres://…`)
+/// and brings its schema up to date.
+pub(crate) async fn open(
+    url: &str,
+    read_connections: u32,
+) -> Result<Arc<dyn Backend>, LedgerError> {
+    let backend: Arc<dyn Backend> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(crate::postgres::Pg::connect(url, read_connections).await?)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            Arc::new(crate::sqlite::Lite::open(path, read_connections).await?)
+        } else {
+            return Err(LedgerError::Config(format!(
+                "{url:?} is neither sqlite:PATH nor postgres://…"
+            )));
+        };
+    backend.migrate().await?;
+    Ok(backend)
 }
