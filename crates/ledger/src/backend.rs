@@ -6,13 +6,12 @@ use std::sync::Arc;
 use async_trait::async_trait;
 
 use crate::model::*;
-use crate::plan::{Command, Outcome};
+use crate::plan::{Command, Loaded, Outcome, PlanError, WriteSet};
 use crate::LedgerError;
 
 /// Plans a batch from loaded state; re-run when the backend retries.
-pub(crate) type PlanFn<'a> = &'a (dyn Fn(crate::plan::Loaded) -> Result<(crate::plan::WriteSet, Vec<Outcome>), String>
-         + Send
-         + Sync);
+pub(crate) type PlanFn<'a> =
+    &'a (dyn Fn(Loaded) -> Result<(WriteSet, Vec<Outcome>), PlanError> + Send + Sync);
 
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {

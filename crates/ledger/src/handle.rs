@@ -10,8 +10,9 @@ use tokio::sync::{mpsc, oneshot};
 
 use crate::backend::{self, Backend};
 use crate::committer::{CommitNotice, Committer, Request, NOTICES_QUEUED_MAX};
+use crate::ids::Ids;
 use crate::model::*;
-use crate::plan::{self, Command, Outcome};
+use crate::plan::{Command, Outcome};
 use crate::{reports, LedgerError};
 
 /// Ledger settings.
@@ -47,6 +48,7 @@ pub struct Ledger {
     currency: Currency,
     policy: SplitPolicy,
     clock: SharedClock,
+    ids: Arc<Ids>,
     notices: Arc<Mutex<Option<mpsc::Receiver<CommitNotice>>>>,
     notices_dropped: Arc<AtomicU64>,
 }
@@ -88,6 +90,7 @@ impl Ledger {
             tx,
             currency: options.currency,
             policy: options.policy,
+            ids: Arc::new(Ids::new(clock.clone())),
             clock,
             notices: Arc::new(Mutex::new(Some(notice_rx))),
             notices_dropped,
@@ -134,7 +137,10 @@ impl Ledger {
     /// Buys a gift: charges the sender, splits the price, appends the room
     /// event — or replays/refuses by the idempotency key.
     pub async fn purchase(&self, cmd: PurchaseCmd) -> Result<PurchaseOutcome, LedgerError> {
-        match self.submit(Command::Purchase(cmd)).await? {
+        match self
+            .submit(Command::Purchase(cmd, self.ids.next('g')))
+            .await?
+        {
             Outcome::Purchase(o) => Ok(o),
             other => Err(unexpected(other)),
         }
@@ -152,7 +158,7 @@ impl Ledger {
         // non-zero value works. A random one keeps rooms from being confused.
         let epoch = 1 + (uuid::Uuid::new_v4().as_u128() % 1_000_000_000) as u64;
         match self
-            .submit(Command::CreateRoom(cmd, plan::new_id('r'), epoch))
+            .submit(Command::CreateRoom(cmd, self.ids.next('r'), epoch))
             .await?
         {
             Outcome::Room(r) => Ok(r),
@@ -213,7 +219,7 @@ impl Ledger {
 
     /// Drops a red packet: the total moves from the sender's wallet to escrow.
     pub async fn drop_red_packet(&self, cmd: DropCmd) -> Result<DropOutcome, LedgerError> {
-        match self.submit(Command::Drop(cmd, plan::new_id('p'))).await? {
+        match self.submit(Command::Drop(cmd, self.ids.next('p'))).await? {
             Outcome::Drop(o) => Ok(o),
             other => Err(unexpected(other)),
         }

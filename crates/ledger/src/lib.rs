@@ -27,6 +27,7 @@ mod backend;
 mod committer;
 mod error;
 mod handle;
+mod ids;
 pub mod model;
 mod plan;
 mod postgres;

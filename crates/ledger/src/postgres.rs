@@ -159,7 +159,7 @@ impl Pg {
         let mut tx = self.writer.begin().await?;
         let loaded = load(&mut tx, commands).await?;
         let (writes, outcomes) =
-            plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e)))?;
+            plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e.to_string())))?;
         if !writes.is_empty() {
             write(&mut tx, &writes).await?;
         }

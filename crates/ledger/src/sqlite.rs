@@ -449,7 +449,8 @@ impl Backend for Lite {
             let loaded = Self::load(&mut conn, commands)
                 .await
                 .map_err(LedgerError::from_sqlx)?;
-            let (writes, outcomes) = plan(loaded).map_err(LedgerError::Internal)?;
+            let (writes, outcomes) =
+                plan(loaded).map_err(|e| LedgerError::Internal(e.to_string()))?;
             if !writes.is_empty() {
                 Self::write(&mut conn, &writes)
                     .await
