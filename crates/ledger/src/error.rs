@@ -1,5 +1,6 @@
 //! The ledger's error: what a caller can tell apart (unavailable, internal,
-//! configuration). How database errors map onto it lives with the backends.
+//! configuration). How database errors map onto it lives with the backends
+//! (`backend::sqlite::error`, `backend::postgres::error`).
 
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
@@ -20,34 +21,6 @@ impl LedgerError {
             LedgerError::Unavailable(m) => LedgerError::Unavailable(m.clone()),
             LedgerError::Internal(m) => LedgerError::Internal(m.clone()),
             LedgerError::Config(m) => LedgerError::Config(m.clone()),
-        }
-    }
-
-    pub(crate) fn from_sqlx(e: sqlx::Error) -> Self {
-        match e {
-            sqlx::Error::Io(_)
-            | sqlx::Error::PoolTimedOut
-            | sqlx::Error::PoolClosed
-            | sqlx::Error::WorkerCrashed
-            | sqlx::Error::Tls(_)
-            | sqlx::Error::Protocol(_) => LedgerError::Unavailable(e.to_string()),
-            sqlx::Error::Database(ref db) => {
-                // PostgreSQL: class 08 connection, 57 operator intervention
-                // (shutdown), 53 insufficient resources, 55000 "database is not
-                // accepting connections" (recovery). SQLite: busy/locked/IO.
-                let code = db.code().map(|c| c.into_owned()).unwrap_or_default();
-                if code.starts_with("08")
-                    || code.starts_with("57")
-                    || code.starts_with("53")
-                    || code == "55000"
-                    || ["5", "6", "10", "13", "14"].contains(&code.as_str())
-                {
-                    LedgerError::Unavailable(e.to_string())
-                } else {
-                    LedgerError::Internal(e.to_string())
-                }
-            }
-            other => LedgerError::Internal(other.to_string()),
         }
     }
 }

@@ -246,7 +246,7 @@ impl Ledger {
     /// the committer re-checks each packet under its lock. Returns how many
     /// returns this call committed.
     pub async fn sweep_red_packets(&self, now_ms: i64) -> Result<u64, LedgerError> {
-        let due = self.backend.due_red_packets(now_ms, 500).await?;
+        let due = self.backend.reads().due_red_packets(now_ms, 500).await?;
         let mut returned = 0;
         for id in due {
             if matches!(
@@ -264,12 +264,12 @@ impl Ledger {
         &self,
         packet_id: &str,
     ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
-        self.backend.red_packet(packet_id).await
+        self.backend.reads().red_packet(packet_id).await
     }
 
     /// Why and by whom a gift was refunded.
     pub async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
-        self.backend.refund_of(gift_id).await
+        self.backend.reads().refund_of(gift_id).await
     }
 
     /// Records that a room's events up to `seq` reached the bus.
@@ -283,15 +283,15 @@ impl Ledger {
     }
 
     pub async fn room(&self, room_id: &str) -> Result<Option<Room>, LedgerError> {
-        self.backend.room(room_id).await
+        self.backend.reads().room(room_id).await
     }
 
     pub async fn wallet(&self, user_id: &str) -> Result<Wallet, LedgerError> {
-        self.backend.wallet(user_id).await
+        self.backend.reads().wallet(user_id).await
     }
 
     pub async fn gift(&self, gift_id: &str) -> Result<Option<GiftRecord>, LedgerError> {
-        self.backend.gift(gift_id).await
+        self.backend.reads().gift(gift_id).await
     }
 
     pub async fn idempotency(
@@ -299,7 +299,7 @@ impl Ledger {
         user_id: &str,
         key: &str,
     ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        self.backend.idempotency(user_id, key).await
+        self.backend.reads().idempotency(user_id, key).await
     }
 
     /// Every gift created in `[from_ms, to_ms)` (optionally of one
@@ -315,6 +315,7 @@ impl Ledger {
         loop {
             let page = self
                 .backend
+                .reads()
                 .gifts_between(from_ms, to_ms, broadcaster_id, after.clone(), 5_000)
                 .await?;
             let done = page.len() < 5_000;
@@ -338,11 +339,11 @@ impl Ledger {
     }
 
     pub async fn summary(&self) -> Result<Summary, LedgerError> {
-        self.backend.summary().await
+        self.backend.reads().summary().await
     }
 
     pub async fn check(&self) -> Result<CheckReport, LedgerError> {
-        self.backend.check().await
+        self.backend.reads().check().await
     }
 
     pub async fn unpublished_events(
@@ -350,7 +351,10 @@ impl Ledger {
         before_ms: i64,
         limit: u32,
     ) -> Result<Vec<StoredEvent>, LedgerError> {
-        self.backend.unpublished_events(before_ms, limit).await
+        self.backend
+            .reads()
+            .unpublished_events(before_ms, limit)
+            .await
     }
 
     pub async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
@@ -359,7 +363,7 @@ impl Ledger {
 
     /// Whether the database answers (for `/readyz`).
     pub async fn ping(&self) -> Result<(), LedgerError> {
-        self.backend.ping().await
+        self.backend.reads().ping().await
     }
 }
 

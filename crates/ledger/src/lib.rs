@@ -30,10 +30,7 @@ mod handle;
 mod ids;
 pub mod model;
 mod plan;
-mod postgres;
 pub mod reports;
-mod rows;
-mod sqlite;
 
 pub use committer::CommitNotice;
 pub use error::LedgerError;

@@ -61,6 +61,11 @@ async fn stamped(store: &TestStore) {
     both_gifts.sort();
     assert_eq!(day, both_gifts);
     assert!(ledger.gifts_between(t0, t1, None).await.unwrap().is_empty());
+    // ... and by broadcaster.
+    let theirs = ledger.gifts_between(t1, t1 + 1, Some("b")).await.unwrap();
+    assert_eq!(theirs.len(), 2);
+    let others = ledger.gifts_between(t1, t1 + 1, Some("x")).await.unwrap();
+    assert!(others.is_empty());
     assert_check(&ledger).await;
 }
 both!(commits_ids_and_frames_use_the_injected_clock, stamped);

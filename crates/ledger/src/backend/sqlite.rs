@@ -11,13 +11,14 @@ use std::time::Duration;
 
 use async_trait::async_trait;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Executor, Row, SqliteConnection, SqlitePool};
+use sqlx::{Connection, Executor, Row, SqliteConnection};
 use tokio::sync::Mutex;
 
-use crate::backend::{Backend, PlanFn};
-use crate::model::*;
+use super::batch_json::BatchJson;
+use super::rows::{self, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::shared::{ReadQueries, Reads};
+use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
-use crate::rows::{self, BatchJson, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
 use crate::LedgerError;
 
 const SCHEMA: &str = r#"
@@ -104,7 +105,18 @@ CREATE TABLE IF NOT EXISTS room_events (
 
 pub(crate) struct Lite {
     writer: Mutex<SqliteConnection>,
-    reader: SqlitePool,
+    reads: Reads<sqlx::Sqlite>,
+}
+
+/// SQLite's result codes that mean "cannot commit now" rather than a broken
+/// answer: BUSY (5), LOCKED (6), IOERR (10), FULL (13), CANTOPEN (14).
+fn unavailable_code(code: &str) -> bool {
+    ["5", "6", "10", "13", "14"].contains(&code)
+}
+
+/// An SQLite error as the ledger reports it.
+pub(crate) fn error(e: sqlx::Error) -> LedgerError {
+    super::shared::ledger_error(e, unavailable_code)
 }
 
 impl Lite {
@@ -124,23 +136,20 @@ impl Lite {
             .pragma("temp_store", "memory");
         let mut writer = SqliteConnection::connect_with(&options)
             .await
-            .map_err(LedgerError::from_sqlx)?;
-        writer
-            .execute(SCHEMA)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        writer
-            .execute(MONEY_SCHEMA)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
+            .map_err(error)?;
+        writer.execute(SCHEMA).await.map_err(error)?;
+        writer.execute(MONEY_SCHEMA).await.map_err(error)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
             .connect_with(options.read_only(true))
             .await
-            .map_err(LedgerError::from_sqlx)?;
+            .map_err(error)?;
         Ok(Lite {
             writer: Mutex::new(writer),
-            reader,
+            reads: Reads {
+                pool: reader,
+                error,
+            },
         })
     }
 
@@ -429,10 +438,8 @@ fn json_list<'a>(items: impl Iterator<Item = &'a String>) -> String {
 impl Backend for Lite {
     async fn migrate(&self) -> Result<(), LedgerError> {
         let mut w = self.writer.lock().await;
-        w.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
-        w.execute(MONEY_SCHEMA)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
+        w.execute(SCHEMA).await.map_err(error)?;
+        w.execute(MONEY_SCHEMA).await.map_err(error)?;
         Ok(())
     }
 
@@ -442,28 +449,20 @@ impl Backend for Lite {
         plan: PlanFn<'_>,
     ) -> Result<Vec<Outcome>, LedgerError> {
         let mut conn = self.writer.lock().await;
-        conn.execute("BEGIN IMMEDIATE")
-            .await
-            .map_err(LedgerError::from_sqlx)?;
+        conn.execute("BEGIN IMMEDIATE").await.map_err(error)?;
         let result = async {
-            let loaded = Self::load(&mut conn, commands)
-                .await
-                .map_err(LedgerError::from_sqlx)?;
+            let loaded = Self::load(&mut conn, commands).await.map_err(error)?;
             let (writes, outcomes) =
                 plan(loaded).map_err(|e| LedgerError::Internal(e.to_string()))?;
             if !writes.is_empty() {
-                Self::write(&mut conn, &writes)
-                    .await
-                    .map_err(LedgerError::from_sqlx)?;
+                Self::write(&mut conn, &writes).await.map_err(error)?;
             }
             Ok::<_, LedgerError>(outcomes)
         }
         .await;
         match result {
             Ok(outcomes) => {
-                conn.execute("COMMIT")
-                    .await
-                    .map_err(LedgerError::from_sqlx)?;
+                conn.execute("COMMIT").await.map_err(error)?;
                 Ok(outcomes)
             }
             Err(e) => {
@@ -473,396 +472,17 @@ impl Backend for Lite {
         }
     }
 
-    async fn room(&self, room_id: &str) -> Result<Option<Room>, LedgerError> {
-        let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id = ?1");
-        let row = sqlx::query(&q)
-            .bind(room_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::room(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn wallet(&self, user_id: &str) -> Result<Wallet, LedgerError> {
-        let rows = sqlx::query("SELECT channel, balance_minor FROM wallets WHERE user_id = ?1")
-            .bind(user_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        wallet_of(
-            rows.iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
-        )
-    }
-
-    async fn gift(&self, gift_id: &str) -> Result<Option<GiftRecord>, LedgerError> {
-        let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id = ?1");
-        let row = sqlx::query(&q)
-            .bind(gift_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::gift(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn idempotency(
-        &self,
-        user_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        let row = sqlx::query(
-            "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
-             WHERE user_id = ?1 AND key = ?2",
-        )
-        .bind(user_id)
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::idempotency(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn gifts_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        broadcaster_id: Option<&str>,
-        after: Option<(i64, String)>,
-        limit: u32,
-    ) -> Result<Vec<GiftRecord>, LedgerError> {
-        let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
-        let q = format!(
-            "SELECT {GIFT_COLUMNS} FROM gifts WHERE created_at_ms >= ?1 AND created_at_ms < ?2 \
-             AND (?3 IS NULL OR broadcaster_id = ?3) AND (created_at_ms, gift_id) > (?4, ?5) \
-             ORDER BY created_at_ms, gift_id LIMIT ?6"
-        );
-        let rows = sqlx::query(&q)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(broadcaster_id)
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        rows.iter()
-            .map(rows::gift)
-            .collect::<Result<_, _>>()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn summary(&self) -> Result<Summary, LedgerError> {
-        summary_from(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn check(&self) -> Result<CheckReport, LedgerError> {
-        check_from(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn unpublished_events(
-        &self,
-        before_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, LedgerError> {
-        unpublished_events_from(&self.reader, before_ms, limit)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
     async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
         let mut conn = self.writer.lock().await;
         let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < ?1")
             .bind(before_ms)
             .execute(&mut *conn)
             .await
-            .map_err(LedgerError::from_sqlx)?;
+            .map_err(error)?;
         Ok(r.rows_affected())
     }
 
-    async fn ping(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map(|_| ())
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn red_packet(
-        &self,
-        packet_id: &str,
-    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
-        red_packet_from(&self.reader, packet_id)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError> {
-        due_red_packets_from(&self.reader, now_ms, limit)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
-        refund_of_from(&self.reader, gift_id)
-            .await
-            .map_err(LedgerError::from_sqlx)
+    fn reads(&self) -> &dyn ReadQueries {
+        &self.reads
     }
 }
-
-pub(crate) fn wallet_of(rows: impl Iterator<Item = (String, i64)>) -> Result<Wallet, LedgerError> {
-    let mut w = Wallet::default();
-    for (channel, balance) in rows {
-        let c: applause_core::Channel = channel.parse().map_err(LedgerError::Internal)?;
-        w.by_channel[c.index()] = balance;
-    }
-    Ok(w)
-}
-
-macro_rules! summary_and_check {
-    ($db:ty) => {
-        /// Each room's events after its `published_seq` (committed before
-        /// `before_ms`), room by room, at most `limit` in all. Rooms first,
-        /// then each room's unpublished range by primary key: a join would
-        /// scan every stored event (wide rows) on each pass.
-        pub(crate) async fn unpublished_events_from(
-            pool: &sqlx::Pool<$db>,
-            before_ms: i64,
-            limit: u32,
-        ) -> Result<Vec<StoredEvent>, sqlx::Error> {
-            use sqlx::Row;
-            let rooms = sqlx::query(
-                "SELECT room_id, published_seq FROM rooms WHERE last_seq > published_seq ORDER BY room_id",
-            )
-            .fetch_all(pool)
-            .await?;
-            let mut out: Vec<StoredEvent> = Vec::new();
-            for room in rooms {
-                let left = i64::from(limit) - out.len() as i64;
-                if left <= 0 {
-                    break;
-                }
-                let room_id: String = room.try_get(0)?;
-                let published: i64 = room.try_get(1)?;
-                let rows = sqlx::query(
-                    "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
-                     FROM room_events WHERE room_id = $1 AND seq > $2 AND created_at_ms < $3 ORDER BY seq LIMIT $4",
-                )
-                .bind(&room_id)
-                .bind(published)
-                .bind(before_ms)
-                .bind(left)
-                .fetch_all(pool)
-                .await?;
-                for r in &rows {
-                    out.push(crate::rows::event(r, published as u64)?);
-                }
-            }
-            Ok(out)
-        }
-
-        pub(crate) async fn summary_from(pool: &sqlx::Pool<$db>) -> Result<Summary, sqlx::Error> {
-            use sqlx::Row;
-            let mut s = Summary::default();
-            for r in sqlx::query("SELECT channel, CAST(SUM(amount_minor) AS BIGINT) FROM receipts GROUP BY channel")
-                .fetch_all(pool)
-                .await?
-            {
-                let c: String = r.try_get(0)?;
-                if let Ok(c) = c.parse::<applause_core::Channel>() {
-                    s.topups_by_channel[c.index()] = r.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
-                }
-            }
-            s.wallets_outstanding = sqlx::query("SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM wallets")
-                .fetch_one(pool)
-                .await?
-                .try_get(0)?;
-            let g = sqlx::query(
-                "SELECT COUNT(*), CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT), \
-                 CAST(COALESCE(SUM(CASE WHEN refunded_at_ms IS NULL THEN 0 ELSE amount_minor END), 0) AS BIGINT) FROM gifts",
-            )
-            .fetch_one(pool)
-            .await?;
-            s.gifts = g.try_get::<i64, _>(0)? as u64;
-            s.gross_gifts = g.try_get(1)?;
-            s.refunds = g.try_get(2)?;
-            for r in sqlx::query(
-                "SELECT account, CAST(SUM(amount_minor) AS BIGINT) FROM entries \
-                 WHERE account LIKE 'store:%' OR account LIKE 'broadcaster:%' OR account = 'platform:revenue' OR account LIKE 'escrow:%' \
-                 GROUP BY account",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                let account: String = r.try_get(0)?;
-                let sum: i64 = r.try_get::<Option<i64>, _>(1)?.unwrap_or(0);
-                if let Some(c) = account.strip_prefix("store:") {
-                    if let Ok(c) = c.parse::<applause_core::Channel>() {
-                        s.store_fees_by_channel[c.index()] += sum;
-                    }
-                } else if account.starts_with("broadcaster:") {
-                    s.broadcaster_payable += sum;
-                } else if account.starts_with("escrow:") {
-                    s.escrow_open += sum;
-                } else {
-                    s.platform_revenue += sum;
-                }
-            }
-            Ok(s)
-        }
-
-        pub(crate) async fn red_packet_from(
-            pool: &sqlx::Pool<$db>,
-            packet_id: &str,
-        ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, sqlx::Error> {
-            let q = format!("SELECT {} FROM red_packets WHERE packet_id = $1", crate::rows::PACKET_COLUMNS);
-            let Some(row) = sqlx::query(&q).bind(packet_id).fetch_optional(pool).await? else {
-                return Ok(None);
-            };
-            let packet = crate::rows::packet(&row)?;
-            let q = format!(
-                "SELECT {} FROM red_packet_claims WHERE packet_id = $1 ORDER BY idx",
-                crate::rows::CLAIM_COLUMNS
-            );
-            let claims = sqlx::query(&q)
-                .bind(packet_id)
-                .fetch_all(pool)
-                .await?
-                .iter()
-                .map(crate::rows::claim)
-                .collect::<Result<Vec<_>, _>>()?;
-            Ok(Some((packet, claims)))
-        }
-
-        pub(crate) async fn due_red_packets_from(
-            pool: &sqlx::Pool<$db>,
-            now_ms: i64,
-            limit: u32,
-        ) -> Result<Vec<String>, sqlx::Error> {
-            use sqlx::Row;
-            sqlx::query(
-                "SELECT packet_id FROM red_packets WHERE settled_at_ms IS NULL AND expires_at_ms <= $1 \
-                 ORDER BY expires_at_ms, packet_id LIMIT $2",
-            )
-            .bind(now_ms)
-            .bind(i64::from(limit))
-            .fetch_all(pool)
-            .await?
-            .iter()
-            .map(|r| r.try_get(0))
-            .collect()
-        }
-
-        pub(crate) async fn refund_of_from(
-            pool: &sqlx::Pool<$db>,
-            gift_id: &str,
-        ) -> Result<Option<(String, String)>, sqlx::Error> {
-            use sqlx::Row;
-            let row = sqlx::query("SELECT reason, refunded_by FROM refunds WHERE gift_id = $1")
-                .bind(gift_id)
-                .fetch_optional(pool)
-                .await?;
-            row.map(|r| Ok((r.try_get(0)?, r.try_get(1)?))).transpose()
-        }
-
-        pub(crate) async fn check_from(pool: &sqlx::Pool<$db>) -> Result<CheckReport, sqlx::Error> {
-            use sqlx::Row;
-            let mut c = CheckReport::default();
-            c.transactions = sqlx::query("SELECT COUNT(*) FROM transactions").fetch_one(pool).await?.try_get::<i64, _>(0)? as u64;
-            c.entries = sqlx::query("SELECT COUNT(*) FROM entries").fetch_one(pool).await?.try_get::<i64, _>(0)? as u64;
-            for r in sqlx::query(
-                "SELECT txn_id FROM entries GROUP BY txn_id HAVING SUM(amount_minor) <> 0 ORDER BY txn_id LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.unbalanced_transactions.push(r.try_get(0)?);
-            }
-            // Transactions with no entries at all are as wrong as unbalanced ones.
-            for r in sqlx::query(
-                // A set difference, not NOT EXISTS per row: entries has no
-                // txn_id index, and a correlated scan is quadratic.
-                "SELECT txn_id FROM transactions EXCEPT SELECT txn_id FROM entries LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.unbalanced_transactions.push(r.try_get(0)?);
-            }
-            let wallets: i64 = sqlx::query("SELECT CAST(COALESCE(SUM(balance_minor), 0) AS BIGINT) FROM wallets")
-                .fetch_one(pool)
-                .await?
-                .try_get(0)?;
-            let others: i64 = sqlx::query(
-                "SELECT CAST(COALESCE(SUM(amount_minor), 0) AS BIGINT) FROM entries WHERE account NOT LIKE 'wallet:%'",
-            )
-            .fetch_one(pool)
-            .await?
-            .try_get(0)?;
-            c.balance_sum = wallets + others;
-            for r in sqlx::query(
-                "SELECT w.user_id || ':' || w.channel FROM wallets w LEFT JOIN \
-                 (SELECT account, SUM(amount_minor) AS s FROM entries WHERE account LIKE 'wallet:%' GROUP BY account) e \
-                 ON e.account = 'wallet:' || w.user_id || ':' || w.channel \
-                 WHERE COALESCE(e.s, 0) <> w.balance_minor LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.mismatched_wallets.push(r.try_get(0)?);
-            }
-            // Entries on a wallet account that has no balance row.
-            for r in sqlx::query(
-                "SELECT account FROM (SELECT account, SUM(amount_minor) AS s FROM entries \
-                 WHERE account LIKE 'wallet:%' GROUP BY account) e \
-                 WHERE e.s <> 0 AND e.account NOT IN (SELECT 'wallet:' || user_id || ':' || channel FROM wallets) \
-                 LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.mismatched_wallets.push(r.try_get(0)?);
-            }
-            for r in sqlx::query("SELECT user_id || ':' || channel FROM wallets WHERE balance_minor < 0 LIMIT 20")
-                .fetch_all(pool)
-                .await?
-            {
-                c.negative_wallets.push(r.try_get(0)?);
-            }
-            for r in sqlx::query(
-                "SELECT gift_id FROM gifts WHERE store_minor + broadcaster_minor + platform_minor <> amount_minor LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.bad_splits.push(r.try_get(0)?);
-            }
-            // Each packet's stored escrow equals its escrow account.
-            for r in sqlx::query(
-                "SELECT p.packet_id FROM red_packets p LEFT JOIN \
-                 (SELECT account, SUM(amount_minor) AS s FROM entries WHERE account LIKE 'escrow:%' GROUP BY account) e \
-                 ON e.account = 'escrow:' || p.packet_id \
-                 WHERE COALESCE(e.s, 0) <> p.escrow_apple + p.escrow_google + p.escrow_web LIMIT 20",
-            )
-            .fetch_all(pool)
-            .await?
-            {
-                c.mismatched_escrow.push(r.try_get(0)?);
-            }
-            Ok(c)
-        }
-    };
-}
-pub(crate) use summary_and_check;
-
-summary_and_check!(sqlx::Sqlite);
