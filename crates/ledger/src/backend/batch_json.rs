@@ -96,7 +96,8 @@ impl BatchJson {
         let events: Vec<_> = w
             .events
             .iter()
-            .map(|e| {
+            .map(|o| {
+                let e = &o.envelope;
                 json!([
                     e.room_id,
                     e.seq,
@@ -105,7 +106,8 @@ impl BatchJson {
                     e.broadcaster_frame,
                     e.broadcaster_id,
                     e.ends_room,
-                    e.committed_at_ms
+                    e.committed_at_ms,
+                    o.gift_id
                 ])
             })
             .collect();

@@ -2,7 +2,8 @@
 //! (load and lock, plan, write, commit) and the read queries. Only the
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
-//! [`rows`] (row decoding) and [`batch_json`] (a batch's rows as JSON).
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
+//! [`batch_json`] (a batch's rows as JSON).
 
 use std::sync::Arc;
 
@@ -14,6 +15,7 @@ use crate::LedgerError;
 pub(crate) mod batch_json;
 pub(crate) mod postgres;
 pub(crate) mod rows;
+pub(crate) mod schema;
 pub(crate) mod shared;
 pub(crate) mod sqlite;
 

@@ -17,7 +17,8 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
 use super::batch_json::BatchJson;
-use super::rows::{self, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
 use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
@@ -419,8 +420,8 @@ async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> R
     }
     if !w.events.is_empty() {
         sqlx::query(
-            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms) \
-             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint \
+            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id) \
+             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint, v->>8 \
              FROM jsonb_array_elements($1::jsonb) v",
         )
         .bind(&j.events)
@@ -489,6 +490,7 @@ impl Backend for Pg {
             .map_err(error)?;
         tx.execute(SCHEMA).await.map_err(error)?;
         tx.execute(MONEY_SCHEMA).await.map_err(error)?;
+        apply_migrations::<Postgres>(&mut tx).await.map_err(error)?;
         tx.commit().await.map_err(error)?;
         Ok(())
     }

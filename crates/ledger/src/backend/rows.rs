@@ -5,49 +5,6 @@ use sqlx::{ColumnIndex, Decode, Row, Type};
 
 use crate::model::*;
 
-/// Tables added for refunds and red packets; the same DDL works on SQLite
-/// and PostgreSQL. `red_packets` holds each packet's escrow per channel
-/// (checked against the `escrow:<packet>` account by `ledger check`).
-pub(crate) const MONEY_SCHEMA: &str = r#"
-CREATE TABLE IF NOT EXISTS refunds (
-    gift_id TEXT PRIMARY KEY,
-    reason TEXT NOT NULL,
-    refunded_by TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL
-);
-CREATE TABLE IF NOT EXISTS red_packets (
-    packet_id TEXT PRIMARY KEY,
-    room_id TEXT NOT NULL,
-    sender_id TEXT NOT NULL,
-    sender_name TEXT NOT NULL,
-    mode TEXT NOT NULL,
-    total_minor BIGINT NOT NULL,
-    count BIGINT NOT NULL,
-    shares TEXT NOT NULL,
-    claimed_count BIGINT NOT NULL CHECK (claimed_count <= count),
-    claimed_minor BIGINT NOT NULL CHECK (claimed_minor <= total_minor),
-    escrow_apple BIGINT NOT NULL CHECK (escrow_apple >= 0),
-    escrow_google BIGINT NOT NULL CHECK (escrow_google >= 0),
-    escrow_web BIGINT NOT NULL CHECK (escrow_web >= 0),
-    created_at_ms BIGINT NOT NULL,
-    expires_at_ms BIGINT NOT NULL,
-    settled_at_ms BIGINT,
-    returned_minor BIGINT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS red_packets_due ON red_packets (expires_at_ms) WHERE settled_at_ms IS NULL;
-CREATE TABLE IF NOT EXISTS red_packet_claims (
-    packet_id TEXT NOT NULL,
-    user_id TEXT NOT NULL,
-    user_name TEXT NOT NULL,
-    idx BIGINT NOT NULL,
-    amount_minor BIGINT NOT NULL,
-    by_channel TEXT NOT NULL,
-    created_at_ms BIGINT NOT NULL,
-    PRIMARY KEY (packet_id, user_id),
-    UNIQUE (packet_id, idx)
-);
-"#;
-
 /// The columns of `gifts`, in the order both backends select them.
 pub(crate) const GIFT_COLUMNS: &str = "gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
      amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
@@ -251,5 +208,6 @@ where
             ends_room: r.try_get("ends_room")?,
         },
         published_through,
+        gift_id: r.try_get("gift_id")?,
     })
 }

@@ -217,7 +217,7 @@ where
             let room_id: String = room.try_get(0)?;
             let published: i64 = room.try_get(1)?;
             let events = sqlx::query(
-                "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms \
+                "SELECT room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id \
                  FROM room_events WHERE room_id = $1 AND seq > $2 AND created_at_ms < $3 ORDER BY seq LIMIT $4",
             )
             .bind(&room_id)

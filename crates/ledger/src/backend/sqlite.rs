@@ -15,7 +15,8 @@ use sqlx::{Connection, Executor, Row, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::batch_json::BatchJson;
-use super::rows::{self, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
 use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
@@ -366,8 +367,8 @@ impl Lite {
         }
         if !w.events.is_empty() {
             sqlx::query(
-                "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7 FROM json_each(?1)",
+                "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id) \
+                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 FROM json_each(?1)",
             )
             .bind(&j.events)
             .execute(&mut *conn)
@@ -440,7 +441,15 @@ impl Backend for Lite {
         let mut w = self.writer.lock().await;
         w.execute(SCHEMA).await.map_err(error)?;
         w.execute(MONEY_SCHEMA).await.map_err(error)?;
-        Ok(())
+        // Under the write lock, so two openers of one file migrate once.
+        w.execute("BEGIN IMMEDIATE").await.map_err(error)?;
+        match apply_migrations::<sqlx::Sqlite>(&mut w).await {
+            Ok(()) => w.execute("COMMIT").await.map(|_| ()).map_err(error),
+            Err(e) => {
+                let _ = w.execute("ROLLBACK").await;
+                Err(error(e))
+            }
+        }
     }
 
     async fn run_batch(

@@ -31,7 +31,7 @@ use applause_core::{Channel, Currency, EventBody, EventEnvelope, PerChannel, Spl
 use crate::model::*;
 
 pub(crate) use keys::{add_ack_rooms, add_packet_keys, keys_of, GiftAckInfo, Loaded};
-pub(crate) use writes::{EntryRow, TxnRow, WriteSet};
+pub(crate) use writes::{EntryRow, OutboxEvent, TxnRow, WriteSet};
 
 /// Red-packet idempotency keys share the `idempotency` table with gift
 /// purchases under this prefix, so a packet key never replays a gift.
@@ -253,7 +253,14 @@ impl Planner<'_> {
             committed_at_ms: self.now_ms,
             ends_room: false,
         };
-        self.w.events.push(ev.clone());
+        let gift_id = match body {
+            EventBody::Gift { gift_id, .. } => Some(gift_id.clone()),
+            _ => None,
+        };
+        self.w.events.push(OutboxEvent {
+            envelope: ev.clone(),
+            gift_id,
+        });
         ev
     }
 

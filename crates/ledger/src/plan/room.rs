@@ -48,7 +48,7 @@ impl Planner<'_> {
         let mut ev = self.event(room, &body, None);
         ev.ends_room = true;
         if let Some(last) = self.w.events.last_mut() {
-            last.ends_room = true;
+            last.envelope.ends_room = true;
         }
         EndRoomOutcome::Ended(room.clone(), Some(ev))
     }

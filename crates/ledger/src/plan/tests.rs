@@ -50,7 +50,7 @@ fn a_batch_never_overdraws_and_assigns_consecutive_seqs() {
     assert_eq!(charged, 2);
     assert_eq!(w.wallet_deltas[&("v".to_string(), Channel::Web)], -200);
     assert_eq!(
-        w.events.iter().map(|e| e.seq).collect::<Vec<_>>(),
+        w.events.iter().map(|e| e.envelope.seq).collect::<Vec<_>>(),
         vec![1, 2]
     );
     assert_eq!(w.idempotency.len(), 5);

@@ -21,6 +21,14 @@ pub(crate) struct EntryRow {
     pub amount_minor: i64,
 }
 
+/// A room event as the outbox stores it: the envelope and, for a `gift`
+/// event, its gift (so the relay need not parse the frame).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) struct OutboxEvent {
+    pub envelope: EventEnvelope,
+    pub gift_id: Option<String>,
+}
+
 /// Everything a batch writes.
 #[derive(Debug, Default)]
 pub(crate) struct WriteSet {
@@ -34,7 +42,7 @@ pub(crate) struct WriteSet {
     pub gifts: Vec<GiftRecord>,
     pub idempotency: Vec<IdempotencyRecord>,
     pub receipts: Vec<TopUpRecord>,
-    pub events: Vec<EventEnvelope>,
+    pub events: Vec<OutboxEvent>,
     pub acks: Vec<(String, String, i64)>,
     /// (gift id, reason, refunded by, at).
     pub refunds: Vec<(String, String, String, i64)>,
