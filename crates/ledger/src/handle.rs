@@ -40,6 +40,9 @@ impl Default for LedgerOptions {
     }
 }
 
+/// The most idempotency records one expiry command forgets.
+const IDEMPOTENCY_SWEEP_CHUNK: u32 = 10_000;
+
 /// A handle to the ledger; cheap to clone.
 #[derive(Clone)]
 pub struct Ledger {
@@ -357,8 +360,28 @@ impl Ledger {
             .await
     }
 
+    /// Forgets the idempotency records created before `before_ms` (past
+    /// their retention); returns how many. A write like any other, so it
+    /// goes through the committer, in chunks: one sweep never holds the
+    /// write lock (and the purchases queued behind it) for long.
     pub async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
-        self.backend.sweep_idempotency(before_ms).await
+        let mut forgotten = 0;
+        loop {
+            let n = match self
+                .submit(Command::ExpireIdempotency {
+                    before_ms,
+                    limit: IDEMPOTENCY_SWEEP_CHUNK,
+                })
+                .await?
+            {
+                Outcome::IdempotencyExpired(n) => n,
+                other => return Err(unexpected(other)),
+            };
+            forgotten += n;
+            if n < u64::from(IDEMPOTENCY_SWEEP_CHUNK) {
+                return Ok(forgotten);
+            }
+        }
     }
 
     /// Whether the database answers (for `/readyz`).

@@ -38,9 +38,6 @@ pub(crate) trait Backend: Send + Sync + 'static {
         plan: PlanFn<'_>,
     ) -> Result<Vec<Outcome>, LedgerError>;
 
-    /// Deletes idempotency records created before `before_ms`.
-    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError>;
-
     /// The reads, answered from the read pool.
     fn reads(&self) -> &dyn ReadQueries;
 }

@@ -303,11 +303,40 @@ async fn load(
             loaded.receipts.insert(rec.receipt_id.clone(), rec);
         }
     }
+    if let Some((before_ms, limit)) = keys.expiry {
+        // Last, after every other lock; rows another node's sweep holds are
+        // skipped, so concurrent sweeps forget disjoint records.
+        for r in sqlx::query(
+            "SELECT user_id, key, created_at_ms FROM idempotency WHERE created_at_ms < $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            loaded
+                .expirable
+                .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+    }
     Ok(loaded)
 }
 
 async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> Result<(), Attempt> {
     let j = BatchJson::of(w);
+    if !w.expired_keys.is_empty() {
+        // Before the batch's new keys: a forgotten key may be used again.
+        let (users, ks): (Vec<String>, Vec<String>) = w.expired_keys.iter().cloned().unzip();
+        sqlx::query(
+            "DELETE FROM idempotency i USING UNNEST($1::text[], $2::text[]) AS k(u, k) \
+             WHERE i.user_id = k.u AND i.key = k.k",
+        )
+        .bind(users)
+        .bind(ks)
+        .execute(&mut **tx)
+        .await?;
+    }
     // Keys first: losing a race to another node must be found before
     // anything else is written.
     if !w.idempotency.is_empty() {
@@ -514,15 +543,6 @@ impl Backend for Pg {
         Err(LedgerError::Unavailable(format!(
             "batch kept conflicting: {last}"
         )))
-    }
-
-    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
-        let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < $1")
-            .bind(before_ms)
-            .execute(&self.writer)
-            .await
-            .map_err(error)?;
-        Ok(r.rows_affected())
     }
 
     fn reads(&self) -> &dyn ReadQueries {

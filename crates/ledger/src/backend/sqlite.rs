@@ -264,10 +264,39 @@ impl Lite {
                 loaded.receipts.insert(rec.receipt_id.clone(), rec);
             }
         }
+        if let Some((before_ms, limit)) = keys.expiry {
+            // The single writer holds the lock: nobody else sweeps meanwhile.
+            for r in sqlx::query(
+                "SELECT user_id, key, created_at_ms FROM idempotency WHERE created_at_ms < ?1 LIMIT ?2",
+            )
+            .bind(before_ms)
+            .bind(i64::from(limit))
+            .fetch_all(&mut *conn)
+            .await?
+            {
+                loaded
+                    .expirable
+                    .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+            }
+        }
         Ok(loaded)
     }
 
     async fn write(conn: &mut SqliteConnection, w: &plan::WriteSet) -> Result<(), sqlx::Error> {
+        if !w.expired_keys.is_empty() {
+            // Before the batch's new keys: a forgotten key may be used again.
+            let pairs: Vec<_> = w
+                .expired_keys
+                .iter()
+                .map(|(u, k)| serde_json::json!([u, k]))
+                .collect();
+            sqlx::query(
+                "DELETE FROM idempotency WHERE (user_id, key) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
+            )
+            .bind(serde_json::Value::Array(pairs).to_string())
+            .execute(&mut *conn)
+            .await?;
+        }
         for room in &w.new_rooms {
             sqlx::query(
                 "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
@@ -479,16 +508,6 @@ impl Backend for Lite {
                 Err(e)
             }
         }
-    }
-
-    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
-        let mut conn = self.writer.lock().await;
-        let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < ?1")
-            .bind(before_ms)
-            .execute(&mut *conn)
-            .await
-            .map_err(error)?;
-        Ok(r.rows_affected())
     }
 
     fn reads(&self) -> &dyn ReadQueries {

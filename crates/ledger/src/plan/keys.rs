@@ -22,6 +22,10 @@ pub(crate) struct BatchKeys {
     pub packets: BTreeSet<String>,
     /// (packet, user) pairs whose earlier claim must be known.
     pub claims: BTreeSet<(String, String)>,
+    /// Idempotency expiry: records created before this time, at most this
+    /// many (the latest cutoff and the sum of the limits of the batch's
+    /// expiry commands).
+    pub expiry: Option<(i64, u32)>,
 }
 
 /// What an ack needs to know about its gift.
@@ -57,6 +61,10 @@ pub(crate) struct Loaded {
     pub packets: HashMap<String, RedPacket>,
     /// (packet, user) pairs that have claimed already.
     pub claimed: BTreeSet<(String, String)>,
+    /// Idempotency records old enough to expire (user, key, created at),
+    /// oldest first; PostgreSQL locks them, skipping rows another node's
+    /// sweep holds.
+    pub expirable: Vec<(String, String, i64)>,
 }
 
 /// The keys the commands of a batch read, before anything is loaded.
@@ -102,6 +110,10 @@ pub(crate) fn keys_of(commands: &[Command]) -> BatchKeys {
             }
             Command::Expire(packet_id) => {
                 k.packets.insert(packet_id.clone());
+            }
+            Command::ExpireIdempotency { before_ms, limit } => {
+                let (before, total) = k.expiry.unwrap_or((i64::MIN, 0));
+                k.expiry = Some(((*before_ms).max(before), total.saturating_add(*limit)));
             }
         }
     }

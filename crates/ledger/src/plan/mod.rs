@@ -9,7 +9,8 @@
 //! another to an in-memory copy of the loaded balances, so a batch can never
 //! overdraw a wallet: each debit sees every debit before it.
 //!
-//! One module per command family: [`purchase`] (gifts and top-ups),
+//! One module per command family: [`purchase`] (gifts, top-ups and the
+//! expiry of idempotency records),
 //! [`refund`], [`red_packet`], [`room`] (rooms, acks, plain events, publish
 //! marks); [`keys`] is what a batch reads, [`writes`] what it writes.
 
@@ -64,6 +65,12 @@ pub(crate) enum Command {
     Drop(DropCmd, String),
     Claim(ClaimCmd),
     Expire(String),
+    /// Forgets at most `limit` idempotency records created before
+    /// `before_ms` (past their retention), oldest first.
+    ExpireIdempotency {
+        before_ms: i64,
+        limit: u32,
+    },
 }
 
 /// What each command came to, in command order.
@@ -80,6 +87,8 @@ pub(crate) enum Outcome {
     Drop(DropOutcome),
     Claim(ClaimOutcome),
     Expire(ExpireOutcome),
+    /// How many idempotency records the command forgot.
+    IdempotencyExpired(u64),
 }
 
 /// Why a batch cannot be planned: each is a broken invariant, and the whole
@@ -148,6 +157,9 @@ pub(crate) fn plan(
             }
             Command::Claim(cmd) => Outcome::Claim(p.claim(&mut state, cmd)?),
             Command::Expire(packet_id) => Outcome::Expire(p.expire(&mut state, packet_id)?),
+            Command::ExpireIdempotency { before_ms, limit } => {
+                Outcome::IdempotencyExpired(p.expire_keys(&mut state, *before_ms, *limit))
+            }
         };
         outcomes.push(o);
     }

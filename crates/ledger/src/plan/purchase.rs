@@ -1,6 +1,7 @@
 //! Gift purchases and top-ups: the wallet is drawn in the policy's order,
 //! the price is split into balanced entries, the gift's room event gets the
-//! room's next `seq`, and each key's outcome (charged or refused) is stored.
+//! room's next `seq`, and each key's outcome (charged or refused) is stored
+//! — until its retention ends and an expiry command forgets it.
 
 use applause_core::events::SenderView;
 use applause_core::events::SplitView;
@@ -137,6 +138,25 @@ impl Planner<'_> {
         };
         state.idempotency.insert(key, rec.clone());
         self.w.idempotency.push(rec);
+    }
+
+    /// Forgets up to `limit` loaded records created before `before_ms`, so
+    /// later commands of the batch see their keys as unused.
+    pub(super) fn expire_keys(&mut self, state: &mut Loaded, before_ms: i64, limit: u32) -> u64 {
+        let mut forgotten = 0u64;
+        let mut kept = Vec::with_capacity(state.expirable.len());
+        for (user_id, key, created_at_ms) in std::mem::take(&mut state.expirable) {
+            if forgotten < u64::from(limit) && created_at_ms < before_ms {
+                let pair = (user_id, key);
+                state.idempotency.remove(&pair);
+                self.w.expired_keys.push(pair);
+                forgotten += 1;
+            } else {
+                kept.push((user_id, key, created_at_ms));
+            }
+        }
+        state.expirable = kept;
+        forgotten
     }
 
     pub(super) fn top_up(

@@ -235,3 +235,40 @@ fn a_broken_invariant_refuses_the_batch_with_a_typed_error() {
         }
     );
 }
+
+#[test]
+fn an_expired_key_is_forgotten_before_a_later_command_uses_it() {
+    let mut state = Loaded::default();
+    state.rooms.insert("r".into(), room("r", "b"));
+    state.wallets.insert("v".into(), [500, 0, 0]);
+    let old = IdempotencyRecord {
+        user_id: "v".into(),
+        key: "k".into(),
+        request_hash: "h100".into(),
+        outcome: StoredOutcome::Gift("g-old".into()),
+        created_at_ms: 5,
+    };
+    state.idempotency.insert(("v".into(), "k".into()), old);
+    state.expirable = vec![("v".into(), "k".into(), 5), ("w".into(), "x".into(), 9)];
+    let cmds = vec![
+        purchase("v", "k", 100),
+        Command::ExpireIdempotency {
+            before_ms: 9,
+            limit: 10,
+        },
+        purchase("v", "k", 100),
+    ];
+    let (w, out) = plan(&cmds, state, 20, &Currency::usd(), &SplitPolicy::default()).unwrap();
+    assert!(matches!(
+        out[0],
+        Outcome::Purchase(PurchaseOutcome::Replay(_))
+    ));
+    // Only the record older than the cutoff goes.
+    assert!(matches!(out[1], Outcome::IdempotencyExpired(1)));
+    assert!(matches!(
+        out[2],
+        Outcome::Purchase(PurchaseOutcome::Charged(..))
+    ));
+    assert_eq!(w.expired_keys, vec![("v".to_string(), "k".to_string())]);
+    assert_eq!(w.idempotency.len(), 1);
+}

@@ -50,6 +50,10 @@ pub(crate) struct WriteSet {
     /// Final state of every existing packet the batch changed.
     pub packet_updates: Vec<RedPacket>,
     pub claims: Vec<ClaimRecord>,
+    /// Idempotency records to forget (user, key); deleted before the
+    /// batch's new keys are inserted, so a forgotten key can be used again
+    /// in the same batch.
+    pub expired_keys: Vec<(String, String)>,
 }
 
 impl WriteSet {
@@ -65,5 +69,6 @@ impl WriteSet {
             && self.new_packets.is_empty()
             && self.packet_updates.is_empty()
             && self.claims.is_empty()
+            && self.expired_keys.is_empty()
     }
 }
