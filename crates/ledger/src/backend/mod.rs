@@ -2,9 +2,8 @@
 //! (load and lock, plan, write, commit) and the read queries. Only the
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
-//! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
-//! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters) and
-//! [`batch_json`] (PostgreSQL's batch rows as JSON arrays).
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
+//! [`batch_json`] (a batch's rows as JSON).
 
 use std::sync::Arc;
 
@@ -19,7 +18,6 @@ pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod shared;
 pub(crate) mod sqlite;
-mod sqlite_batch;
 
 use shared::ReadQueries;
 
