@@ -36,7 +36,7 @@ declare -A ALLOWED=(
 # examples, benches) are exempt: only `src/` trees are searched.
 # sqlx: the ledger's backends and queries; its planner (`plan.rs` or
 # `plan/`) stays pure.
-SQLX_ALLOWED=("crates/ledger/src/*")
+SQLX_ALLOWED=("crates/ledger/src/backend/*")
 SQLX_DENIED=("crates/ledger/src/plan.rs" "crates/ledger/src/plan/*")
 REDIS_ALLOWED=("crates/redis/src/*" "crates/bus/src/redis_bus/*" "crates/leaderboard/src/redis_boards*" "crates/applause/src/*")
 AXUM_ALLOWED=("crates/web/src/*" "crates/gifts/src/*" "crates/gateway/src/*" "crates/pages/src/*" "crates/applause/src/*")

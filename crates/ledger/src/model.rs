@@ -169,6 +169,9 @@ pub struct StoredEvent {
     /// The room's `published_seq` when the event was read: every event of
     /// the room up to this seq is recorded as having reached the bus.
     pub published_through: u64,
+    /// The gift of a `gift` event (`None` for every other event): the relay
+    /// reads the gift by it, without parsing the frame.
+    pub gift_id: Option<String>,
 }
 
 /// How the revenue report groups rows.

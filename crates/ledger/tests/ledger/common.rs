@@ -1,6 +1,8 @@
 //! Opening a ledger on each backend, and small builders for commands.
 
-use applause_core::Channel;
+use std::sync::Arc;
+
+use applause_core::{Channel, ManualClock};
 use applause_ledger::*;
 use sqlx::Executor;
 
@@ -64,6 +66,18 @@ impl TestStore {
             .unwrap()
     }
 
+    /// A ledger whose time is `clock` (tests move it instead of sleeping).
+    pub async fn open_with_clock(&self, clock: &Arc<ManualClock>) -> Ledger {
+        Ledger::open_with_clock(
+            &self.url,
+            LedgerOptions::default(),
+            &prometheus::Registry::new(),
+            clock.clone(),
+        )
+        .await
+        .unwrap()
+    }
+
     /// Drops the PostgreSQL database (connections are terminated).
     pub async fn finish(self) {
         if let Some(name) = &self.db {
@@ -91,6 +105,11 @@ impl TestStore {
             }
         }
     }
+}
+
+/// A manual clock at a fixed, realistic time (2023-11-14T22:13:20Z).
+pub fn manual_clock() -> Arc<ManualClock> {
+    Arc::new(ManualClock::new(1_700_000_000_000))
 }
 
 pub fn uuid_like() -> String {

@@ -137,5 +137,55 @@ async fn sweep(store: &TestStore) {
     let removed = ledger.sweep_idempotency(i64::MAX).await.unwrap();
     assert_eq!(removed, 1);
     assert!(ledger.idempotency("v", "old").await.unwrap().is_none());
+    assert_eq!(ledger.sweep_idempotency(i64::MAX).await.unwrap(), 0);
+    // A forgotten key is a new purchase again.
+    let again = ledger
+        .purchase(buy("v", &r.room_id, 100, "old"))
+        .await
+        .unwrap();
+    assert!(matches!(again, PurchaseOutcome::Charged(..)));
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 800);
+    assert_check(&ledger).await;
 }
 both!(sweeping_forgets_only_old_keys, sweep);
+
+/// Keys are forgotten by their stamped time: with a manual clock, a sweep
+/// at the retention cutoff keeps the key made at it and forgets older ones.
+async fn sweep_by_clock(store: &TestStore) {
+    let clock = manual_clock();
+    let ledger = store.open_with_clock(&clock).await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    let t0 = applause_core::Clock::now_ms(&*clock);
+    ledger
+        .purchase(buy("v", &r.room_id, 100, "k0"))
+        .await
+        .unwrap();
+    clock.advance_ms(1_000);
+    ledger
+        .purchase(buy("v", &r.room_id, 100, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(ledger.sweep_idempotency(t0).await.unwrap(), 0);
+    assert_eq!(ledger.sweep_idempotency(t0 + 1_000).await.unwrap(), 1);
+    assert!(ledger.idempotency("v", "k0").await.unwrap().is_none());
+    assert!(ledger.idempotency("v", "k1").await.unwrap().is_some());
+}
+both!(sweeping_uses_the_stamped_times, sweep_by_clock);
+
+/// Two nodes sweeping at once forget each record once.
+async fn concurrent_sweeps(store: &TestStore) {
+    let a = store.open().await;
+    let b = store.open().await;
+    let r = room(&a, "b").await;
+    fund(&a, "v", Channel::Web, 10_000).await;
+    for i in 0..30 {
+        a.purchase(buy("v", &r.room_id, 10, &format!("k{i}")))
+            .await
+            .unwrap();
+    }
+    let (x, y) = tokio::join!(a.sweep_idempotency(i64::MAX), b.sweep_idempotency(i64::MAX));
+    assert_eq!(x.unwrap() + y.unwrap(), 30);
+    assert!(a.idempotency("v", "k7").await.unwrap().is_none());
+}
+both!(concurrent_sweeps_forget_each_key_once, concurrent_sweeps);

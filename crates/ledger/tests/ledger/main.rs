@@ -2,6 +2,7 @@
 //! a temporary directory) and real PostgreSQL (a fresh database per test on
 //! 127.0.0.1:5432, dropped at the end).
 
+mod clock;
 mod common;
 mod concurrency;
 mod idempotency;

@@ -4,9 +4,8 @@
 //! committers, as two gift nodes) sweeping and a restart in between.
 
 use std::sync::Arc;
-use std::time::Duration;
 
-use applause_core::{redpacket, Channel, ErrorCode};
+use applause_core::{redpacket, Channel, Clock, ErrorCode};
 use applause_ledger::*;
 
 use crate::both;
@@ -209,9 +208,11 @@ async fn claim_rules(store: &TestStore) {
 both!(drop_and_claim_rules, claim_rules);
 
 async fn expiry_once(store: &TestStore) {
-    // Two ledgers on one store: two committers, as two gift nodes.
-    let a = store.open().await;
-    let b = store.open().await;
+    // Two ledgers on one store: two committers, as two gift nodes, on one
+    // manual clock (moved past the expiry instead of sleeping).
+    let clock = manual_clock();
+    let a = store.open_with_clock(&clock).await;
+    let b = store.open_with_clock(&clock).await;
     let r = room(&a, "b").await;
     fund(&a, "s", Channel::Apple, 1_000).await;
     fund(&a, "s", Channel::Web, 1_000).await;
@@ -237,11 +238,18 @@ async fn expiry_once(store: &TestStore) {
         .map(|(i, _)| 50 * i.min(3) as i64)
         .sum();
     assert_eq!(
-        a.sweep_red_packets(applause_now()).await.unwrap(),
+        a.sweep_red_packets(clock.now_ms()).await.unwrap(),
         0,
         "nothing is due yet"
     );
-    tokio::time::sleep(Duration::from_millis(400)).await;
+    // One millisecond before the expiry a packet is still claimable and not due.
+    clock.advance_ms(299);
+    assert_eq!(
+        a.expire_red_packet(&packets[4].packet_id).await.unwrap(),
+        ExpireOutcome::NotDue
+    );
+    assert_eq!(a.sweep_red_packets(clock.now_ms()).await.unwrap(), 0);
+    clock.advance_ms(1);
     assert!(matches!(
         a.claim_red_packet(claim_cmd(&packets[0].packet_id, "late"))
             .await
@@ -249,15 +257,15 @@ async fn expiry_once(store: &TestStore) {
         ClaimOutcome::Gone
     ));
     // Both nodes sweep at once, twice.
-    let now = applause_now();
+    let now = clock.now_ms();
     let (x, y) = tokio::join!(a.sweep_red_packets(now), b.sweep_red_packets(now));
     let (x2, y2) = tokio::join!(a.sweep_red_packets(now), b.sweep_red_packets(now));
     assert_eq!(x.unwrap() + y.unwrap() + x2.unwrap() + y2.unwrap(), 5);
     // A restart, and both sweep again: nothing more comes back.
     drop(a);
     drop(b);
-    let a = store.open().await;
-    let b = store.open().await;
+    let a = store.open_with_clock(&clock).await;
+    let b = store.open_with_clock(&clock).await;
     let (x, y) = tokio::join!(a.sweep_red_packets(i64::MAX), b.sweep_red_packets(i64::MAX));
     assert_eq!(x.unwrap() + y.unwrap(), 0);
     for p in &packets {
@@ -283,13 +291,6 @@ async fn expiry_once(store: &TestStore) {
     assert_check(&a).await;
 }
 both!(expiry_returns_once_across_nodes_and_restarts, expiry_once);
-
-fn applause_now() -> i64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_millis() as i64
-}
 
 /// `ledger check` compares each packet's stored escrow with its account.
 async fn escrow_tamper(store: &TestStore) {

@@ -16,11 +16,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
-use crate::backend::{Backend, PlanFn};
-use crate::model::*;
+use super::batch_json::BatchJson;
+use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
+use super::schema::{apply_migrations, MONEY_SCHEMA};
+use super::shared::{ReadQueries, Reads};
+use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
-use crate::rows::{self, BatchJson, GIFT_COLUMNS, MONEY_SCHEMA, PACKET_COLUMNS, ROOM_COLUMNS};
-use crate::sqlite::{summary_and_check, wallet_of};
 use crate::LedgerError;
 
 const SCHEMA: &str = r#"
@@ -110,7 +111,20 @@ const BATCH_ATTEMPTS_MAX: u32 = 5;
 
 pub(crate) struct Pg {
     writer: PgPool,
-    reader: PgPool,
+    reads: Reads<Postgres>,
+}
+
+/// SQLSTATEs that mean "cannot commit now" rather than a broken answer:
+/// class 08 connection, 57 operator intervention (shutdown), 53
+/// insufficient resources, 55000 "database is not accepting connections"
+/// (recovery).
+fn unavailable_code(code: &str) -> bool {
+    code.starts_with("08") || code.starts_with("57") || code.starts_with("53") || code == "55000"
+}
+
+/// A PostgreSQL error as the ledger reports it.
+pub(crate) fn error(e: sqlx::Error) -> LedgerError {
+    super::shared::ledger_error(e, unavailable_code)
 }
 
 /// Why one attempt at a batch did not commit.
@@ -127,7 +141,7 @@ impl From<sqlx::Error> for Attempt {
                 return Attempt::Retry(e.to_string());
             }
         }
-        Attempt::Fail(LedgerError::from_sqlx(e))
+        Attempt::Fail(error(e))
     }
 }
 
@@ -141,14 +155,20 @@ impl Pg {
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options.clone())
             .await
-            .map_err(LedgerError::from_sqlx)?;
+            .map_err(error)?;
         let reader = PgPoolOptions::new()
             .max_connections(read_connections.max(1))
             .acquire_timeout(Duration::from_secs(3))
             .connect_with(options)
             .await
-            .map_err(LedgerError::from_sqlx)?;
-        Ok(Pg { writer, reader })
+            .map_err(error)?;
+        Ok(Pg {
+            writer,
+            reads: Reads {
+                pool: reader,
+                error,
+            },
+        })
     }
 
     async fn attempt(
@@ -159,7 +179,7 @@ impl Pg {
         let mut tx = self.writer.begin().await?;
         let loaded = load(&mut tx, commands).await?;
         let (writes, outcomes) =
-            plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e)))?;
+            plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e.to_string())))?;
         if !writes.is_empty() {
             write(&mut tx, &writes).await?;
         }
@@ -283,11 +303,40 @@ async fn load(
             loaded.receipts.insert(rec.receipt_id.clone(), rec);
         }
     }
+    if let Some((before_ms, limit)) = keys.expiry {
+        // Last, after every other lock; rows another node's sweep holds are
+        // skipped, so concurrent sweeps forget disjoint records.
+        for r in sqlx::query(
+            "SELECT user_id, key, created_at_ms FROM idempotency WHERE created_at_ms < $1 \
+             LIMIT $2 FOR UPDATE SKIP LOCKED",
+        )
+        .bind(before_ms)
+        .bind(i64::from(limit))
+        .fetch_all(&mut **tx)
+        .await?
+        {
+            loaded
+                .expirable
+                .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
+        }
+    }
     Ok(loaded)
 }
 
 async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> Result<(), Attempt> {
     let j = BatchJson::of(w);
+    if !w.expired_keys.is_empty() {
+        // Before the batch's new keys: a forgotten key may be used again.
+        let (users, ks): (Vec<String>, Vec<String>) = w.expired_keys.iter().cloned().unzip();
+        sqlx::query(
+            "DELETE FROM idempotency i USING UNNEST($1::text[], $2::text[]) AS k(u, k) \
+             WHERE i.user_id = k.u AND i.key = k.k",
+        )
+        .bind(users)
+        .bind(ks)
+        .execute(&mut **tx)
+        .await?;
+    }
     // Keys first: losing a race to another node must be found before
     // anything else is written.
     if !w.idempotency.is_empty() {
@@ -400,8 +449,8 @@ async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> R
     }
     if !w.events.is_empty() {
         sqlx::query(
-            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms) \
-             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint \
+            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id) \
+             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint, v->>8 \
              FROM jsonb_array_elements($1::jsonb) v",
         )
         .bind(&j.events)
@@ -464,15 +513,14 @@ async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> R
 impl Backend for Pg {
     async fn migrate(&self) -> Result<(), LedgerError> {
         // Several nodes may start at once: serialize schema creation.
-        let mut tx = self.writer.begin().await.map_err(LedgerError::from_sqlx)?;
+        let mut tx = self.writer.begin().await.map_err(error)?;
         tx.execute("SELECT pg_advisory_xact_lock(727274)")
             .await
-            .map_err(LedgerError::from_sqlx)?;
-        tx.execute(SCHEMA).await.map_err(LedgerError::from_sqlx)?;
-        tx.execute(MONEY_SCHEMA)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        tx.commit().await.map_err(LedgerError::from_sqlx)?;
+            .map_err(error)?;
+        tx.execute(SCHEMA).await.map_err(error)?;
+        tx.execute(MONEY_SCHEMA).await.map_err(error)?;
+        apply_migrations::<Postgres>(&mut tx).await.map_err(error)?;
+        tx.commit().await.map_err(error)?;
         Ok(())
     }
 
@@ -497,150 +545,7 @@ impl Backend for Pg {
         )))
     }
 
-    async fn room(&self, room_id: &str) -> Result<Option<Room>, LedgerError> {
-        let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id = $1");
-        let row = sqlx::query(&q)
-            .bind(room_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::room(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn wallet(&self, user_id: &str) -> Result<Wallet, LedgerError> {
-        let rows = sqlx::query("SELECT channel, balance_minor FROM wallets WHERE user_id = $1")
-            .bind(user_id)
-            .fetch_all(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        wallet_of(
-            rows.iter()
-                .map(|r| (r.get::<String, _>(0), r.get::<i64, _>(1))),
-        )
-    }
-
-    async fn gift(&self, gift_id: &str) -> Result<Option<GiftRecord>, LedgerError> {
-        let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id = $1");
-        let row = sqlx::query(&q)
-            .bind(gift_id)
-            .fetch_optional(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::gift(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn idempotency(
-        &self,
-        user_id: &str,
-        key: &str,
-    ) -> Result<Option<IdempotencyRecord>, LedgerError> {
-        let row = sqlx::query(
-            "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
-             WHERE user_id = $1 AND key = $2",
-        )
-        .bind(user_id)
-        .bind(key)
-        .fetch_optional(&self.reader)
-        .await
-        .map_err(LedgerError::from_sqlx)?;
-        row.map(|r| rows::idempotency(&r))
-            .transpose()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn gifts_between(
-        &self,
-        from_ms: i64,
-        to_ms: i64,
-        broadcaster_id: Option<&str>,
-        after: Option<(i64, String)>,
-        limit: u32,
-    ) -> Result<Vec<GiftRecord>, LedgerError> {
-        let (after_ms, after_id) = after.unwrap_or((i64::MIN, String::new()));
-        let q = format!(
-            "SELECT {GIFT_COLUMNS} FROM gifts WHERE created_at_ms >= $1 AND created_at_ms < $2 \
-             AND ($3::text IS NULL OR broadcaster_id = $3) AND (created_at_ms, gift_id) > ($4, $5) \
-             ORDER BY created_at_ms, gift_id LIMIT $6"
-        );
-        let rows = sqlx::query(&q)
-            .bind(from_ms)
-            .bind(to_ms)
-            .bind(broadcaster_id)
-            .bind(after_ms)
-            .bind(after_id)
-            .bind(i64::from(limit))
-            .fetch_all(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        rows.iter()
-            .map(rows::gift)
-            .collect::<Result<_, _>>()
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn summary(&self) -> Result<Summary, LedgerError> {
-        summary_from(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn check(&self) -> Result<CheckReport, LedgerError> {
-        check_from(&self.reader)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn unpublished_events(
-        &self,
-        before_ms: i64,
-        limit: u32,
-    ) -> Result<Vec<StoredEvent>, LedgerError> {
-        unpublished_events_from(&self.reader, before_ms, limit)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn sweep_idempotency(&self, before_ms: i64) -> Result<u64, LedgerError> {
-        let r = sqlx::query("DELETE FROM idempotency WHERE created_at_ms < $1")
-            .bind(before_ms)
-            .execute(&self.writer)
-            .await
-            .map_err(LedgerError::from_sqlx)?;
-        Ok(r.rows_affected())
-    }
-
-    async fn ping(&self) -> Result<(), LedgerError> {
-        sqlx::query("SELECT 1")
-            .execute(&self.reader)
-            .await
-            .map(|_| ())
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn red_packet(
-        &self,
-        packet_id: &str,
-    ) -> Result<Option<(RedPacket, Vec<ClaimRecord>)>, LedgerError> {
-        red_packet_from(&self.reader, packet_id)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn due_red_packets(&self, now_ms: i64, limit: u32) -> Result<Vec<String>, LedgerError> {
-        due_red_packets_from(&self.reader, now_ms, limit)
-            .await
-            .map_err(LedgerError::from_sqlx)
-    }
-
-    async fn refund_of(&self, gift_id: &str) -> Result<Option<(String, String)>, LedgerError> {
-        refund_of_from(&self.reader, gift_id)
-            .await
-            .map_err(LedgerError::from_sqlx)
+    fn reads(&self) -> &dyn ReadQueries {
+        &self.reads
     }
 }
-
-summary_and_check!(sqlx::Postgres);

@@ -1,0 +1,63 @@
+//! The storage interface both backends implement: one batch transaction
+//! (load and lock, plan, write, commit) and the read queries. Only the
+//! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
+//! batch load and write, error codes), [`shared`] (the reads both run),
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
+//! [`batch_json`] (a batch's rows as JSON).
+
+use std::sync::Arc;
+
+use async_trait::async_trait;
+
+use crate::plan::{Command, Loaded, Outcome, PlanError, WriteSet};
+use crate::LedgerError;
+
+pub(crate) mod batch_json;
+pub(crate) mod postgres;
+pub(crate) mod rows;
+pub(crate) mod schema;
+pub(crate) mod shared;
+pub(crate) mod sqlite;
+
+use shared::ReadQueries;
+
+/// Plans a batch from loaded state; re-run when the backend retries.
+pub(crate) type PlanFn<'a> =
+    &'a (dyn Fn(Loaded) -> Result<(WriteSet, Vec<Outcome>), PlanError> + Send + Sync);
+
+#[async_trait]
+pub(crate) trait Backend: Send + Sync + 'static {
+    async fn migrate(&self) -> Result<(), LedgerError>;
+
+    /// Runs one batch in one transaction: load (and lock) what `commands`
+    /// touch, call `plan`, write the result, commit. Retries the whole batch
+    /// on a serialization failure, a deadlock or a lost idempotency race.
+    async fn run_batch(
+        &self,
+        commands: &[Command],
+        plan: PlanFn<'_>,
+    ) -> Result<Vec<Outcome>, LedgerError>;
+
+    /// The reads, answered from the read pool.
+    fn reads(&self) -> &dyn ReadQueries;
+}
+
+/// Connects to the backend `url` names (`sqlite:PATH` or `postgres://…`)
+/// and brings its schema up to date.
+pub(crate) async fn open(
+    url: &str,
+    read_connections: u32,
+) -> Result<Arc<dyn Backend>, LedgerError> {
+    let backend: Arc<dyn Backend> =
+        if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Arc::new(postgres::Pg::connect(url, read_connections).await?)
+        } else if let Some(path) = url.strip_prefix("sqlite:") {
+            Arc::new(sqlite::Lite::open(path, read_connections).await?)
+        } else {
+            return Err(LedgerError::Config(format!(
+                "{url:?} is neither sqlite:PATH nor postgres://…"
+            )));
+        };
+    backend.migrate().await?;
+    Ok(backend)
+}
