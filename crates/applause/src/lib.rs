@@ -13,10 +13,12 @@ use std::time::Duration;
 
 use anyhow::Context;
 use applause_bus::{EventBus, InProcessBus, RedisBus};
+use applause_core::clock::{SharedClock, SystemClock};
 use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo};
-use applause_gifts::{GiftService, GiftsConfig};
+use applause_gifts::GiftService;
 use applause_leaderboard::{Leaderboard, MemoryBoards, RedisBoards};
 use applause_ledger::Ledger;
+use applause_relay::{Relay, RelayConfig, Tasks};
 use applause_web::{ApiError, Authenticator, Principal};
 use async_trait::async_trait;
 use axum::Router;
@@ -38,8 +40,11 @@ pub enum Mode {
 pub struct App {
     pub gifts: GiftService,
     pub gateway: Option<Gateway>,
+    pub relay: Relay,
     pub router: Router,
     pub ledger: Ledger,
+    /// The process's background tasks; `run` cancels and awaits them.
+    pub tasks: Tasks,
 }
 
 /// Opens the ledger with the process's settings.
@@ -166,15 +171,24 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     }
     let auth = Authenticator::new(secret).map_err(anyhow::Error::msg)?;
     let registry = prometheus::Registry::new();
+    // The one wall clock of the process (the ledger reads its own until it
+    // takes one too).
+    let clock: SharedClock = Arc::new(SystemClock);
     let ledger = open_ledger(settings, &registry).await?;
     let bus = open_bus(settings).await?;
     let boards = open_boards(settings, &registry).await?;
+    let tasks = Tasks::new();
+    let relay = Relay::start(
+        relay_config(mode, &settings.relay),
+        ledger.clone(),
+        bus.clone(),
+        boards.clone(),
+        clock.clone(),
+        &registry,
+        &tasks,
+    );
     let gifts = GiftService::start(
-        GiftsConfig {
-            // Gateway nodes leave the leaderboards' upkeep to the gifts nodes.
-            rebuild_boards: mode != Mode::Gateway,
-            ..settings.gifts.clone()
-        },
+        settings.gifts.clone(),
         auth.clone(),
         ledger.clone(),
         settings.catalog.clone(),
@@ -205,9 +219,20 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     Ok(App {
         gifts,
         gateway,
+        relay,
         router,
         ledger,
+        tasks,
     })
+}
+
+/// What a process of this kind runs of the pipeline.
+pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
+    RelayConfig {
+        // Gateway nodes leave the leaderboards' upkeep to the gifts nodes.
+        rebuild_boards: mode != Mode::Gateway,
+        ..settings.clone()
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: stops
@@ -235,7 +260,8 @@ pub async fn run(
     });
     server.await.context("server failed")?;
     drop(stop_rx);
-    app.gifts.drain(Duration::from_secs(5)).await;
+    app.relay.drain(Duration::from_secs(5)).await;
+    app.tasks.shutdown().await;
     Ok(())
 }
 

@@ -1,8 +1,8 @@
 //! The gift service: the HTTP API of SPEC §3 (stickers, rooms, top-ups,
 //! wallets, gift purchases, acknowledgements, leaderboards, finance, health
-//! and metrics). It orchestrates ledger → event bus → leaderboards: the
-//! ledger commits, a publisher forwards the committed events to the bus in
-//! `seq` order and counts the gifts on the boards.
+//! and metrics). Its handlers validate requests and hand commands to the
+//! ledger; what happens after a commit (bus, boards, sweepers) is the
+//! relay's (`applause-relay`).
 //!
 //! It never imports the gateway; the binary wires both.
 
@@ -14,7 +14,6 @@ mod idempotency;
 mod limits;
 mod metrics;
 mod ops;
-mod publisher;
 mod redpackets;
 mod refunds;
 mod render;
@@ -36,7 +35,6 @@ use axum::routing::{get, post};
 use axum::Router;
 
 pub use limits::RateLimit;
-pub use publisher::{rebuild as rebuild_boards, Publisher};
 
 /// Settings of the gift service, validated before any port is bound.
 #[derive(Debug, Clone)]
@@ -45,20 +43,11 @@ pub struct GiftsConfig {
     pub rate: RateLimit,
     /// Words that may not appear in gift messages or acknowledgements (lowercase).
     pub blocked_words: HashSet<String>,
-    /// How long idempotency records are kept (at least 24 h).
-    pub idempotency_retention: Duration,
     /// The largest request body accepted, in bytes.
     pub body_bytes_max: usize,
-    /// How often the live leaderboard of a busy room may be pushed.
-    pub leaderboard_push_interval: Duration,
     /// How long a red packet stays claimable when the drop does not say
     /// (SPEC §7: default 24 h, at most 24 h).
     pub red_packet_expiry: Duration,
-    /// Whether this process rebuilds the leaderboards from the ledger (at
-    /// start, after a failed update, when Redis lost them). Gateway nodes
-    /// leave that to the gifts nodes: a fleet of gateways restarting would
-    /// otherwise each read every gift in the ledger.
-    pub rebuild_boards: bool,
 }
 
 impl Default for GiftsConfig {
@@ -69,11 +58,8 @@ impl Default for GiftsConfig {
                 burst: 100,
             },
             blocked_words: HashSet::new(),
-            idempotency_retention: Duration::from_secs(48 * 3600),
             body_bytes_max: 16 * 1024,
-            leaderboard_push_interval: Duration::from_millis(250),
             red_packet_expiry: Duration::from_secs(redpackets::EXPIRES_IN_S_MAX),
-            rebuild_boards: true,
         }
     }
 }
@@ -85,9 +71,6 @@ impl GiftsConfig {
                 "gift rate limit must be at least 1 per second with a burst of at least 1".into(),
             );
         }
-        if self.idempotency_retention < Duration::from_secs(24 * 3600) {
-            return Err("idempotency retention must be at least 24 hours".into());
-        }
         if !(1024..=1024 * 1024).contains(&self.body_bytes_max) {
             return Err("body size limit must be between 1 KiB and 1 MiB".into());
         }
@@ -95,9 +78,6 @@ impl GiftsConfig {
             .contains(&self.red_packet_expiry)
         {
             return Err("red packet expiry must be between 1 second and 24 hours".into());
-        }
-        if self.leaderboard_push_interval < Duration::from_millis(50) {
-            return Err("leaderboard push interval must be at least 50 ms".into());
         }
         Ok(())
     }
@@ -123,7 +103,6 @@ pub(crate) struct Inner {
     pub in_flight: dashmap::DashSet<(String, String)>,
     pub metrics: metrics::Metrics,
     pub registry: prometheus::Registry,
-    pub publisher: Publisher,
 }
 
 /// The gift service; cheap to clone.
@@ -131,8 +110,8 @@ pub(crate) struct Inner {
 pub struct GiftService(pub(crate) Arc<Inner>);
 
 impl GiftService {
-    /// Builds the service and starts its background tasks (publisher, relay,
-    /// leaderboard upkeep, sweepers). Call from within a tokio runtime.
+    /// Builds the service and starts its one background task (pruning idle
+    /// rate-limit buckets). Call from within a tokio runtime.
     pub fn start(
         config: GiftsConfig,
         auth: Authenticator,
@@ -143,14 +122,6 @@ impl GiftService {
         registry: prometheus::Registry,
     ) -> GiftService {
         let metrics = metrics::Metrics::register(&registry);
-        let publisher = Publisher::start(
-            ledger.clone(),
-            bus.clone(),
-            boards.clone(),
-            metrics.clone(),
-            config.leaderboard_push_interval,
-            config.rebuild_boards,
-        );
         let inner = Inner {
             limiter: limits::RateLimiter::new(config.rate),
             config,
@@ -162,15 +133,13 @@ impl GiftService {
             in_flight: dashmap::DashSet::new(),
             metrics,
             registry,
-            publisher,
         };
         let svc = GiftService(Arc::new(inner));
-        svc.spawn_sweepers();
-        redpackets::spawn_sweeper(&svc);
+        svc.spawn_upkeep();
         svc
     }
 
-    fn spawn_sweepers(&self) {
+    fn spawn_upkeep(&self) {
         let weak = Arc::downgrade(&self.0);
         tokio::spawn(async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
@@ -178,11 +147,6 @@ impl GiftService {
                 tick.tick().await;
                 let Some(inner) = weak.upgrade() else { return };
                 inner.limiter.prune();
-                let cutoff =
-                    applause_web::now_ms() - inner.config.idempotency_retention.as_millis() as i64;
-                if let Err(e) = inner.ledger.sweep_idempotency(cutoff).await {
-                    tracing::warn!(error = %e, "idempotency sweep failed");
-                }
             }
         });
     }
@@ -242,19 +206,6 @@ impl GiftService {
     /// The ledger this service writes to.
     pub fn ledger(&self) -> &Ledger {
         &self.0.ledger
-    }
-
-    /// Rebuilds every leaderboard from the ledger.
-    pub async fn rebuild_leaderboards(
-        &self,
-    ) -> Result<applause_leaderboard::RebuildReport, String> {
-        publisher::rebuild(&self.0.ledger, self.0.boards.as_ref()).await
-    }
-
-    /// Waits until every committed event so far has been handed to the bus
-    /// (for graceful shutdown and tests), at most `timeout`.
-    pub async fn drain(&self, timeout: Duration) {
-        self.0.publisher.drain(timeout).await
     }
 }
 
