@@ -6,7 +6,9 @@
 
 pub mod config;
 pub mod demo;
+pub mod ops;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,7 +40,8 @@ pub enum Mode {
 
 /// A built process, ready to serve.
 pub struct App {
-    pub gifts: GiftService,
+    /// The HTTP API; a gateway node has none.
+    pub gifts: Option<GiftService>,
     pub gateway: Option<Gateway>,
     pub relay: Relay,
     pub router: Router,
@@ -154,13 +157,20 @@ impl RoomDirectory for LedgerRooms {
     }
 }
 
-/// WebSocket acks go to the gift service like HTTP ones.
-struct GiftAcks(GiftService);
+/// WebSocket acks go through the same checks as HTTP ones
+/// ([`applause_gifts::acknowledge`]) straight to the ledger, so a gateway
+/// node needs no gift service.
+struct LedgerAcks {
+    ledger: Ledger,
+    blocked_words: HashSet<String>,
+}
 
 #[async_trait]
-impl AckHandler for GiftAcks {
+impl AckHandler for LedgerAcks {
     async fn ack(&self, who: &Principal, gift_id: &str, text: &str) -> Result<(), ApiError> {
-        self.0.acknowledge(who, gift_id, text).await.map(|_| ())
+        applause_gifts::acknowledge(&self.ledger, &self.blocked_words, who, gift_id, text)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -187,34 +197,41 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
         &registry,
         &tasks,
     );
-    let gifts = GiftService::start(
-        settings.gifts.clone(),
-        auth.clone(),
-        ledger.clone(),
-        settings.catalog.clone(),
-        boards,
-        bus.clone(),
-        registry.clone(),
-    );
+    let gifts = match mode {
+        Mode::Gateway => None,
+        Mode::Embedded | Mode::Gifts => Some(GiftService::start(
+            settings.gifts.clone(),
+            auth.clone(),
+            ledger.clone(),
+            settings.catalog.clone(),
+            boards,
+            &registry,
+        )),
+    };
     let gateway = match mode {
         Mode::Gifts => None,
         Mode::Embedded | Mode::Gateway => Some(
             Gateway::new(
                 settings.gateway.clone(),
                 auth,
-                bus,
+                bus.clone(),
                 Arc::new(LedgerRooms(ledger.clone())),
-                Arc::new(GiftAcks(gifts.clone())),
+                Arc::new(LedgerAcks {
+                    ledger: ledger.clone(),
+                    blocked_words: settings.gifts.blocked_words.clone(),
+                }),
                 &registry,
             )
             .map_err(|e| anyhow::anyhow!("gateway: {e}"))?,
         ),
     };
-    let router = match (mode, &gateway) {
-        (Mode::Embedded, Some(g)) => gifts.router().merge(g.router()),
-        (Mode::Gateway, Some(g)) => gifts.ops_router().merge(g.router()),
-        _ => gifts.router(),
-    };
+    let mut router = ops::router(ledger.clone(), bus, registry);
+    if let Some(g) = &gifts {
+        router = router.merge(g.router());
+    }
+    if let Some(g) = &gateway {
+        router = router.merge(g.router());
+    }
     let router = applause_gifts::with_json_fallbacks(router);
     Ok(App {
         gifts,
@@ -226,11 +243,14 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     })
 }
 
-/// What a process of this kind runs of the pipeline.
+/// What a process of this kind runs of the pipeline: every kind publishes
+/// what it commits and relays the outbox; gateway nodes leave the board
+/// rebuilds and the sweepers to the gifts nodes (docs/architecture.md).
 pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
+    let gifts_node = mode != Mode::Gateway;
     RelayConfig {
-        // Gateway nodes leave the leaderboards' upkeep to the gifts nodes.
-        rebuild_boards: mode != Mode::Gateway,
+        rebuild_boards: gifts_node,
+        sweepers: gifts_node,
         ..settings.clone()
     }
 }
@@ -286,4 +306,77 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: draining connections and in-flight purchases");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn only_gifts_and_embedded_nodes_rebuild_boards_and_sweep() {
+        let base = RelayConfig::default();
+        for (mode, gifts_node) in [
+            (Mode::Embedded, true),
+            (Mode::Gifts, true),
+            (Mode::Gateway, false),
+        ] {
+            let c = relay_config(mode, &base);
+            assert_eq!(c.rebuild_boards, gifts_node, "{mode:?}");
+            assert_eq!(c.sweepers, gifts_node, "{mode:?}");
+            assert_eq!(c.leaderboard_push_interval, base.leaderboard_push_interval);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_node_has_no_gift_service_but_serves_the_operator_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("applause_citest_gwnode_{}:", std::process::id());
+        let settings = Cli::try_parse_from([
+            "applause",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-prefix",
+            &prefix,
+        ])
+        .unwrap()
+        .common
+        .settings()
+        .unwrap();
+        let app = build(&settings, &[7u8; 32], Mode::Gateway)
+            .await
+            .expect("a gateway node builds (Redis on 127.0.0.1:6379)");
+        assert!(app.gifts.is_none(), "a gateway node built a gift service");
+        assert!(app.gateway.is_some());
+        assert!(!app.relay.config().sweepers, "a gateway node sweeps");
+        assert!(!app.relay.config().rebuild_boards);
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(app, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        for (path, status) in [
+            ("/healthz", 200),
+            ("/readyz", 200),
+            ("/metrics", 200),
+            // The HTTP API is not served here.
+            ("/v1/stickers", 404),
+        ] {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{path}");
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+    }
 }

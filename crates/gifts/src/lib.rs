@@ -13,7 +13,6 @@ mod gifts;
 mod idempotency;
 mod limits;
 mod metrics;
-mod ops;
 mod redpackets;
 mod refunds;
 mod render;
@@ -25,7 +24,6 @@ use std::collections::HashSet;
 use std::sync::Arc;
 use std::time::Duration;
 
-use applause_bus::EventBus;
 use applause_core::{Catalog, ErrorCode};
 use applause_leaderboard::Leaderboard;
 use applause_ledger::Ledger;
@@ -34,6 +32,7 @@ use axum::http::HeaderMap;
 use axum::routing::{get, post};
 use axum::Router;
 
+pub use gifts::acknowledge;
 pub use limits::RateLimit;
 
 /// Settings of the gift service, validated before any port is bound.
@@ -98,11 +97,9 @@ pub(crate) struct Inner {
     pub ledger: Ledger,
     pub catalog: Catalog,
     pub boards: Arc<dyn Leaderboard>,
-    pub bus: Arc<dyn EventBus>,
     pub limiter: limits::RateLimiter,
     pub in_flight: dashmap::DashSet<(String, String)>,
     pub metrics: metrics::Metrics,
-    pub registry: prometheus::Registry,
 }
 
 /// The gift service; cheap to clone.
@@ -118,10 +115,9 @@ impl GiftService {
         ledger: Ledger,
         catalog: Catalog,
         boards: Arc<dyn Leaderboard>,
-        bus: Arc<dyn EventBus>,
-        registry: prometheus::Registry,
+        registry: &prometheus::Registry,
     ) -> GiftService {
-        let metrics = metrics::Metrics::register(&registry);
+        let metrics = metrics::Metrics::register(registry);
         let inner = Inner {
             limiter: limits::RateLimiter::new(config.rate),
             config,
@@ -129,10 +125,8 @@ impl GiftService {
             ledger,
             catalog,
             boards,
-            bus,
             in_flight: dashmap::DashSet::new(),
             metrics,
-            registry,
         };
         let svc = GiftService(Arc::new(inner));
         svc.spawn_upkeep();
@@ -151,7 +145,8 @@ impl GiftService {
         });
     }
 
-    /// The HTTP routes of the gift service (everything but `/v1/ws`).
+    /// The HTTP routes of the gift service (everything but `/v1/ws` and the
+    /// operator routes, which every node serves: the binary's `ops`).
     pub fn router(&self) -> Router {
         Router::new()
             .route("/v1/stickers", get(rooms::stickers))
@@ -180,27 +175,6 @@ impl GiftService {
             .route("/v1/red-packets/{packet_id}", get(redpackets::get))
             .route("/v1/red-packets/{packet_id}/claim", post(redpackets::claim))
             .with_state(self.clone())
-            .merge(self.ops_router())
-    }
-
-    /// Only the operator endpoints (for gateway-only nodes).
-    pub fn ops_router(&self) -> Router {
-        Router::new()
-            .route("/healthz", get(ops::healthz))
-            .route("/readyz", get(ops::readyz))
-            .route("/metrics", get(ops::metrics))
-            .with_state(self.clone())
-    }
-
-    /// Acknowledges a gift on behalf of its room's broadcaster (the HTTP
-    /// endpoint and the gateway's WebSocket `ack` both end here).
-    pub async fn acknowledge(
-        &self,
-        who: &Principal,
-        gift_id: &str,
-        text: &str,
-    ) -> Result<applause_ledger::AckOutcome, ApiError> {
-        gifts::acknowledge(self, who, gift_id, text).await
     }
 
     /// The ledger this service writes to.
