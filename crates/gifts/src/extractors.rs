@@ -27,17 +27,10 @@ impl<S: Send + Sync> axum::extract::FromRequestParts<S> for Id {
     }
 }
 
-/// Extracts the signed-in user from the `Authorization` header.
+/// The signed-in user, from the `Authorization` header (401 without one).
 pub(crate) fn principal(svc: &GiftService, headers: &HeaderMap) -> Result<Principal, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::from(ErrorCode::Unauthorized))
-        })
-        .transpose()?;
     svc.0
         .auth
-        .verify_header(header)
+        .verify_request(headers)
         .map_err(|_| ApiError::from(ErrorCode::Unauthorized))
 }
