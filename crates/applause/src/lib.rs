@@ -181,8 +181,8 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     }
     let auth = Authenticator::new(secret).map_err(anyhow::Error::msg)?;
     let registry = prometheus::Registry::new();
-    // The one wall clock of the process (the ledger reads its own until it
-    // takes one too).
+    // The one wall clock of the process, for the relay and the gift service
+    // (the ledger still reads its own until it takes one too).
     let clock: SharedClock = Arc::new(SystemClock);
     let ledger = open_ledger(settings, &registry).await?;
     let bus = open_bus(settings).await?;
@@ -205,6 +205,7 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
             ledger.clone(),
             settings.catalog.clone(),
             boards,
+            clock,
             &registry,
         )),
     };

@@ -293,7 +293,7 @@ pub(crate) async fn get(
             "mode": p.mode,
             "total": c.format(p.total_minor),
             "count": p.count,
-            "state": p.state(applause_web::now_ms()),
+            "state": p.state(svc.0.clock.now_ms()),
             "claimed_count": p.claimed_count,
             "claimed": c.format(p.claimed_minor),
             "remaining": c.format(p.remaining_minor()),

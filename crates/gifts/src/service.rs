@@ -4,6 +4,7 @@
 use std::sync::Arc;
 use std::time::Duration;
 
+use applause_core::clock::SharedClock;
 use applause_core::Catalog;
 use applause_leaderboard::Leaderboard;
 use applause_ledger::Ledger;
@@ -19,6 +20,8 @@ pub(crate) struct Inner {
     pub ledger: Ledger,
     pub catalog: Catalog,
     pub boards: Arc<dyn Leaderboard>,
+    /// Every time a handler reads (board windows, a packet's state).
+    pub clock: SharedClock,
     pub limiter: limits::RateLimiter,
     pub in_flight: dashmap::DashSet<(String, String)>,
     pub metrics: metrics::Metrics,
@@ -37,6 +40,7 @@ impl GiftService {
         ledger: Ledger,
         catalog: Catalog,
         boards: Arc<dyn Leaderboard>,
+        clock: SharedClock,
         registry: &prometheus::Registry,
     ) -> GiftService {
         let metrics = metrics::Metrics::register(registry);
@@ -47,6 +51,7 @@ impl GiftService {
             ledger,
             catalog,
             boards,
+            clock,
             in_flight: dashmap::DashSet::new(),
             metrics,
         };
