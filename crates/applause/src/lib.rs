@@ -209,6 +209,9 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
             &registry,
         )),
     };
+    if let Some(g) = &gifts {
+        tasks.spawn_loop(g.upkeep());
+    }
     let gateway = match mode {
         Mode::Gifts => None,
         Mode::Embedded | Mode::Gateway => Some(
@@ -258,7 +261,8 @@ pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: stops
 /// accepting, closes WebSockets with 1001, lets in-flight requests finish,
-/// publishes what was committed.
+/// publishes what was committed, and cancels and awaits every background
+/// task of `app.tasks`.
 pub async fn run(
     app: App,
     listener: tokio::net::TcpListener,
@@ -279,11 +283,13 @@ pub async fn run(
             g.shutdown().await;
         }
     });
-    server.await.context("server failed")?;
+    let served = server.await.context("server failed");
     drop(stop_rx);
+    // What was committed reaches the bus first; then every background task
+    // (relay, sweepers, gift-service upkeep) is cancelled and awaited.
     app.relay.drain(Duration::from_secs(5)).await;
     app.tasks.shutdown().await;
-    Ok(())
+    served
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -322,6 +328,8 @@ mod tests {
 
     #[test]
     fn only_gifts_and_embedded_nodes_rebuild_boards_and_sweep() {
+        // The red-packet and idempotency sweepers and the board rebuilds are
+        // started by the relay only when its config says so (Relay::start).
         let base = RelayConfig::default();
         for (mode, gifts_node) in [
             (Mode::Embedded, true),
@@ -359,6 +367,8 @@ mod tests {
         assert!(app.gateway.is_some());
         assert!(!app.relay.config().sweepers, "a gateway node sweeps");
         assert!(!app.relay.config().rebuild_boards);
+        let tasks = app.tasks.clone();
+        assert!(tasks.running() > 0, "the relay runs on the app's tasks");
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -379,5 +389,7 @@ mod tests {
         }
         let _ = stop.send(());
         server.await.unwrap().unwrap();
+        // `run` returned only after every background task had ended.
+        assert_eq!(tasks.running(), 0);
     }
 }

@@ -32,8 +32,7 @@ pub(crate) struct Inner {
 pub struct GiftService(pub(crate) Arc<Inner>);
 
 impl GiftService {
-    /// Builds the service and starts its one background task (pruning idle
-    /// rate-limit buckets). Call from within a tokio runtime.
+    /// Builds the service; it spawns nothing (see [`GiftService::upkeep`]).
     pub fn start(
         config: GiftsConfig,
         auth: Authenticator,
@@ -55,21 +54,21 @@ impl GiftService {
             in_flight: dashmap::DashSet::new(),
             metrics,
         };
-        let svc = GiftService(Arc::new(inner));
-        svc.spawn_upkeep();
-        svc
+        GiftService(Arc::new(inner))
     }
 
-    fn spawn_upkeep(&self) {
-        let weak = Arc::downgrade(&self.0);
-        tokio::spawn(async move {
+    /// The service's one background loop (pruning idle rate-limit buckets),
+    /// for the caller to spawn on the tasks it shuts down; it never ends by
+    /// itself.
+    pub fn upkeep(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let inner = self.0.clone();
+        async move {
             let mut tick = tokio::time::interval(Duration::from_secs(60));
             loop {
                 tick.tick().await;
-                let Some(inner) = weak.upgrade() else { return };
                 inner.limiter.prune();
             }
-        });
+        }
     }
 
     /// The ledger this service writes to.

@@ -50,6 +50,11 @@ impl Tasks {
         self.cancel.is_cancelled()
     }
 
+    /// How many tasks have not ended yet.
+    pub fn running(&self) -> usize {
+        self.tracker.len()
+    }
+
     /// Cancels every loop and waits until every task has ended.
     pub async fn shutdown(&self) {
         self.cancel.cancel();
@@ -82,6 +87,7 @@ mod tests {
         assert!(tasks.is_cancelled());
         go_tx.send(()).unwrap();
         shutdown.await.unwrap();
+        assert_eq!(tasks.running(), 0);
         done_rx.await.expect("the work ran to its end");
     }
 }
