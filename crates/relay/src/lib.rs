@@ -159,3 +159,26 @@ impl Relay {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    /// docs/architecture.md: the relay knows no HTTP and imports neither
+    /// service.
+    #[test]
+    fn the_relay_depends_on_no_http_crate() {
+        let manifest = include_str!("../Cargo.toml");
+        for dep in [
+            "axum",
+            "hyper",
+            "tower",
+            "applause-web",
+            "applause-gifts",
+            "applause-gateway",
+        ] {
+            assert!(
+                !manifest.lines().any(|l| l.trim_start().starts_with(dep)),
+                "applause-relay depends on {dep}"
+            );
+        }
+    }
+}
