@@ -134,3 +134,67 @@ pub(crate) async fn boards_loop(s: Arc<Shared>) {
         tokio::time::sleep(Duration::from_secs(1)).await;
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::testkit::{funded_room, ledger};
+    use applause_core::clock::{system_now_ms, ManualClock};
+    use applause_leaderboard::{MemoryBoards, Window};
+    use applause_ledger::{PurchaseCmd, PurchaseOutcome, RefundCmd};
+
+    async fn buy(ledger: &Ledger, room_id: &str, sender: &str, amount_minor: i64) -> String {
+        let outcome = ledger
+            .purchase(PurchaseCmd {
+                sender_id: sender.into(),
+                sender_name: sender.into(),
+                room_id: room_id.into(),
+                sticker_id: "rose".into(),
+                quantity: 1,
+                amount_minor,
+                message: None,
+                idempotency_key: format!("k-{sender}-{amount_minor}"),
+                request_hash: "h".into(),
+            })
+            .await
+            .unwrap();
+        let PurchaseOutcome::Charged(gift, _) = outcome else {
+            panic!("purchase refused: {outcome:?}");
+        };
+        gift.gift_id
+    }
+
+    #[tokio::test]
+    async fn a_rebuild_counts_gifts_and_subtracts_refunds() {
+        let dir = tempfile::tempdir().unwrap();
+        let ledger = ledger(&dir).await;
+        let room_id = funded_room(&ledger, "ann").await;
+        funded_room(&ledger, "ben").await;
+        buy(&ledger, &room_id, "ann", 300).await;
+        buy(&ledger, &room_id, "ann", 200).await;
+        let refunded = buy(&ledger, &room_id, "ben", 900).await;
+        ledger
+            .refund(RefundCmd {
+                gift_id: refunded,
+                reason: "chargeback".into(),
+                refunded_by: "fin".into(),
+            })
+            .await
+            .unwrap();
+
+        let boards = MemoryBoards::new();
+        let clock = ManualClock::new(system_now_ms());
+        let report = rebuild_boards(&ledger, &boards, &clock).await.unwrap();
+        // Three gifts and one refund's subtraction.
+        assert_eq!(report.updates, 4);
+        let top = boards
+            .top(&room_id, "star", Window::Live, 10, clock.now_ms())
+            .await
+            .unwrap();
+        let lines: Vec<(&str, i64)> = top
+            .iter()
+            .map(|e| (e.user_id.as_str(), e.amount_minor))
+            .collect();
+        assert_eq!(lines, [("ann", 500)], "the refunded gift still counts");
+    }
+}

@@ -23,6 +23,8 @@ mod publisher;
 mod push;
 mod sweepers;
 mod tasks;
+#[cfg(test)]
+mod testkit;
 
 use std::collections::HashSet;
 use std::sync::atomic::AtomicBool;

@@ -65,38 +65,9 @@ pub(crate) async fn idempotency_loop(s: Arc<Shared>) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::testkit::{funded_room, ledger};
     use applause_core::clock::ManualClock;
-    use applause_core::Channel;
-    use applause_ledger::{
-        CreateRoomCmd, DropCmd, DropOutcome, LedgerOptions, PurchaseCmd, PurchaseOutcome, TopUpCmd,
-    };
-
-    async fn ledger(dir: &tempfile::TempDir) -> Ledger {
-        let url = format!("sqlite:{}", dir.path().join("ledger.db").display());
-        Ledger::open(&url, LedgerOptions::default(), &prometheus::Registry::new())
-            .await
-            .expect("SQLite ledger opens")
-    }
-
-    async fn funded_room(ledger: &Ledger, user: &str) -> String {
-        ledger
-            .top_up(TopUpCmd {
-                user_id: user.into(),
-                channel: Channel::Web,
-                amount_minor: 10_000,
-                receipt_id: format!("r-{user}"),
-            })
-            .await
-            .unwrap();
-        ledger
-            .create_room(CreateRoomCmd {
-                broadcaster_id: "star".into(),
-                title: "t".into(),
-            })
-            .await
-            .unwrap()
-            .room_id
-    }
+    use applause_ledger::{DropCmd, DropOutcome, PurchaseCmd, PurchaseOutcome};
 
     #[tokio::test]
     async fn a_red_packet_returns_once_when_the_clock_passes_its_expiry() {
