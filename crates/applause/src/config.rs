@@ -10,6 +10,7 @@ use applause_core::{Catalog, Currency, Ppm, SplitPolicy};
 use applause_gateway::GatewayConfig;
 use applause_gifts::{GiftsConfig, RateLimit};
 use applause_ledger::LedgerOptions;
+use applause_relay::RelayConfig;
 use clap::Args;
 
 /// Flags shared by every subcommand that runs or reads the platform.
@@ -116,6 +117,7 @@ pub struct Settings {
     pub catalog: Catalog,
     pub ledger: LedgerOptions,
     pub gifts: GiftsConfig,
+    pub relay: RelayConfig,
     pub gateway: GatewayConfig,
     pub history: applause_bus::HistoryBounds,
     pub json_logs: bool,
@@ -219,8 +221,11 @@ impl CommonArgs {
             },
             blocked_words,
             red_packet_expiry: std::time::Duration::from_secs(self.red_packet_expiry_s),
-            leaderboard_push_interval: std::time::Duration::from_millis(self.leaderboard_push_ms),
             ..GiftsConfig::default()
+        };
+        let relay = RelayConfig {
+            leaderboard_push_interval: std::time::Duration::from_millis(self.leaderboard_push_ms),
+            ..RelayConfig::default()
         };
         if !(50..=60_000).contains(&self.leaderboard_push_ms) {
             return Err(format!(
@@ -237,6 +242,9 @@ impl CommonArgs {
         gifts
             .validate()
             .map_err(|e| format!("--gift-rate-per-s/--gift-burst: {e}"))?;
+        relay
+            .validate()
+            .map_err(|e| format!("--leaderboard-push-ms: {e}"))?;
         let gateway = GatewayConfig {
             outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             history_events_max: self.history_events_max,
@@ -262,6 +270,7 @@ impl CommonArgs {
                 ..LedgerOptions::default()
             },
             gifts,
+            relay,
             history: applause_bus::HistoryBounds {
                 events_max: self.history_events_max,
                 age_ms_max: self.history_age_s.saturating_mul(1000),

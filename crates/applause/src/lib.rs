@@ -6,17 +6,21 @@
 
 pub mod config;
 pub mod demo;
+pub mod ops;
 
+use std::collections::HashSet;
 use std::future::Future;
 use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context;
 use applause_bus::{EventBus, InProcessBus, RedisBus};
+use applause_core::clock::{SharedClock, SystemClock};
 use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo};
-use applause_gifts::{GiftService, GiftsConfig};
+use applause_gifts::GiftService;
 use applause_leaderboard::{Leaderboard, MemoryBoards, RedisBoards};
 use applause_ledger::Ledger;
+use applause_relay::{Relay, RelayConfig, Tasks};
 use applause_web::{ApiError, Authenticator, Principal};
 use async_trait::async_trait;
 use axum::Router;
@@ -36,10 +40,14 @@ pub enum Mode {
 
 /// A built process, ready to serve.
 pub struct App {
-    pub gifts: GiftService,
+    /// The HTTP API; a gateway node has none.
+    pub gifts: Option<GiftService>,
     pub gateway: Option<Gateway>,
+    pub relay: Relay,
     pub router: Router,
     pub ledger: Ledger,
+    /// The process's background tasks; `run` cancels and awaits them.
+    pub tasks: Tasks,
 }
 
 /// Opens the ledger with the process's settings.
@@ -47,18 +55,32 @@ pub async fn open_ledger(
     settings: &Settings,
     registry: &prometheus::Registry,
 ) -> anyhow::Result<Ledger> {
+    open_ledger_with_clock(settings, registry, Arc::new(SystemClock)).await
+}
+
+/// [`open_ledger`] reading the time from `clock`.
+pub async fn open_ledger_with_clock(
+    settings: &Settings,
+    registry: &prometheus::Registry,
+    clock: SharedClock,
+) -> anyhow::Result<Ledger> {
     if settings.database_url.starts_with("sqlite:") {
         std::fs::create_dir_all(&settings.data_dir)
             .with_context(|| format!("--data-dir {}", settings.data_dir.display()))?;
     }
-    Ledger::open(&settings.database_url, settings.ledger.clone(), registry)
-        .await
-        .with_context(|| {
-            format!(
-                "cannot open the ledger at {}",
-                redact(&settings.database_url)
-            )
-        })
+    Ledger::open_with_clock(
+        &settings.database_url,
+        settings.ledger.clone(),
+        registry,
+        clock,
+    )
+    .await
+    .with_context(|| {
+        format!(
+            "cannot open the ledger at {}",
+            redact(&settings.database_url)
+        )
+    })
 }
 
 /// Hides a password in a database URL before it is printed.
@@ -149,13 +171,20 @@ impl RoomDirectory for LedgerRooms {
     }
 }
 
-/// WebSocket acks go to the gift service like HTTP ones.
-struct GiftAcks(GiftService);
+/// WebSocket acks go through the same checks as HTTP ones
+/// ([`applause_gifts::acknowledge`]) straight to the ledger, so a gateway
+/// node needs no gift service.
+struct LedgerAcks {
+    ledger: Ledger,
+    blocked_words: HashSet<String>,
+}
 
 #[async_trait]
-impl AckHandler for GiftAcks {
+impl AckHandler for LedgerAcks {
     async fn ack(&self, who: &Principal, gift_id: &str, text: &str) -> Result<(), ApiError> {
-        self.0.acknowledge(who, gift_id, text).await.map(|_| ())
+        applause_gifts::acknowledge(&self.ledger, &self.blocked_words, who, gift_id, text)
+            .await
+            .map(|_| ())
     }
 }
 
@@ -166,54 +195,89 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     }
     let auth = Authenticator::new(secret).map_err(anyhow::Error::msg)?;
     let registry = prometheus::Registry::new();
-    let ledger = open_ledger(settings, &registry).await?;
+    // The one wall clock of the process: the ledger, the relay and the gift
+    // service all read it.
+    let clock: SharedClock = Arc::new(SystemClock);
+    let ledger = open_ledger_with_clock(settings, &registry, clock.clone()).await?;
     let bus = open_bus(settings).await?;
     let boards = open_boards(settings, &registry).await?;
-    let gifts = GiftService::start(
-        GiftsConfig {
-            // Gateway nodes leave the leaderboards' upkeep to the gifts nodes.
-            rebuild_boards: mode != Mode::Gateway,
-            ..settings.gifts.clone()
-        },
-        auth.clone(),
+    let tasks = Tasks::new();
+    let relay = Relay::start(
+        relay_config(mode, &settings.relay),
         ledger.clone(),
-        settings.catalog.clone(),
-        boards,
         bus.clone(),
-        registry.clone(),
+        boards.clone(),
+        clock.clone(),
+        &registry,
+        &tasks,
     );
+    let gifts = match mode {
+        Mode::Gateway => None,
+        Mode::Embedded | Mode::Gifts => Some(GiftService::start(
+            settings.gifts.clone(),
+            auth.clone(),
+            ledger.clone(),
+            settings.catalog.clone(),
+            boards,
+            clock,
+            &registry,
+        )),
+    };
+    if let Some(g) = &gifts {
+        tasks.spawn_loop(g.upkeep());
+    }
     let gateway = match mode {
         Mode::Gifts => None,
         Mode::Embedded | Mode::Gateway => Some(
             Gateway::new(
                 settings.gateway.clone(),
                 auth,
-                bus,
+                bus.clone(),
                 Arc::new(LedgerRooms(ledger.clone())),
-                Arc::new(GiftAcks(gifts.clone())),
+                Arc::new(LedgerAcks {
+                    ledger: ledger.clone(),
+                    blocked_words: settings.gifts.blocked_words.clone(),
+                }),
                 &registry,
             )
             .map_err(|e| anyhow::anyhow!("gateway: {e}"))?,
         ),
     };
-    let router = match (mode, &gateway) {
-        (Mode::Embedded, Some(g)) => gifts.router().merge(g.router()),
-        (Mode::Gateway, Some(g)) => gifts.ops_router().merge(g.router()),
-        _ => gifts.router(),
-    };
+    let mut router = ops::router(ledger.clone(), bus, registry);
+    if let Some(g) = &gifts {
+        router = router.merge(g.router());
+    }
+    if let Some(g) = &gateway {
+        router = router.merge(g.router());
+    }
     // The pages use relative API paths only, so every kind of node serves all of them.
     let router = applause_gifts::with_json_fallbacks(router.merge(applause_pages::router()));
     Ok(App {
         gifts,
         gateway,
+        relay,
         router,
         ledger,
+        tasks,
     })
+}
+
+/// What a process of this kind runs of the pipeline: every kind publishes
+/// what it commits and relays the outbox; gateway nodes leave the board
+/// rebuilds and the sweepers to the gifts nodes (docs/architecture.md).
+pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
+    let gifts_node = mode != Mode::Gateway;
+    RelayConfig {
+        rebuild_boards: gifts_node,
+        sweepers: gifts_node,
+        ..settings.clone()
+    }
 }
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: stops
 /// accepting, closes WebSockets with 1001, lets in-flight requests finish,
-/// publishes what was committed.
+/// publishes what was committed, and cancels and awaits every background
+/// task of `app.tasks`.
 pub async fn run(
     app: App,
     listener: tokio::net::TcpListener,
@@ -234,10 +298,13 @@ pub async fn run(
             g.shutdown().await;
         }
     });
-    server.await.context("server failed")?;
+    let served = server.await.context("server failed");
     drop(stop_rx);
-    app.gifts.drain(Duration::from_secs(5)).await;
-    Ok(())
+    // What was committed reaches the bus first; then every background task
+    // (relay, sweepers, gift-service upkeep) is cancelled and awaited.
+    app.relay.drain(Duration::from_secs(5)).await;
+    app.tasks.shutdown().await;
+    served
 }
 
 /// Resolves on SIGTERM or Ctrl-C.
@@ -261,4 +328,83 @@ pub async fn shutdown_signal() {
         _ = term => {},
     }
     tracing::info!("shutting down: draining connections and in-flight purchases");
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::Parser;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    #[test]
+    fn only_gifts_and_embedded_nodes_rebuild_boards_and_sweep() {
+        // The red-packet and idempotency sweepers and the board rebuilds are
+        // started by the relay only when its config says so (Relay::start).
+        let base = RelayConfig::default();
+        for (mode, gifts_node) in [
+            (Mode::Embedded, true),
+            (Mode::Gifts, true),
+            (Mode::Gateway, false),
+        ] {
+            let c = relay_config(mode, &base);
+            assert_eq!(c.rebuild_boards, gifts_node, "{mode:?}");
+            assert_eq!(c.sweepers, gifts_node, "{mode:?}");
+            assert_eq!(c.leaderboard_push_interval, base.leaderboard_push_interval);
+        }
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn a_gateway_node_has_no_gift_service_but_serves_the_operator_routes() {
+        let dir = tempfile::tempdir().unwrap();
+        let prefix = format!("applause_citest_gwnode_{}:", std::process::id());
+        let settings = Cli::try_parse_from([
+            "applause",
+            "--data-dir",
+            &dir.path().display().to_string(),
+            "--redis-url",
+            "redis://127.0.0.1:6379",
+            "--redis-prefix",
+            &prefix,
+        ])
+        .unwrap()
+        .common
+        .settings()
+        .unwrap();
+        let app = build(&settings, &[7u8; 32], Mode::Gateway)
+            .await
+            .expect("a gateway node builds (Redis on 127.0.0.1:6379)");
+        assert!(app.gifts.is_none(), "a gateway node built a gift service");
+        assert!(app.gateway.is_some());
+        assert!(!app.relay.config().sweepers, "a gateway node sweeps");
+        assert!(!app.relay.config().rebuild_boards);
+        let tasks = app.tasks.clone();
+        assert!(tasks.running() > 0, "the relay runs on the app's tasks");
+
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let base = format!("http://{}", listener.local_addr().unwrap());
+        let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+        let server = tokio::spawn(run(app, listener, async move {
+            let _ = stopped.await;
+        }));
+        let client = reqwest::Client::new();
+        for (path, status) in [
+            ("/healthz", 200),
+            ("/readyz", 200),
+            ("/metrics", 200),
+            // The HTTP API is not served here.
+            ("/v1/stickers", 404),
+        ] {
+            let r = client.get(format!("{base}{path}")).send().await.unwrap();
+            assert_eq!(r.status().as_u16(), status, "{path}");
+        }
+        let _ = stop.send(());
+        server.await.unwrap().unwrap();
+        // `run` returned only after every background task had ended.
+        assert_eq!(tasks.running(), 0);
+    }
 }

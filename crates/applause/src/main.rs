@@ -235,9 +235,13 @@ async fn dispatch(command: Command) -> anyhow::Result<ExitCode> {
             let registry = prometheus::Registry::new();
             let ledger = applause::open_ledger(&s, &registry).await?;
             let boards = applause::open_boards(&s, &registry).await?;
-            let r = applause_gifts::rebuild_boards(&ledger, boards.as_ref())
-                .await
-                .map_err(anyhow::Error::msg)?;
+            let r = applause_relay::rebuild_boards(
+                &ledger,
+                boards.as_ref(),
+                &applause_core::clock::SystemClock,
+            )
+            .await
+            .map_err(anyhow::Error::msg)?;
             println!(
                 "rebuilt the leaderboards from {} updates (generation {})",
                 r.updates, r.generation

@@ -195,13 +195,8 @@ fn authenticate(
     q: &WsQuery,
     headers: &axum::http::HeaderMap,
 ) -> Result<Option<Principal>, ApiError> {
-    let header = headers
-        .get(axum::http::header::AUTHORIZATION)
-        .map(|v| {
-            v.to_str()
-                .map_err(|_| ApiError::from(ErrorCode::Unauthorized))
-        })
-        .transpose()?;
+    let header = applause_web::authorization(headers)
+        .map_err(|_| ApiError::from(ErrorCode::Unauthorized))?;
     let verified = match (&q.access_token, header) {
         (Some(token), _) => inner.auth.verify(token),
         (None, Some(h)) => inner.auth.verify_header(Some(h)),

@@ -112,13 +112,7 @@ pub(crate) async fn room_top(
     let entries = svc
         .0
         .boards
-        .top(
-            &room_id,
-            &broadcaster,
-            window,
-            limit,
-            applause_web::now_ms(),
-        )
+        .top(&room_id, &broadcaster, window, limit, svc.0.clock.now_ms())
         .await
         .map_err(board_error)?;
     Ok(json(
@@ -148,7 +142,7 @@ pub(crate) async fn room_me(
             &broadcaster,
             window,
             &who.user_id,
-            applause_web::now_ms(),
+            svc.0.clock.now_ms(),
         )
         .await
         .map_err(board_error)?;
@@ -173,7 +167,7 @@ pub(crate) async fn broadcasters(
     let entries = svc
         .0
         .boards
-        .top_broadcasters(window, limit, applause_web::now_ms())
+        .top_broadcasters(window, limit, svc.0.clock.now_ms())
         .await
         .map_err(board_error)?;
     Ok(json(

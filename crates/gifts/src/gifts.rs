@@ -7,13 +7,14 @@
 //! body answers 422. The ledger re-checks the key under its lock, so a race
 //! between nodes still charges once.
 
+use std::collections::HashSet;
 use std::time::Instant;
 
 use applause_core::ids::{is_valid_object_id, is_valid_text};
 use applause_core::money::checked_total;
 use applause_core::ErrorCode;
 use applause_ledger::{
-    AckCmd, AckOutcome, LedgerError, PurchaseCmd, PurchaseOutcome, StoredOutcome,
+    AckCmd, AckOutcome, Ledger, LedgerError, PurchaseCmd, PurchaseOutcome, StoredOutcome,
 };
 use applause_web::{ApiError, Principal};
 use axum::body::Body;
@@ -240,15 +241,27 @@ pub(crate) async fn ack_http(
 ) -> Result<Response, ApiError> {
     let who = principal(&svc, &headers)?;
     let req: Ack = body::json(&headers, raw, svc.0.config.body_bytes_max).await?;
-    acknowledge(&svc, &who, &gift_id, &req.text).await?;
+    acknowledge(
+        &svc.0.ledger,
+        &svc.0.config.blocked_words,
+        &who,
+        &gift_id,
+        &req.text,
+    )
+    .await?;
     Ok(json(
         StatusCode::OK,
         &serde_json::json!({ "gift_id": gift_id, "text": req.text }),
     ))
 }
 
-pub(crate) async fn acknowledge(
-    svc: &GiftService,
+/// Acknowledges a gift on behalf of its room's broadcaster: the text rules,
+/// the blocked words, then the ledger (which checks the broadcaster under
+/// the gift's lock). The HTTP endpoint and the gateway's WebSocket `ack`
+/// (through the binary's `AckHandler`) both end here.
+pub async fn acknowledge(
+    ledger: &Ledger,
+    blocked_words: &HashSet<String>,
     who: &Principal,
     gift_id: &str,
     text: &str,
@@ -259,7 +272,7 @@ pub(crate) async fn acknowledge(
             "text must be 1–200 characters without control characters",
         ));
     }
-    if contains_blocked(text, &svc.0.config.blocked_words) {
+    if contains_blocked(text, blocked_words) {
         return Err(ApiError::new(
             ErrorCode::MessageRejected,
             "the text contains a blocked word",
@@ -268,9 +281,7 @@ pub(crate) async fn acknowledge(
     if !is_valid_object_id(gift_id) {
         return Err(ErrorCode::GiftNotFound.into());
     }
-    let outcome = svc
-        .0
-        .ledger
+    let outcome = ledger
         .ack(AckCmd {
             gift_id: gift_id.to_owned(),
             broadcaster_id: who.user_id.clone(),

@@ -1,4 +1,5 @@
-//! Red packets (SPEC §7): drop, claim, read, and the expiry sweeper.
+//! Red packets (SPEC §7): drop, claim and read (the expiry sweeper is the
+//! relay's).
 //!
 //! Decisions, documented here and in `docs/architecture.md`:
 //! - The shares are allocated at the drop (`applause_core::redpacket`) and
@@ -14,8 +15,6 @@
 //!   the rest returns to the sender at expiry like any unclaimed rest.
 //! - The drop's `Idempotency-Key` follows the purchase rules (400 / 409 /
 //!   422, failures replayed); a replay answers the original 201 body.
-
-use std::time::Duration;
 
 use applause_core::ids::is_valid_object_id;
 use applause_core::redpacket::{self, Mode, RedPacketError};
@@ -39,8 +38,6 @@ use crate::{body, principal, GiftService, Id};
 /// The longest time a packet stays claimable, in seconds (the default is
 /// `GiftsConfig::red_packet_expiry`).
 pub const EXPIRES_IN_S_MAX: u64 = 86_400;
-/// How often this node looks for expired packets.
-const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -296,7 +293,7 @@ pub(crate) async fn get(
             "mode": p.mode,
             "total": c.format(p.total_minor),
             "count": p.count,
-            "state": p.state(applause_web::now_ms()),
+            "state": p.state(svc.0.clock.now_ms()),
             "claimed_count": p.claimed_count,
             "claimed": c.format(p.claimed_minor),
             "remaining": c.format(p.remaining_minor()),
@@ -308,23 +305,4 @@ pub(crate) async fn get(
             "claims": claims.iter().map(|cl| claim_json(cl, c)).collect::<Vec<_>>(),
         }),
     ))
-}
-
-/// Returns expired packets' rests to their senders. Every node runs it; the
-/// ledger re-checks each packet under its lock, so each rest returns once.
-pub(crate) fn spawn_sweeper(svc: &GiftService) {
-    let weak = std::sync::Arc::downgrade(&svc.0);
-    tokio::spawn(async move {
-        let mut tick = tokio::time::interval(SWEEP_INTERVAL);
-        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        loop {
-            tick.tick().await;
-            let Some(inner) = weak.upgrade() else { return };
-            match inner.ledger.sweep_red_packets(applause_web::now_ms()).await {
-                Ok(0) => {}
-                Ok(n) => tracing::info!(returned = n, "expired red packets returned to senders"),
-                Err(e) => tracing::warn!(error = %e, "red packet sweep failed; will retry"),
-            }
-        }
-    });
 }

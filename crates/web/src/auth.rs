@@ -5,6 +5,7 @@
 use std::time::Duration;
 
 use applause_core::ids::{is_valid_user_id, Role};
+use axum::http::{header, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
@@ -44,6 +45,16 @@ pub enum AuthError {
     Invalid,
     #[error("token has expired")]
     Expired,
+}
+
+/// The request's `Authorization` header, if it has one: the one place the
+/// gift service and the gateway read it. A value that is not visible ASCII
+/// cannot carry a token, so it is `Invalid` rather than absent.
+pub fn authorization(headers: &HeaderMap) -> Result<Option<&str>, AuthError> {
+    headers
+        .get(header::AUTHORIZATION)
+        .map(|v| v.to_str().map_err(|_| AuthError::Invalid))
+        .transpose()
 }
 
 /// Verifies and mints tokens with one shared secret.
@@ -125,6 +136,11 @@ impl Authenticator {
             .or_else(|| value.strip_prefix("bearer "))
             .ok_or(AuthError::Invalid)?;
         self.verify(token.trim())
+    }
+
+    /// Verifies the request's `Authorization: Bearer <token>` header.
+    pub fn verify_request(&self, headers: &HeaderMap) -> Result<Principal, AuthError> {
+        self.verify_header(authorization(headers)?)
     }
 
     /// Mints a token (for `applause token`, the demo and tests).
@@ -222,6 +238,31 @@ mod tests {
         assert_eq!(p.role, Role::Viewer);
         assert_eq!(p.name, "Alice");
         assert_eq!(a.verify_header(Some(&format!("Bearer {t}"))).unwrap(), p);
+    }
+
+    #[test]
+    fn reads_the_authorization_header_of_a_request() {
+        let a = auth();
+        let t = a
+            .mint("bob", Role::Viewer, None, Duration::from_secs(60))
+            .unwrap();
+        let mut h = HeaderMap::new();
+        assert_eq!(authorization(&h), Ok(None));
+        assert_eq!(a.verify_request(&h), Err(AuthError::Missing));
+        h.insert(
+            header::AUTHORIZATION,
+            format!("Bearer {t}").parse().unwrap(),
+        );
+        assert_eq!(authorization(&h), Ok(Some(format!("Bearer {t}").as_str())));
+        assert_eq!(a.verify_request(&h).unwrap().user_id, "bob");
+        h.insert(
+            header::AUTHORIZATION,
+            axum::http::HeaderValue::from_bytes(b"Bearer \xff").unwrap(),
+        );
+        assert_eq!(authorization(&h), Err(AuthError::Invalid));
+        assert_eq!(a.verify_request(&h), Err(AuthError::Invalid));
+        h.insert(header::AUTHORIZATION, format!("Basic {t}").parse().unwrap());
+        assert_eq!(a.verify_request(&h), Err(AuthError::Invalid));
     }
 
     #[test]

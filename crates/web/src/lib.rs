@@ -5,7 +5,7 @@
 pub mod auth;
 pub mod error;
 
-pub use auth::{AuthError, Authenticator, Principal};
+pub use auth::{authorization, AuthError, Authenticator, Principal};
 pub use error::ApiError;
 
 /// RFC 3339 UTC timestamp with millisecond precision, as every API renders time.
