@@ -42,7 +42,7 @@ pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Purchase {
+pub(crate) struct Purchase {
     sticker_id: String,
     quantity: serde_json::Value,
     #[serde(default)]
@@ -228,7 +228,7 @@ pub(crate) async fn get(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Ack {
+pub(crate) struct Ack {
     text: String,
 }
 

@@ -8,6 +8,7 @@
 
 mod boards;
 mod body;
+pub mod decode;
 mod finance;
 mod gifts;
 mod idempotency;

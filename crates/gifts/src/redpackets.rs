@@ -44,12 +44,12 @@ const SWEEP_INTERVAL: Duration = Duration::from_secs(1);
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DropBody {
-    total: serde_json::Value,
+pub(crate) struct DropBody {
+    pub(crate) total: serde_json::Value,
     count: serde_json::Value,
     mode: String,
     #[serde(default)]
-    shares: Option<Vec<serde_json::Value>>,
+    pub(crate) shares: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     expires_in_s: Option<serde_json::Value>,
 }
