@@ -66,3 +66,4 @@ cargo test --workspace --quiet -- --test-threads "${APPLAUSE_TEST_THREADS:-4}"
 log "money property tests: 1,000,000 cases in release mode"
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test split_props
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test redpacket_props
+scripts/fuzz.sh --short
