@@ -80,3 +80,4 @@ fi
 log "money property tests: 1,000,000 cases in release mode"
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test split_props
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test redpacket_props
+scripts/fuzz.sh --short

@@ -93,6 +93,12 @@ pub struct CommonArgs {
     /// `resume` (replayed first, nothing twice); 0 turns the wait off.
     #[arg(long, env = "APPLAUSE_WS_RESUME_GRACE_MS", default_value_t = 300)]
     pub ws_resume_grace_ms: u64,
+    /// Browser origins allowed to open WebSockets, comma-separated
+    /// (`https://app.example,http://localhost:8080`); empty allows any
+    /// origin, which is safe because no cookie ever authenticates
+    /// (docs/security.md).
+    #[arg(long, env = "APPLAUSE_WS_ALLOWED_ORIGINS", value_delimiter = ',')]
+    pub ws_allowed_origins: Vec<String>,
     /// Milliseconds between pushes of a busy room's live top 10 to its viewers
     /// (a push goes out only when the board changed). Each push is one more
     /// frame to every viewer, so a shorter interval costs CPU and bandwidth.
@@ -253,6 +259,7 @@ impl CommonArgs {
             connects_per_ip_per_s: self.connects_per_ip_per_s,
             idle_timeout_ms: self.ws_idle_timeout_s.saturating_mul(1000),
             resume_grace_ms: self.ws_resume_grace_ms,
+            allowed_origins: self.ws_allowed_origins.clone(),
             ..GatewayConfig::default()
         };
         gateway.validate()?;

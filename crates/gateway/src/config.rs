@@ -53,6 +53,15 @@ pub struct GatewayConfig {
     /// hold early. 0 (the default here) turns the hold off; `applause`
     /// turns it on (`--ws-resume-grace-ms`, default 300).
     pub resume_grace_ms: u64,
+    /// Browser origins (`scheme://host[:port]`, as the `Origin` header
+    /// carries them) that may open a WebSocket; a handshake from any other
+    /// origin is a 403 before the upgrade. Empty (the default) allows every
+    /// origin: Applause authenticates only with bearer tokens (the
+    /// `Authorization` header or `access_token`), never cookies, so a foreign
+    /// page gets nothing a viewer's browser holds (no cross-site WebSocket
+    /// hijacking). A deployment that puts cookie authentication in front sets
+    /// the list. A handshake without `Origin` (not a browser) is allowed.
+    pub allowed_origins: Vec<String>,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +84,7 @@ impl Default for GatewayConfig {
             shutdown_grace_ms: 5_000,
             room_linger_ms: 30_000,
             resume_grace_ms: 0,
+            allowed_origins: Vec::new(),
         }
     }
 }
@@ -147,7 +157,28 @@ impl GatewayConfig {
         at_most("resume_grace_ms", self.resume_grace_ms, 10_000)?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
+        for origin in &self.allowed_origins {
+            if !is_origin(origin) {
+                return Err(format!(
+                    "gateway allowed origin {origin:?} must be scheme://host[:port] \
+                     (http or https, no path), such as https://example.com"
+                ));
+            }
+        }
         Ok(())
+    }
+
+    /// Whether a handshake's `Origin` header passes [`Self::allowed_origins`].
+    pub(crate) fn origin_allowed(&self, origin: Option<&axum::http::HeaderValue>) -> bool {
+        match origin {
+            _ if self.allowed_origins.is_empty() => true,
+            None => true,
+            Some(v) => v.to_str().is_ok_and(|o| {
+                self.allowed_origins
+                    .iter()
+                    .any(|allowed| allowed.eq_ignore_ascii_case(o))
+            }),
+        }
     }
 
     pub(crate) fn ping_interval(&self) -> Duration {
@@ -179,9 +210,56 @@ impl GatewayConfig {
     }
 }
 
+/// `http(s)://host[:port]`: what a browser sends as `Origin`.
+fn is_origin(text: &str) -> bool {
+    let Some(rest) = text
+        .strip_prefix("https://")
+        .or_else(|| text.strip_prefix("http://"))
+    else {
+        return false;
+    };
+    !rest.is_empty()
+        && rest
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'-' | b':' | b'[' | b']'))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn origins_are_checked_against_the_list() {
+        let any = GatewayConfig::default();
+        let h = |s: &'static str| axum::http::HeaderValue::from_static(s);
+        assert!(any.origin_allowed(Some(&h("https://evil.example"))));
+        assert!(any.origin_allowed(None));
+        let listed = GatewayConfig {
+            allowed_origins: vec!["https://app.example".into(), "http://localhost:8080".into()],
+            ..GatewayConfig::default()
+        };
+        assert_eq!(listed.validate(), Ok(()));
+        assert!(listed.origin_allowed(Some(&h("https://app.example"))));
+        assert!(listed.origin_allowed(Some(&h("HTTPS://APP.EXAMPLE"))));
+        assert!(listed.origin_allowed(Some(&h("http://localhost:8080"))));
+        assert!(listed.origin_allowed(None));
+        for bad in [
+            "https://evil.example",
+            "null",
+            "https://app.example.evil",
+            "http://app.example",
+        ] {
+            assert!(!listed.origin_allowed(Some(&h(bad))), "{bad}");
+        }
+        check(
+            |c| c.allowed_origins = vec!["app.example".into()],
+            Some("allowed origin"),
+        );
+        check(
+            |c| c.allowed_origins = vec!["https://a.example/path".into()],
+            Some("allowed origin"),
+        );
+    }
 
     fn check(edit: impl FnOnce(&mut GatewayConfig), expected_field: Option<&str>) {
         let mut c = GatewayConfig::default();

@@ -43,6 +43,14 @@ impl ClientFrame {
             code: "invalid_json",
             message: "frame is not valid JSON".into(),
         })?;
+        // serde also reads a tagged enum from an array (`["ping"]`); the
+        // protocol's frames are objects only.
+        if !value.is_object() {
+            return Err(FrameError {
+                code: "invalid_request",
+                message: "a frame is a JSON object".into(),
+            });
+        }
         serde_json::from_value(value).map_err(|e| FrameError {
             code: "invalid_request",
             message: format!("unsupported frame: {e}"),
@@ -114,6 +122,10 @@ mod tests {
         );
         check(r#"{"type":"ack","gift_id":"g1"}"#, Err("invalid_request"));
         check(r#"[1,2]"#, Err("invalid_request"));
+        // Found by the frame property test: the array form of a frame.
+        check(r#"["ping"]"#, Err("invalid_request"));
+        check(r#"["resume",1,2]"#, Err("invalid_request"));
+        check(r#"["ack","g1","thanks"]"#, Err("invalid_request"));
     }
 
     #[test]

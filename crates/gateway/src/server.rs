@@ -1,5 +1,5 @@
 //! `GET /v1/ws?room=…`: everything decided before the upgrade (shutdown,
-//! connection cap, per-IP rate, token, room) answered as plain HTTP errors,
+//! origin, connection cap, per-IP rate, token, room) answered as plain HTTP errors,
 //! then the upgrade with deliberately small WebSocket buffers.
 
 use std::net::SocketAddr;
@@ -78,6 +78,19 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
             &inner,
             "shutdown",
             ApiError::new(ErrorCode::Unavailable, "the gateway is shutting down"),
+        );
+    }
+    if !inner
+        .config
+        .origin_allowed(parts.headers.get(axum::http::header::ORIGIN))
+    {
+        return refuse(
+            &inner,
+            "origin",
+            ApiError::new(
+                ErrorCode::Forbidden,
+                "this origin may not open a WebSocket here",
+            ),
         );
     }
     let Ok(Query(q)) = Query::<WsQuery>::try_from_uri(&parts.uri) else {

@@ -25,9 +25,9 @@ pub(crate) struct BoardQuery {
     limit: Option<String>,
 }
 
-type QueryResult = Result<Query<BoardQuery>, axum::extract::rejection::QueryRejection>;
+pub(crate) type QueryResult = Result<Query<BoardQuery>, axum::extract::rejection::QueryRejection>;
 
-fn parse(
+pub(crate) fn parse(
     q: QueryResult,
     default_window: Window,
     allow_live: bool,

@@ -38,8 +38,17 @@ pub(crate) async fn json<T: DeserializeOwned>(
 }
 
 /// Parses JSON bytes, telling malformed JSON from a well-formed body of the
-/// wrong shape.
+/// wrong shape. Every body is an object: serde would also fill a struct
+/// from an array (`["rose", 1]`), which is no body of the API.
 pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(
+            match serde_json::from_slice::<serde::de::IgnoredAny>(bytes) {
+                Ok(_) => ApiError::new(ErrorCode::InvalidRequest, "the body must be a JSON object"),
+                Err(_) => ApiError::new(ErrorCode::InvalidJson, "the body is not valid JSON"),
+            },
+        );
+    }
     serde_json::from_slice(bytes).map_err(|e| {
         use serde_json::error::Category;
         match e.classify() {

@@ -55,12 +55,10 @@ pub fn parse_interval(from: &str, to: &str) -> Result<(i64, i64), String> {
     Ok((from_ms, to_ms))
 }
 
-pub(crate) async fn revenue(
-    State(svc): State<GiftService>,
-    headers: HeaderMap,
+/// The revenue query, checked: `(query, from_ms, to_ms, group_by, csv)`.
+pub(crate) fn revenue_params(
     query: Result<Query<RevenueQuery>, axum::extract::rejection::QueryRejection>,
-) -> Result<Response, ApiError> {
-    require_finance(&svc, &headers)?;
+) -> Result<(RevenueQuery, i64, i64, GroupBy, bool), ApiError> {
     let Query(q) = query.map_err(|e| ApiError::new(ErrorCode::InvalidQuery, e.body_text()))?;
     let (from_ms, to_ms) =
         parse_interval(&q.from, &q.to).map_err(|m| ApiError::new(ErrorCode::InvalidQuery, m))?;
@@ -80,6 +78,16 @@ pub(crate) async fn revenue(
             ))
         }
     };
+    Ok((q, from_ms, to_ms, group_by, csv))
+}
+
+pub(crate) async fn revenue(
+    State(svc): State<GiftService>,
+    headers: HeaderMap,
+    query: Result<Query<RevenueQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<Response, ApiError> {
+    require_finance(&svc, &headers)?;
+    let (q, from_ms, to_ms, group_by, csv) = revenue_params(query)?;
     let (rows, totals) = svc
         .0
         .ledger

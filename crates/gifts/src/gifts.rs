@@ -43,7 +43,7 @@ pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Purchase {
+pub(crate) struct Purchase {
     sticker_id: String,
     quantity: serde_json::Value,
     #[serde(default)]
@@ -229,7 +229,7 @@ pub(crate) async fn get(
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Ack {
+pub(crate) struct Ack {
     text: String,
 }
 

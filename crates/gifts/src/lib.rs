@@ -9,6 +9,7 @@
 mod boards;
 mod body;
 mod config;
+pub mod decode;
 mod extractors;
 mod finance;
 mod gifts;

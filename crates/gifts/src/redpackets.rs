@@ -41,12 +41,12 @@ pub const EXPIRES_IN_S_MAX: u64 = 86_400;
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct DropBody {
-    total: serde_json::Value,
+pub(crate) struct DropBody {
+    pub(crate) total: serde_json::Value,
     count: serde_json::Value,
     mode: String,
     #[serde(default)]
-    shares: Option<Vec<serde_json::Value>>,
+    pub(crate) shares: Option<Vec<serde_json::Value>>,
     #[serde(default)]
     expires_in_s: Option<serde_json::Value>,
 }

@@ -24,7 +24,7 @@ use crate::{body, principal, GiftService, Id};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct Refund {
+pub(crate) struct Refund {
     reason: String,
 }
 

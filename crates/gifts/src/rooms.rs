@@ -40,7 +40,7 @@ pub(crate) async fn stickers(State(svc): State<GiftService>) -> Response {
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct CreateRoom {
+pub(crate) struct CreateRoom {
     title: String,
 }
 

@@ -16,10 +16,10 @@ use crate::{body, principal, GiftService};
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
-struct TopUp {
+pub(crate) struct TopUp {
     user_id: String,
     channel: String,
-    amount: serde_json::Value,
+    pub(crate) amount: serde_json::Value,
     receipt_id: String,
 }
 

@@ -1,6 +1,7 @@
 //! JWT authentication exactly as SPEC §3: HS256 only (the algorithm is pinned,
 //! `alg: none` and every other algorithm are refused), issuer `applause`, `exp`
-//! required, `sub` a valid user id, `role` one of the four roles.
+//! required, `nbf` honoured when present, `sub` a valid user id, `role` one of
+//! the four roles, at most [`TOKEN_BYTES_MAX`] bytes.
 
 use std::time::Duration;
 
@@ -86,6 +87,9 @@ impl Authenticator {
         validation.set_required_spec_claims(&["exp", "iss", "sub"]);
         validation.leeway = 5;
         validation.validate_exp = true;
+        // A token that names a start time is not valid before it (with the
+        // same leeway as `exp`); jsonwebtoken ignores `nbf` unless told.
+        validation.validate_nbf = true;
         Ok(Self {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
@@ -319,6 +323,25 @@ mod tests {
         assert_eq!(a.verify_header(None), Err(AuthError::Missing));
         assert_eq!(a.verify_header(Some("Basic abc")), Err(AuthError::Invalid));
         assert_eq!(a.verify("garbage"), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn not_yet_valid_and_oversized_tokens_are_refused() {
+        let a = auth();
+        let hs = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let now = chrono::Utc::now().timestamp() as u64;
+        let claims = |nbf: u64| serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": future(), "nbf": nbf});
+        assert_eq!(
+            a.verify(&raw(hs.clone(), claims(now + 300), SECRET)),
+            Err(AuthError::Invalid)
+        );
+        assert!(a.verify(&raw(hs.clone(), claims(now - 60), SECRET)).is_ok());
+        // A genuine signature does not make an oversized token acceptable.
+        let mut big = serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": future()});
+        big["pad"] = serde_json::Value::String("x".repeat(TOKEN_BYTES_MAX));
+        let big = raw(hs, big, SECRET);
+        assert!(big.len() > TOKEN_BYTES_MAX);
+        assert_eq!(a.verify(&big), Err(AuthError::Invalid));
     }
 
     #[test]

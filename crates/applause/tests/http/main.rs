@@ -12,4 +12,5 @@ mod health;
 mod idempotency;
 mod leaderboards;
 mod reports;
+mod security_matrix;
 mod unavailable;
