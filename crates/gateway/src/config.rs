@@ -32,8 +32,8 @@ pub struct GatewayConfig {
     /// (a 4 KiB frame is read in several chunks), and at 50,000 connections
     /// every KiB here is 50 MB.
     pub read_buffer_bytes: usize,
-    /// Bytes the WebSocket layer buffers before writing to the socket; a batch
-    /// of frames up to this size costs one write.
+    /// Not used any more: frames go from the connection's queue to the socket
+    /// without an intermediate buffer (see `vectored_write`). Still validated.
     pub write_buffer_bytes: usize,
     /// How long a writer waits after its first queued frame before writing,
     /// to gather more frames into the same write (fewer syscalls per
@@ -53,6 +53,16 @@ pub struct GatewayConfig {
     /// hold early. 0 (the default here) turns the hold off; `applause`
     /// turns it on (`--ws-resume-grace-ms`, default 300).
     pub resume_grace_ms: u64,
+    /// Write a frame straight to the socket from the fan-out (a
+    /// non-blocking write) while the connection has nothing queued; only
+    /// what the socket does not take waits for the connection's writer task.
+    /// Off, every frame goes through the writer task (benchmark comparisons).
+    /// Ignored while `write_coalesce_ms` > 0.
+    pub direct_write: bool,
+    /// The writer task drains its queue with vectored writes (up to 64
+    /// frames per syscall). Off, it writes one frame per syscall
+    /// (benchmark comparisons).
+    pub vectored_write: bool,
 }
 
 impl Default for GatewayConfig {
@@ -75,6 +85,8 @@ impl Default for GatewayConfig {
             shutdown_grace_ms: 5_000,
             room_linger_ms: 30_000,
             resume_grace_ms: 0,
+            direct_write: true,
+            vectored_write: true,
         }
     }
 }
@@ -164,6 +176,13 @@ impl GatewayConfig {
 
     pub(crate) fn write_coalesce(&self) -> Duration {
         Duration::from_millis(self.write_coalesce_ms)
+    }
+
+    pub(crate) fn write_mode(&self) -> crate::outbox::WriteMode {
+        crate::outbox::WriteMode {
+            direct: self.direct_write && self.write_coalesce_ms == 0,
+            vectored: self.vectored_write,
+        }
     }
 
     pub(crate) fn history_age(&self) -> Duration {

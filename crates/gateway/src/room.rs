@@ -8,20 +8,22 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use applause_core::EventEnvelope;
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::frame;
 use crate::outbox::{Closing, OutFrame, Outbox, Push};
 use crate::ports::RoomInfo;
 use crate::protocol;
 
-/// A room event as fanned out: each frame converted to shared bytes once.
+/// A room event as fanned out: each frame encoded as a whole WebSocket
+/// frame once, the same bytes for every connection.
 #[derive(Debug)]
 pub(crate) struct Delivered {
     pub seq: u64,
-    pub frame: Utf8Bytes,
-    pub broadcaster_frame: Option<Utf8Bytes>,
+    pub frame: Bytes,
+    pub broadcaster_frame: Option<Bytes>,
     pub committed_at_ms: i64,
     pub ends_room: bool,
     received: Instant,
@@ -31,23 +33,23 @@ impl Delivered {
     pub(crate) fn new(env: &EventEnvelope) -> Self {
         Self {
             seq: env.seq,
-            frame: Utf8Bytes::from(env.frame.clone()),
-            broadcaster_frame: env.broadcaster_frame.clone().map(Utf8Bytes::from),
+            frame: frame::text(&env.frame),
+            broadcaster_frame: env.broadcaster_frame.as_deref().map(frame::text),
             committed_at_ms: env.committed_at_ms,
             ends_room: env.ends_room,
             received: Instant::now(),
         }
     }
 
-    fn frame_for(&self, broadcaster: bool) -> OutFrame {
-        let text = match (&self.broadcaster_frame, broadcaster) {
-            (Some(f), true) => f.clone(),
-            _ => self.frame.clone(),
-        };
-        OutFrame::Event {
-            text,
-            committed_at_ms: self.committed_at_ms,
+    fn bytes_for(&self, broadcaster: bool) -> &Bytes {
+        match (&self.broadcaster_frame, broadcaster) {
+            (Some(f), true) => f,
+            _ => &self.frame,
         }
+    }
+
+    fn frame_for(&self, broadcaster: bool) -> OutFrame {
+        OutFrame::event(self.bytes_for(broadcaster).clone(), self.committed_at_ms)
     }
 }
 
@@ -161,7 +163,7 @@ impl Room {
             return Err(());
         }
         let seq = s.last_seq.unwrap_or(0);
-        outbox.push(OutFrame::Control(protocol::welcome(
+        outbox.push(OutFrame::control(&protocol::welcome(
             &self.id,
             self.epoch,
             seq,
@@ -233,7 +235,10 @@ impl Room {
                 }
                 continue;
             }
-            if m.outbox.push(ev.frame_for(m.broadcaster)) == Push::Overflow {
+            // Written straight to the socket when it has room: no clone,
+            // no task wake-up.
+            let bytes = ev.bytes_for(m.broadcaster);
+            if m.outbox.push_ref(bytes, Some(ev.committed_at_ms)) == Push::Overflow {
                 out.slow_consumers += 1;
             }
         }
@@ -270,7 +275,7 @@ impl Room {
         s.last_seq = None;
         for m in &s.members {
             m.outbox
-                .push(OutFrame::Control(protocol::resync_required()));
+                .push(OutFrame::control(protocol::resync_required()));
         }
     }
 
@@ -373,7 +378,7 @@ impl Room {
             }
             return ResumeStep::Replayed(n);
         }
-        outbox.push(OutFrame::Control(protocol::resync_required()));
+        outbox.push(OutFrame::control(protocol::resync_required()));
         for f in held {
             outbox.push(f);
         }
@@ -398,6 +403,18 @@ mod tests {
             live: true,
             published_seq: 0,
         }
+    }
+
+    /// An outbox writing to an in-memory socket with room for everything.
+    fn outbox() -> (Arc<Outbox>, crate::outbox::test_socket::TestSocket) {
+        crate::outbox::test_socket::outbox(
+            1 << 20,
+            1 << 20,
+            crate::outbox::WriteMode {
+                direct: true,
+                vectored: true,
+            },
+        )
     }
 
     fn ev(seq: u64) -> Arc<Delivered> {
@@ -433,7 +450,7 @@ mod tests {
         for s in 1..=8 {
             room.apply(ev(s));
         }
-        let o = Arc::new(Outbox::new(1 << 20));
+        let (o, _socket) = outbox();
         assert_eq!(room.register(7, o.clone(), false, "t", false), Ok(8));
         assert!(matches!(
             room.resume_from_ring(7, 5),
@@ -488,7 +505,7 @@ mod tests {
         for s in 1..=10 {
             room.apply(ev(s));
         }
-        let o = Arc::new(Outbox::new(1 << 20));
+        let (o, socket) = outbox();
         assert_eq!(room.register(7, o.clone(), false, "t", true), Ok(10));
         // Live events arrive between the welcome and the client's resume.
         room.apply(ev(11));
@@ -498,17 +515,17 @@ mod tests {
             ResumeStep::Replayed(4)
         ));
         room.apply(ev(13));
-        let texts = o.take_texts();
+        let texts = socket.texts();
         assert!(texts[0].contains("welcome"), "{texts:?}");
         assert_eq!(seqs(&texts[1..]), ["7", "8", "9", "10", "11", "12", "13"]);
 
         // Without a resume, the hold ends and the held events follow in order.
-        let o2 = Arc::new(Outbox::new(1 << 20));
+        let (o2, socket2) = outbox();
         assert_eq!(room.register(8, o2.clone(), false, "t", true), Ok(13));
         room.apply(ev(14));
         room.release(8);
         room.apply(ev(15));
-        let texts = o2.take_texts();
+        let texts = socket2.texts();
         assert_eq!(seqs(&texts[1..]), ["14", "15"]);
 
         // A resume later on (not held any more) replays every event after
@@ -517,6 +534,7 @@ mod tests {
             room.resume_from_ring(8, 11),
             ResumeStep::Replayed(4)
         ));
-        assert_eq!(seqs(&o2.take_texts()), ["12", "13", "14", "15"]);
+        let texts = socket2.texts();
+        assert_eq!(seqs(&texts[texts.len() - 4..]), ["12", "13", "14", "15"]);
     }
 }
