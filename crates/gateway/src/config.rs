@@ -63,6 +63,17 @@ pub struct GatewayConfig {
     /// frames per syscall). Off, it writes one frame per syscall
     /// (benchmark comparisons).
     pub vectored_write: bool,
+    /// Bus messages the fan-out takes at once when they have queued up;
+    /// consecutive events of one room among them go to each connection in
+    /// one write. 1 fans out event by event (benchmark comparisons).
+    pub fanout_batch_events_max: usize,
+    /// How long the fan-out of a busy room waits to gather more events
+    /// before writing (each connection then gets them in one write). 0
+    /// turns it off; it never applies below `fanout_coalesce_rate_min`.
+    pub fanout_coalesce_ms: u64,
+    /// Events per second above which a room counts as busy for
+    /// `fanout_coalesce_ms`.
+    pub fanout_coalesce_rate_min: u32,
 }
 
 impl Default for GatewayConfig {
@@ -87,6 +98,9 @@ impl Default for GatewayConfig {
             resume_grace_ms: 0,
             direct_write: true,
             vectored_write: true,
+            fanout_batch_events_max: 64,
+            fanout_coalesce_ms: 0,
+            fanout_coalesce_rate_min: 100,
         }
     }
 }
@@ -157,6 +171,19 @@ impl GatewayConfig {
         at_most("write_buffer_bytes", u(self.write_buffer_bytes), 1 << 20)?;
         at_most("write_coalesce_ms", self.write_coalesce_ms, 1_000)?;
         at_most("resume_grace_ms", self.resume_grace_ms, 10_000)?;
+        at_least(
+            "fanout_batch_events_max",
+            u(self.fanout_batch_events_max),
+            1,
+        )?;
+        // An outbox writes at most 64 frames per vectored write.
+        at_most(
+            "fanout_batch_events_max",
+            u(self.fanout_batch_events_max),
+            64,
+        )?;
+        // Bounded: the window is latency every event of a busy room pays.
+        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 5)?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
         Ok(())

@@ -221,11 +221,17 @@ impl Outbox {
     /// socket did not take for the writer task. Past the byte bound the queue
     /// is dropped and the connection closes as a slow consumer.
     pub(crate) fn push_ref(&self, bytes: &Bytes, committed_at_ms: Option<i64>) -> Push {
+        self.push_many(&[(bytes, committed_at_ms)])
+    }
+
+    /// [`Outbox::push_ref`] for several frames in order: while nothing is
+    /// queued they go out in one vectored write.
+    pub(crate) fn push_many(&self, frames: &[(&Bytes, Option<i64>)]) -> Push {
         let mut s = self.state.lock();
         if s.closing.is_some() {
             return Push::Closed;
         }
-        let len = bytes.len();
+        let len: usize = frames.iter().map(|(b, _)| b.len()).sum();
         if s.queued_bytes + len > self.bytes_max {
             drop(s);
             self.overflow();
@@ -237,14 +243,18 @@ impl Outbox {
             // A no-op waker: if the socket is full, the writer task polls it
             // again with its own waker before it waits, so no wake-up is lost.
             let mut cx = Context::from_waker(Waker::noop());
-            match Pin::new(&mut s.io).poll_write(&mut cx, bytes) {
-                Poll::Ready(Ok(n)) if n == len => {
-                    drop(s);
-                    if let Some(at) = committed_at_ms {
-                        self.metrics.delivered(&[at]);
-                    }
-                    return Push::Queued;
+            let io = Pin::new(&mut s.io);
+            let r = if let [(bytes, _)] = frames {
+                io.poll_write(&mut cx, bytes)
+            } else {
+                let mut slices = [IoSlice::new(&[]); IOVECS_MAX];
+                let n = frames.len().min(IOVECS_MAX);
+                for (slot, (b, _)) in slices.iter_mut().zip(frames) {
+                    *slot = IoSlice::new(b);
                 }
+                io.poll_write_vectored(&mut cx, &slices[..n])
+            };
+            match r {
                 Poll::Ready(Ok(n)) => written = n,
                 Poll::Pending => {}
                 Poll::Ready(Err(e)) => {
@@ -255,14 +265,34 @@ impl Outbox {
                 }
             }
         }
-        s.queue.push_back(OutFrame {
-            bytes: bytes.clone(),
-            committed_at_ms,
-        });
-        s.front_written += written;
-        s.queued_bytes += len - written;
+        let mut done = 0;
+        for (b, at) in frames {
+            if written < b.len() {
+                break;
+            }
+            written -= b.len();
+            done += 1;
+            if let Some(at) = at {
+                self.metrics.delivered(&[*at]);
+            }
+        }
+        let rest = &frames[done..];
+        if rest.is_empty() {
+            return Push::Queued;
+        }
+        for (b, at) in rest {
+            s.queue.push_back(OutFrame {
+                bytes: (*b).clone(),
+                committed_at_ms: *at,
+            });
+        }
+        if was_empty {
+            // `written` is now the part of the first queued frame already sent.
+            s.front_written = written;
+        }
+        s.queued_bytes += rest.iter().map(|(b, _)| b.len()).sum::<usize>() - written;
         drop(s);
-        self.metrics.frames_queued.inc();
+        self.metrics.frames_queued.inc_by(rest.len() as u64);
         // A non-empty queue already has a wake-up pending or being served.
         if was_empty {
             self.wake.notify_one();
@@ -615,6 +645,43 @@ mod tests {
         assert_eq!(socket.writes(), 10);
         let want: Vec<String> = (0..10).map(|i| i.to_string()).collect();
         assert_eq!(socket.texts(), want);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_batch_partly_written_continues_in_order() {
+        let (o, socket) = outbox(1 << 20, 25, DIRECT);
+        let writer = tokio::spawn(run_writer(o.clone(), timing()));
+        let frames: Vec<OutFrame> = (0..5).map(|i| event(10, i)).collect();
+        let refs: Vec<(&Bytes, Option<i64>)> = frames
+            .iter()
+            .map(|f| (&f.bytes, f.committed_at_ms))
+            .collect();
+        // 17-byte frames: one and a bit go out at once, the rest is queued.
+        assert_eq!(o.push_many(&refs), Push::Queued);
+        assert_eq!(o.bytes(), 5 * 17 - 25);
+        assert_eq!(o.push_ref(&frames[0].bytes, None), Push::Queued);
+        o.close(
+            Closing {
+                code: close::NORMAL,
+                reason: "",
+            },
+            None,
+        );
+        let reader = {
+            let socket = socket.clone();
+            tokio::spawn(async move {
+                loop {
+                    socket.read_all();
+                    tokio::task::yield_now().await;
+                }
+            })
+        };
+        writer.await.unwrap();
+        reader.abort();
+        let mut expected: Vec<u8> = frames.iter().flat_map(|f| f.bytes.to_vec()).collect();
+        expected.extend_from_slice(&frames[0].bytes);
+        expected.extend_from_slice(&frame::close(close::NORMAL, ""));
+        assert_eq!(socket.read_all(), expected);
     }
 
     /// The byte stream a peer receives, with the socket taking `room`
