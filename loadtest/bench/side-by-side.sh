@@ -7,7 +7,7 @@
 # taken minutes apart under the same load; the machine's load before each
 # cell goes to load.txt. Matrix: VIEWERS_MATRIX × RATE_MATRIX (a busy room
 # is VIEWERS_MATRIX=1000 RATE_MATRIX=200). GW_MODES adds lever comparisons
-# of the after build, e.g. GW_MODES="nodirect:DIRECT_WRITE=0 novec:VECTORED_WRITE=0".
+# of the after build, e.g. GW_MODES="nodirect:DIRECT_WRITE=0 plain:DIRECT_WRITE=0,VECTORED_WRITE=0".
 source "$(dirname "$0")/common.sh"
 
 GW_AFTER="${GW_AFTER:-$TARGET_DIR/release/examples/pub_server}"
@@ -36,7 +36,7 @@ wait_port 127.0.0.1 8080
 fanout() { # name server-pid publish subscribe viewers rate
   record_load "$1"
   lt fanout --publish "$3" --subscribe "$4" --subscribers "$5" --rate "$6" \
-    --duration "$DURATION" --warmup "$WARMUP" --server-pid "$2" --quiet \
+    --duration "$DURATION" --warmup "$WARMUP" --server-pid "$2" --quiet --strict \
     --json "$RESULTS/$1.json" | tee "$RESULTS/$1.txt" || echo "exit status $?" >> "$RESULTS/$1.txt"
 }
 
@@ -65,7 +65,8 @@ for round in $(seq 1 "$ROUNDS"); do
         esac
       done
       for m in $GW_MODES; do
-        gateway "gw-${m%%:*}-v$v-r$r-$round" "$GW_AFTER" "$v" "$r" "${m#*:}"
+        IFS=, read -r -a vars <<<"${m#*:}"
+        gateway "gw-${m%%:*}-v$v-r$r-$round" "$GW_AFTER" "$v" "$r" "${vars[@]}"
       done
     done
   done
