@@ -5,6 +5,7 @@
 source "$(dirname "$0")/common.sh"
 
 PORT="${PORT:-18080}"
+LABEL="${LABEL:-applause}"   # the name of the runs (e.g. applause-before / applause-after)
 SECRET="${APPLAUSE_JWT_SECRET:-bench-secret-bench-secret-bench-secret-42}"
 export APPLAUSE_JWT_SECRET="$SECRET"
 [ -x "$APPLAUSE" ] || { echo "build it first: cargo build --release -p applause" >&2; exit 2; }
@@ -12,6 +13,7 @@ export APPLAUSE_JWT_SECRET="$SECRET"
 for v in $VIEWERS_MATRIX; do
   for r in $RATE_MATRIX; do
     DATA="$(mktemp -d)"   # a fresh deployment per run
+    record_load "$LABEL-v$v-r$r"
     taskset -c "$SERVER_CORE" "$APPLAUSE" serve --bind "127.0.0.1:$PORT" --data-dir "$DATA" \
       > "$RESULTS/server-v$v-r$r.log" 2>&1 &
     SERVER_PID=$!; PIDS+=("$SERVER_PID")
@@ -21,9 +23,9 @@ for v in $VIEWERS_MATRIX; do
     lt run --target "http://127.0.0.1:$PORT" --rooms 1 --viewers "$v" --senders 50 \
       --rate "$r" --duration "$DURATION" --warmup "$WARMUP" --ack-share 0.1 \
       --message-share 0.2 --server-pid "$SERVER_PID" --quiet \
-      --json "$RESULTS/applause-v$v-r$r.json" --plot "$RESULTS/applause-v$v-r$r.svg" \
-      | tee "$RESULTS/applause-v$v-r$r.txt" || status=$?
-    echo "exit status $status" >> "$RESULTS/applause-v$v-r$r.txt"
+      --json "$RESULTS/$LABEL-v$v-r$r.json" --plot "$RESULTS/$LABEL-v$v-r$r.svg" \
+      | tee "$RESULTS/$LABEL-v$v-r$r.txt" || status=$?
+    echo "exit status $status" >> "$RESULTS/$LABEL-v$v-r$r.txt"
     kill "$SERVER_PID"; wait "$SERVER_PID" 2>/dev/null || true
     rm -rf "$DATA"
   done

@@ -64,6 +64,14 @@ wait_port() { # host port [seconds]
   done
 }
 
+# One line per cell in $RESULTS/load.txt: the time, load averages and the
+# CPU split over the next second (us/sy/id/steal), taken right before the cell.
+record_load() { # cell name
+  local v
+  v="$(vmstat 1 2 | tail -1 | awk '{print "us=" $13 " sy=" $14 " id=" $15 " st=" $17}')"
+  echo "$(date -u +%H:%M:%S) $1 load=[$(cut -d' ' -f1-3 /proc/loadavg)] $v" >> "$RESULTS/load.txt"
+}
+
 lt() { # runs the load generator pinned to the client core, single-threaded runtime
   # (~10-15% less client CPU per delivery than the multi-thread runtime on one core)
   taskset -c "$CLIENT_CORE" "$LT" --worker-threads 1 "$@"

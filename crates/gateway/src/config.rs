@@ -32,8 +32,8 @@ pub struct GatewayConfig {
     /// (a 4 KiB frame is read in several chunks), and at 50,000 connections
     /// every KiB here is 50 MB.
     pub read_buffer_bytes: usize,
-    /// Bytes the WebSocket layer buffers before writing to the socket; a batch
-    /// of frames up to this size costs one write.
+    /// Not used any more: frames go from the connection's queue to the socket
+    /// without an intermediate buffer (see `vectored_write`). Still validated.
     pub write_buffer_bytes: usize,
     /// How long a writer waits after its first queued frame before writing,
     /// to gather more frames into the same write (fewer syscalls per
@@ -62,6 +62,27 @@ pub struct GatewayConfig {
     /// hijacking). A deployment that puts cookie authentication in front sets
     /// the list. A handshake without `Origin` (not a browser) is allowed.
     pub allowed_origins: Vec<String>,
+    /// Write a frame straight to the socket from the fan-out (a
+    /// non-blocking write) while the connection has nothing queued; only
+    /// what the socket does not take waits for the connection's writer task.
+    /// Off, every frame goes through the writer task (benchmark comparisons).
+    /// Ignored while `write_coalesce_ms` > 0.
+    pub direct_write: bool,
+    /// The writer task drains its queue with vectored writes (up to 64
+    /// frames per syscall). Off, it writes one frame per syscall
+    /// (benchmark comparisons).
+    pub vectored_write: bool,
+    /// Bus messages the fan-out takes at once when they have queued up;
+    /// consecutive events of one room among them go to each connection in
+    /// one write. 1 fans out event by event (benchmark comparisons).
+    pub fanout_batch_events_max: usize,
+    /// How long the fan-out of a busy room waits to gather more events
+    /// before writing (each connection then gets them in one write). 0
+    /// turns it off; it never applies below `fanout_coalesce_rate_min`.
+    pub fanout_coalesce_ms: u64,
+    /// Events per second above which a room counts as busy for
+    /// `fanout_coalesce_ms`.
+    pub fanout_coalesce_rate_min: u32,
 }
 
 impl Default for GatewayConfig {
@@ -85,6 +106,11 @@ impl Default for GatewayConfig {
             room_linger_ms: 30_000,
             resume_grace_ms: 0,
             allowed_origins: Vec::new(),
+            direct_write: true,
+            vectored_write: true,
+            fanout_batch_events_max: 64,
+            fanout_coalesce_ms: 0,
+            fanout_coalesce_rate_min: 100,
         }
     }
 }
@@ -155,6 +181,19 @@ impl GatewayConfig {
         at_most("write_buffer_bytes", u(self.write_buffer_bytes), 1 << 20)?;
         at_most("write_coalesce_ms", self.write_coalesce_ms, 1_000)?;
         at_most("resume_grace_ms", self.resume_grace_ms, 10_000)?;
+        at_least(
+            "fanout_batch_events_max",
+            u(self.fanout_batch_events_max),
+            1,
+        )?;
+        // An outbox writes at most 64 frames per vectored write.
+        at_most(
+            "fanout_batch_events_max",
+            u(self.fanout_batch_events_max),
+            64,
+        )?;
+        // Bounded: the window is latency every event of a busy room pays.
+        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 5)?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
         for origin in &self.allowed_origins {
@@ -195,6 +234,13 @@ impl GatewayConfig {
 
     pub(crate) fn write_coalesce(&self) -> Duration {
         Duration::from_millis(self.write_coalesce_ms)
+    }
+
+    pub(crate) fn write_mode(&self) -> crate::outbox::WriteMode {
+        crate::outbox::WriteMode {
+            direct: self.direct_write && self.write_coalesce_ms == 0,
+            vectored: self.vectored_write,
+        }
     }
 
     pub(crate) fn history_age(&self) -> Duration {

@@ -1,17 +1,19 @@
 //! One WebSocket connection after the upgrade: registers with its room (the
 //! welcome is queued first), spawns the writer, and runs the read loop —
 //! client frames, server pings, the idle timeout and every way of closing.
-//! Written against generic `Sink`/`Stream` so tests can drive it with channels.
+//! Written against generic `AsyncRead`/`AsyncWrite` halves so tests drive it
+//! through an in-memory duplex pipe with a real WebSocket client on the other
+//! end (the gateway frames its own writes, see `outbox`).
 
-use std::fmt::Display;
 use std::sync::Arc;
 
 use applause_bus::History;
 use applause_web::Principal;
-use axum::extract::ws::Message;
-use futures_util::{Sink, Stream, StreamExt};
+use bytes::BytesMut;
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite};
 use tokio::time::{Instant, MissedTickBehavior};
 
+use crate::frame::{DecodeError, Decoder, Inbound};
 use crate::gateway::Inner;
 use crate::outbox::{run_writer, Closing, OutFrame, Outbox, WriterTiming};
 use crate::ports::RoomInfo;
@@ -28,19 +30,20 @@ pub(crate) struct Session {
 }
 
 /// Serves one connection until it closes.
-pub(crate) async fn run<S, R, E>(mut session: Session, sink: S, mut stream: R)
+pub(crate) async fn run<R, W>(mut session: Session, mut reader: R, writer: W)
 where
-    S: Sink<Message> + Send + Unpin + 'static,
-    S::Error: Display,
-    R: Stream<Item = Result<Message, E>> + Unpin,
-    E: Display,
+    R: AsyncRead + Unpin,
+    W: AsyncWrite + Send + Unpin + 'static,
 {
     let config = &session.inner.config;
-    let outbox = Arc::new(Outbox::new(config.outbound_queue_bytes_max));
-    let writer = tokio::spawn(run_writer(
-        sink,
-        outbox.clone(),
+    let outbox = Arc::new(Outbox::new(
+        config.outbound_queue_bytes_max,
+        Box::new(writer),
+        config.write_mode(),
         session.inner.metrics.clone(),
+    ));
+    let writer = tokio::spawn(run_writer(
+        outbox.clone(),
         WriterTiming {
             coalesce: config.write_coalesce(),
             close_grace: config.close_grace(),
@@ -52,7 +55,7 @@ where
                 code: 1011,
                 reason: "unavailable",
             },
-            Some(protocol::error(
+            Some(&protocol::error(
                 "unavailable",
                 "the room is not available; retry",
             )),
@@ -66,7 +69,7 @@ where
         malformed: 0,
         held: session.inner.config.resume_grace_ms > 0,
     };
-    conn.read_loop(&mut stream).await;
+    conn.read_loop(&mut reader).await;
     session.room.unregister(session.id);
     outbox.close(
         Closing {
@@ -102,6 +105,17 @@ async fn register(session: &mut Session, outbox: &Arc<Outbox>) -> bool {
     false
 }
 
+/// What the read loop does with the client's bytes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Reading {
+    /// Decoding frames.
+    Frames,
+    /// After a frame that cannot be read past (too big, a protocol error):
+    /// bytes are read and dropped, so that closing the socket later does not
+    /// reset the connection before the peer has read our close frame.
+    Discard,
+}
+
 struct Conn<'a> {
     session: &'a Session,
     outbox: &'a Arc<Outbox>,
@@ -111,13 +125,16 @@ struct Conn<'a> {
 }
 
 impl Conn<'_> {
-    async fn read_loop<R, E>(&mut self, stream: &mut R)
+    async fn read_loop<R>(&mut self, reader: &mut R)
     where
-        R: Stream<Item = Result<Message, E>> + Unpin,
-        E: Display,
+        R: AsyncRead + Unpin,
     {
         let inner = &self.session.inner;
         let config = &inner.config;
+        let chunk = config.read_buffer_bytes;
+        let mut buf = BytesMut::with_capacity(chunk);
+        let mut decoder = Decoder::new(config.inbound_frame_bytes_max);
+        let mut reading = Reading::Frames;
         let mut last_seen = Instant::now();
         let mut ticker = tokio::time::interval_at(
             Instant::now() + config.ping_interval(),
@@ -127,9 +144,11 @@ impl Conn<'_> {
         // Once closing, keep reading (the peer's close reply) until this deadline.
         let mut closing_until: Option<Instant> = None;
         let grace_until = Instant::now() + config.resume_grace();
-        let mut reading = true;
         loop {
             let deadline = closing_until.unwrap_or_else(|| Instant::now() + config.idle_timeout());
+            if buf.capacity() - buf.len() < 64 {
+                buf.reserve(chunk);
+            }
             tokio::select! {
                 biased;
                 _ = inner.shutdown.cancelled(), if closing_until.is_none() => {
@@ -145,29 +164,47 @@ impl Conn<'_> {
                     if last_seen.elapsed() > config.idle_timeout() {
                         self.close(close::NORMAL, "idle_timeout", None);
                     } else {
-                        self.outbox.push(OutFrame::Ping);
+                        self.outbox.push(OutFrame::ping());
                     }
                 }
-                msg = stream.next(), if reading => match msg {
-                    None => break,
-                    Some(Err(e)) => {
-                        // tungstenite refuses a frame past its size limit before
-                        // reading it; its error type is not ours to match on.
-                        if !e.to_string().contains("Space limit exceeded") {
-                            break;
-                        }
-                        self.too_big();
-                        // The stream cannot be read past this error, and the
-                        // rest of the frame is still unread in the socket:
-                        // closing now would reset the connection before the
-                        // peer reads our close frame. Hold it for the grace.
-                        reading = false;
-                        closing_until = Some(Instant::now() + config.close_grace());
-                    }
-                    Some(Ok(m)) => {
+                read = reader.read_buf(&mut buf) => match read {
+                    Ok(0) | Err(_) => break,
+                    Ok(_) => {
                         last_seen = Instant::now();
-                        if closing_until.is_none() {
-                            self.on_message(m).await;
+                        if reading == Reading::Discard {
+                            buf.clear();
+                            continue;
+                        }
+                        loop {
+                            match decoder.next(&mut buf) {
+                                Ok(Some(Inbound::Close(code))) => {
+                                    // The peer's close, or its reply to ours.
+                                    if closing_until.is_none() {
+                                        self.outbox.close(Closing {
+                                            code: code.filter(|c| is_sendable(*c)).unwrap_or(close::NORMAL),
+                                            reason: "",
+                                        }, None);
+                                    }
+                                    return;
+                                }
+                                Ok(Some(m)) => {
+                                    if closing_until.is_none() {
+                                        self.on_message(m).await;
+                                    }
+                                }
+                                Ok(None) => break,
+                                Err(e) => {
+                                    self.refuse(e);
+                                    reading = Reading::Discard;
+                                    buf.clear();
+                                    closing_until = Some(Instant::now() + config.close_grace());
+                                    break;
+                                }
+                            }
+                        }
+                        // A large frame grew the buffer; an idle connection should not keep it.
+                        if buf.is_empty() && buf.capacity() > 4 * chunk {
+                            buf = BytesMut::with_capacity(chunk);
                         }
                     }
                 },
@@ -175,9 +212,27 @@ impl Conn<'_> {
         }
     }
 
+    /// A client stream that cannot be read further closes with the code
+    /// RFC 6455 names for it.
+    fn refuse(&self, e: DecodeError) {
+        match e {
+            DecodeError::TooBig => self.too_big(),
+            DecodeError::InvalidUtf8 => {
+                self.count_error("invalid_utf8");
+                self.close(close::INVALID_DATA, "invalid_utf8", None);
+            }
+            DecodeError::Protocol(why) => {
+                tracing::debug!(why, "WebSocket protocol error");
+                self.count_error("protocol_error");
+                self.close(close::PROTOCOL_ERROR, "protocol_error", None);
+            }
+        }
+    }
+
     fn close(&self, code: u16, reason: &'static str, error: Option<(&str, &str)>) {
         let frame = error.map(|(c, m)| protocol::error(c, m));
-        self.outbox.close(Closing { code, reason }, frame);
+        self.outbox
+            .close(Closing { code, reason }, frame.as_deref());
     }
 
     fn too_big(&self) {
@@ -214,24 +269,22 @@ impl Conn<'_> {
             );
         } else {
             self.outbox
-                .push(OutFrame::Control(protocol::error(code, message)));
+                .push(OutFrame::control(&protocol::error(code, message)));
         }
     }
 
-    async fn on_message(&mut self, msg: Message) {
-        let max = self.session.inner.config.inbound_frame_bytes_max;
+    async fn on_message(&mut self, msg: Inbound) {
         match msg {
-            Message::Text(text) if text.len() > max => self.too_big(),
-            Message::Binary(b) if b.len() > max => self.too_big(),
-            Message::Text(text) => match ClientFrame::parse(&text) {
+            Inbound::Text(text) => match ClientFrame::parse(&text) {
                 Ok(frame) => self.on_frame(frame).await,
                 Err(e) => self.malformed(e.code, &e.message),
             },
-            Message::Binary(_) => {
-                self.malformed("invalid_request", "binary frames are not supported")
+            Inbound::Binary => self.malformed("invalid_request", "binary frames are not supported"),
+            Inbound::Ping(payload) => {
+                self.outbox.push(OutFrame::pong(&payload));
             }
-            // tungstenite answers pings itself; any frame already counts as life.
-            Message::Ping(_) | Message::Pong(_) | Message::Close(_) => {}
+            // Any frame already counts as life; closes are handled by the loop.
+            Inbound::Pong | Inbound::Close(_) => {}
         }
     }
 
@@ -251,13 +304,13 @@ impl Conn<'_> {
         }
         match frame {
             ClientFrame::Ping => {
-                self.outbox.push(OutFrame::Control(protocol::pong()));
+                self.outbox.push(OutFrame::control(protocol::pong()));
             }
             ClientFrame::Resume { epoch, since_seq } => self.resume(epoch, since_seq).await,
             ClientFrame::Ack { gift_id, text } => {
                 let Some(who) = &self.session.principal else {
                     self.count_error("unauthorized");
-                    self.outbox.push(OutFrame::Control(protocol::error(
+                    self.outbox.push(OutFrame::control(&protocol::error(
                         "unauthorized",
                         "sign in to acknowledge gifts",
                     )));
@@ -265,7 +318,7 @@ impl Conn<'_> {
                 };
                 if let Err(e) = self.session.inner.acks.ack(who, &gift_id, &text).await {
                     self.count_error(e.code.as_str());
-                    self.outbox.push(OutFrame::Control(protocol::error(
+                    self.outbox.push(OutFrame::control(&protocol::error(
                         e.code.as_str(),
                         &e.message,
                     )));
@@ -288,7 +341,7 @@ impl Conn<'_> {
             ResumeStep::Resync => {
                 if epoch != s.room.epoch {
                     self.outbox
-                        .push(OutFrame::Control(protocol::resync_required()));
+                        .push(OutFrame::control(protocol::resync_required()));
                     // A foreign epoch replays nothing: live delivery starts now.
                     s.room.release(s.id);
                 }
@@ -329,6 +382,11 @@ impl Conn<'_> {
     }
 }
 
+/// Close codes a server may echo (RFC 6455 §7.4): not the reserved ones.
+fn is_sendable(code: u16) -> bool {
+    matches!(code, 1000..=1003 | 1007..=1011 | 3000..=4999)
+}
+
 #[cfg(test)]
 mod tests {
     //! The connection loop driven through channels instead of a socket, on
@@ -338,8 +396,9 @@ mod tests {
     use crate::ports::{AckHandler, RoomDirectory};
     use crate::{Gateway, GatewayConfig};
     use applause_web::{ApiError, Authenticator};
-    use futures_util::SinkExt;
-    use tokio::sync::mpsc;
+    use futures_util::{SinkExt, StreamExt};
+    use tokio_tungstenite::tungstenite::protocol::Role;
+    use tokio_tungstenite::tungstenite::Message;
 
     struct Rooms;
 
@@ -359,14 +418,17 @@ mod tests {
         }
     }
 
-    /// Starts a connection; returns the client's sending side and what the
-    /// server writes.
-    async fn start(
-        config: GatewayConfig,
-    ) -> (
-        mpsc::Sender<Result<Message, String>>,
-        mpsc::Receiver<Message>,
-    ) {
+    type Client = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
+
+    /// Starts a connection on an in-memory pipe; returns a WebSocket client
+    /// on its other end.
+    async fn start(config: GatewayConfig) -> Client {
+        let client = start_raw(config).await;
+        tokio_tungstenite::WebSocketStream::from_raw_socket(client, Role::Client, None).await
+    }
+
+    /// The same, returning the client's end of the pipe as bytes.
+    async fn start_raw(config: GatewayConfig) -> tokio::io::DuplexStream {
         let gw = Gateway::new(
             config,
             Authenticator::new(&[1u8; 32]).unwrap(),
@@ -391,12 +453,14 @@ mod tests {
             principal: None,
             id: 1,
         };
-        let (in_tx, mut in_rx) = mpsc::channel::<Result<Message, String>>(16);
-        let (out_tx, out_rx) = mpsc::channel::<Message>(16);
-        let stream = futures_util::stream::poll_fn(move |cx| in_rx.poll_recv(cx));
-        let sink = tokio_util::sync::PollSender::new(out_tx).sink_map_err(|e| e.to_string());
-        tokio::spawn(run(session, sink, stream));
-        (in_tx, out_rx)
+        let (server, client) = tokio::io::duplex(64 * 1024);
+        let (r, w) = tokio::io::split(server);
+        tokio::spawn(run(session, r, w));
+        client
+    }
+
+    async fn next(c: &mut Client) -> Option<Message> {
+        c.next().await.map(|m| m.expect("a valid frame"))
     }
 
     fn text(m: Option<Message>) -> serde_json::Value {
@@ -408,46 +472,67 @@ mod tests {
 
     #[tokio::test(start_paused = true)]
     async fn pings_then_closes_a_silent_peer() {
-        let (_tx, mut rx) = start(GatewayConfig {
+        // A peer that never reads, so it answers no ping either (a
+        // WebSocket client library would answer them as it reads).
+        let mut c = start_raw(GatewayConfig {
             ping_interval_ms: 1_000,
             idle_timeout_ms: 2_500,
             ..GatewayConfig::default()
         })
         .await;
-        assert_eq!(text(rx.recv().await)["type"], "welcome");
-        let mut pings = 0;
-        loop {
-            match rx.recv().await {
-                Some(Message::Ping(_)) => pings += 1,
-                Some(Message::Close(Some(f))) => {
-                    assert_eq!((f.code, f.reason.as_str()), (close::NORMAL, "idle_timeout"));
-                    break;
-                }
-                other => panic!("unexpected {other:?}"),
-            }
-        }
-        assert_eq!(pings, 2);
+        tokio::time::sleep(std::time::Duration::from_secs(10)).await;
+        let mut bytes = Vec::new();
+        tokio::io::AsyncReadExt::read_to_end(&mut c, &mut bytes)
+            .await
+            .unwrap();
+        let frames = crate::frame::split_server_frames(&bytes);
+        let ops: Vec<u8> = frames.iter().map(|(op, _)| *op).collect();
+        assert_eq!(ops, [0x1, 0x9, 0x9, 0x8], "welcome, two pings, the close");
+        let (_, close_payload) = &frames[3];
+        assert_eq!(&close_payload[..2], &close::NORMAL.to_be_bytes());
+        assert_eq!(&close_payload[2..], b"idle_timeout");
     }
 
     #[tokio::test(start_paused = true)]
     async fn answers_pings_and_closes_after_repeated_garbage() {
-        let (tx, mut rx) = start(GatewayConfig {
+        let mut c = start(GatewayConfig {
             malformed_frames_max: 2,
             ..GatewayConfig::default()
         })
         .await;
-        assert_eq!(text(rx.recv().await)["type"], "welcome");
-        tx.send(Ok(Message::text(r#"{"type":"ping"}"#)))
-            .await
-            .unwrap();
-        assert_eq!(text(rx.recv().await)["type"], "pong");
-        tx.send(Ok(Message::text("{"))).await.unwrap();
-        assert_eq!(text(rx.recv().await)["code"], "invalid_json");
-        tx.send(Ok(Message::binary(vec![0]))).await.unwrap();
-        assert_eq!(text(rx.recv().await)["code"], "invalid_request");
-        match rx.recv().await {
-            Some(Message::Close(Some(f))) => assert_eq!(f.code, close::POLICY),
+        assert_eq!(text(next(&mut c).await)["type"], "welcome");
+        c.send(Message::text(r#"{"type":"ping"}"#)).await.unwrap();
+        assert_eq!(text(next(&mut c).await)["type"], "pong");
+        // A WebSocket ping is answered with its payload.
+        c.send(Message::Ping(b"hey".to_vec().into())).await.unwrap();
+        match next(&mut c).await {
+            Some(Message::Pong(p)) => assert_eq!(&p[..], b"hey"),
+            other => panic!("expected a pong, got {other:?}"),
+        }
+        c.send(Message::text("{")).await.unwrap();
+        assert_eq!(text(next(&mut c).await)["code"], "invalid_json");
+        c.send(Message::binary(vec![0])).await.unwrap();
+        assert_eq!(text(next(&mut c).await)["code"], "invalid_request");
+        match next(&mut c).await {
+            Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), close::POLICY),
             other => panic!("expected a 1008 close, got {other:?}"),
         }
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn a_client_close_is_echoed_and_ends_the_connection() {
+        let mut c = start(GatewayConfig::default()).await;
+        assert_eq!(text(next(&mut c).await)["type"], "welcome");
+        c.close(Some(tokio_tungstenite::tungstenite::protocol::CloseFrame {
+            code: 4000.into(),
+            reason: "bye".into(),
+        }))
+        .await
+        .unwrap();
+        match next(&mut c).await {
+            Some(Message::Close(Some(f))) => assert_eq!(u16::from(f.code), 4000),
+            other => panic!("expected the echoed close, got {other:?}"),
+        }
+        assert!(next(&mut c).await.is_none(), "the server ends the stream");
     }
 }

@@ -2,9 +2,11 @@
 //! history and resume, the slow-consumer policy and broadcaster acks.
 //!
 //! Room events arrive from the [`applause_bus::EventBus`] pre-rendered; each
-//! frame becomes shared bytes once and is queued to every connection of its
-//! room without waiting. Each connection has a byte-bounded queue and one
-//! writer task that writes many frames per flush. The gateway never imports
+//! becomes a whole encoded WebSocket frame once (server frames are unmasked,
+//! so the same bytes go to every socket), written straight to each
+//! connection's socket by the fan-out while the socket has room. Each
+//! connection has a byte-bounded queue for what the socket did not take and
+//! one writer task that drains it, many frames per vectored write. The gateway never imports
 //! the gift service: rooms and acks come through [`RoomDirectory`] and
 //! [`AckHandler`], implemented by the binary.
 //!
@@ -32,7 +34,9 @@
 
 mod config;
 mod connection;
+mod frame;
 mod gateway;
+mod handshake;
 mod limits;
 mod metrics;
 mod outbox;

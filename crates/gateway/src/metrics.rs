@@ -1,5 +1,5 @@
 //! The gateway's Prometheus metrics: connections, deliveries, slow-consumer
-//! closes, resume outcomes, refused connects and commit-to-socket latency.
+//! closes, frames left to the writer tasks, resume outcomes, refused connects and commit-to-socket latency.
 
 use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
 
@@ -8,6 +8,7 @@ use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, 
 pub(crate) struct Metrics {
     pub connections: IntGauge,
     pub deliveries: IntCounter,
+    pub frames_queued: IntCounter,
     pub slow_consumer_closes: IntCounter,
     pub resumes: IntCounterVec,
     pub connects_refused: IntCounterVec,
@@ -20,6 +21,7 @@ impl Metrics {
         let m = Self::unregistered();
         registry.register(Box::new(m.connections.clone()))?;
         registry.register(Box::new(m.deliveries.clone()))?;
+        registry.register(Box::new(m.frames_queued.clone()))?;
         registry.register(Box::new(m.slow_consumer_closes.clone()))?;
         registry.register(Box::new(m.resumes.clone()))?;
         registry.register(Box::new(m.connects_refused.clone()))?;
@@ -42,6 +44,11 @@ impl Metrics {
             deliveries: IntCounter::new(
                 "applause_gateway_deliveries_total",
                 "Room event frames written to sockets",
+            )
+            .expect("valid metric"),
+            frames_queued: IntCounter::new(
+                "applause_gateway_frames_queued_total",
+                "Frames that did not go straight to the socket and waited in their connection's queue for its writer",
             )
             .expect("valid metric"),
             slow_consumer_closes: IntCounter::new(

@@ -2,7 +2,6 @@
 //! parses, the server's own frames (welcome, pong, resync, error) and close codes.
 //! Room events are not here: they arrive pre-rendered and travel as opaque text.
 
-use axum::extract::ws::Utf8Bytes;
 use serde::Deserialize;
 
 /// Close codes the gateway sends.
@@ -15,6 +14,10 @@ pub mod close {
     pub const POLICY: u16 = 1008;
     /// An inbound frame over the size limit.
     pub const TOO_BIG: u16 = 1009;
+    /// The client broke RFC 6455 (e.g. an unmasked frame).
+    pub const PROTOCOL_ERROR: u16 = 1002;
+    /// A text frame that is not UTF-8.
+    pub const INVALID_DATA: u16 = 1007;
     /// The connection's outbound queue overflowed; the client may resume.
     pub const SLOW_CONSUMER: u16 = 4008;
 }
@@ -59,7 +62,7 @@ impl ClientFrame {
 }
 
 /// `{"type":"welcome",…}`, the first frame of every connection.
-pub fn welcome(room_id: &str, epoch: u64, seq: u64, server_time: &str) -> Utf8Bytes {
+pub fn welcome(room_id: &str, epoch: u64, seq: u64, server_time: &str) -> String {
     serde_json::json!({
         "type": "welcome",
         "room_id": room_id,
@@ -68,24 +71,21 @@ pub fn welcome(room_id: &str, epoch: u64, seq: u64, server_time: &str) -> Utf8By
         "server_time": server_time,
     })
     .to_string()
-    .into()
 }
 
 /// `{"type":"pong"}`.
-pub fn pong() -> Utf8Bytes {
-    Utf8Bytes::from_static(r#"{"type":"pong"}"#)
+pub fn pong() -> &'static str {
+    r#"{"type":"pong"}"#
 }
 
 /// `{"type":"resync_required"}`: the events after the client's position are gone.
-pub fn resync_required() -> Utf8Bytes {
-    Utf8Bytes::from_static(r#"{"type":"resync_required"}"#)
+pub fn resync_required() -> &'static str {
+    r#"{"type":"resync_required"}"#
 }
 
 /// `{"type":"error","code","message"}`.
-pub fn error(code: &str, message: &str) -> Utf8Bytes {
-    serde_json::json!({"type": "error", "code": code, "message": message})
-        .to_string()
-        .into()
+pub fn error(code: &str, message: &str) -> String {
+    serde_json::json!({"type": "error", "code": code, "message": message}).to_string()
 }
 
 #[cfg(test)]
@@ -137,7 +137,7 @@ mod tests {
             serde_json::from_str(&error("x", "a \"quoted\" message")).unwrap();
         assert_eq!(e["code"], "x");
         for f in [pong(), resync_required()] {
-            serde_json::from_str::<serde_json::Value>(&f).unwrap();
+            serde_json::from_str::<serde_json::Value>(f).unwrap();
         }
     }
 }

@@ -4,24 +4,27 @@
 //! so each connection sees one gap-free, duplicate-free sequence.
 
 use std::collections::VecDeque;
+use std::sync::atomic::{AtomicU32, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
 use applause_core::EventEnvelope;
-use axum::extract::ws::Utf8Bytes;
+use bytes::Bytes;
 use parking_lot::Mutex;
 use tokio::time::Instant;
 
+use crate::frame;
 use crate::outbox::{Closing, OutFrame, Outbox, Push};
 use crate::ports::RoomInfo;
 use crate::protocol;
 
-/// A room event as fanned out: each frame converted to shared bytes once.
+/// A room event as fanned out: each frame encoded as a whole WebSocket
+/// frame once, the same bytes for every connection.
 #[derive(Debug)]
 pub(crate) struct Delivered {
     pub seq: u64,
-    pub frame: Utf8Bytes,
-    pub broadcaster_frame: Option<Utf8Bytes>,
+    pub frame: Bytes,
+    pub broadcaster_frame: Option<Bytes>,
     pub committed_at_ms: i64,
     pub ends_room: bool,
     received: Instant,
@@ -31,23 +34,23 @@ impl Delivered {
     pub(crate) fn new(env: &EventEnvelope) -> Self {
         Self {
             seq: env.seq,
-            frame: Utf8Bytes::from(env.frame.clone()),
-            broadcaster_frame: env.broadcaster_frame.clone().map(Utf8Bytes::from),
+            frame: frame::text(&env.frame),
+            broadcaster_frame: env.broadcaster_frame.as_deref().map(frame::text),
             committed_at_ms: env.committed_at_ms,
             ends_room: env.ends_room,
             received: Instant::now(),
         }
     }
 
-    fn frame_for(&self, broadcaster: bool) -> OutFrame {
-        let text = match (&self.broadcaster_frame, broadcaster) {
-            (Some(f), true) => f.clone(),
-            _ => self.frame.clone(),
-        };
-        OutFrame::Event {
-            text,
-            committed_at_ms: self.committed_at_ms,
+    fn bytes_for(&self, broadcaster: bool) -> &Bytes {
+        match (&self.broadcaster_frame, broadcaster) {
+            (Some(f), true) => f,
+            _ => &self.frame,
         }
+    }
+
+    fn frame_for(&self, broadcaster: bool) -> OutFrame {
+        OutFrame::event(self.bytes_for(broadcaster).clone(), self.committed_at_ms)
     }
 }
 
@@ -105,6 +108,13 @@ pub(crate) struct Room {
     pub joined: tokio::sync::OnceCell<()>,
     events_max: usize,
     age_max: Duration,
+    rate: Mutex<RateWindow>,
+    per_s: AtomicU32,
+}
+
+struct RateWindow {
+    since: Instant,
+    count: u64,
 }
 
 impl Room {
@@ -123,6 +133,11 @@ impl Room {
             joined: tokio::sync::OnceCell::new(),
             events_max,
             age_max,
+            rate: Mutex::new(RateWindow {
+                since: Instant::now(),
+                count: 0,
+            }),
+            per_s: AtomicU32::new(0),
         }
     }
 
@@ -161,7 +176,7 @@ impl Room {
             return Err(());
         }
         let seq = s.last_seq.unwrap_or(0);
-        outbox.push(OutFrame::Control(protocol::welcome(
+        outbox.push(OutFrame::control(&protocol::welcome(
             &self.id,
             self.epoch,
             seq,
@@ -206,16 +221,43 @@ impl Room {
     /// Fans an event out if it is the next `seq` (or the first one seen);
     /// returns `None` for a duplicate or a gap, leaving the room unchanged.
     pub(crate) fn apply(&self, ev: Arc<Delivered>) -> Option<FanOut> {
-        let mut s = self.state.lock();
-        match s.last_seq {
-            Some(last) if ev.seq != last + 1 => return None,
-            _ => {}
+        match self.apply_many(std::slice::from_ref(&ev)) {
+            (0, _) => None,
+            (_, out) => Some(out),
         }
-        s.last_seq = Some(ev.seq);
+    }
+
+    /// Fans out the longest run of `evs` that continues the room's `seq`
+    /// (ending at a room end); returns how many were applied. Each
+    /// connection gets the run's frames in one write when its socket has
+    /// room. `(0, _)` means the first event is a duplicate or leaves a gap.
+    pub(crate) fn apply_many(&self, evs: &[Arc<Delivered>]) -> (usize, FanOut) {
+        let mut s = self.state.lock();
+        let mut n = 0;
+        let mut next = s.last_seq.map(|l| l + 1);
+        for ev in evs {
+            if next.is_some_and(|want| ev.seq != want) {
+                break;
+            }
+            next = Some(ev.seq + 1);
+            n += 1;
+            if ev.ends_room {
+                break;
+            }
+        }
         let mut out = FanOut::default();
+        if n == 0 {
+            return (0, out);
+        }
+        let run = &evs[..n];
+        s.last_seq = Some(run[n - 1].seq);
+        self.count_rate(run.len());
         let events_max = self.events_max;
+        let mut frames = Vec::new();
         for m in s.members.iter_mut() {
-            if m.paused_at.is_some() {
+            let mut live = run;
+            while let (Some(ev), Some(_)) = (live.first(), m.paused_at) {
+                live = &live[1..];
                 let frame = ev.frame_for(m.broadcaster);
                 m.held_bytes += frame.len();
                 m.held.push(frame);
@@ -231,13 +273,29 @@ impl Room {
                         out.slow_consumers += 1;
                     }
                 }
-                continue;
             }
-            if m.outbox.push(ev.frame_for(m.broadcaster)) == Push::Overflow {
+            // Written straight to the socket when it has room: no clone,
+            // no task wake-up, and a run of events in one write.
+            let pushed = match live {
+                [] => continue,
+                [ev] => m
+                    .outbox
+                    .push_ref(ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms)),
+                _ => {
+                    frames.clear();
+                    frames.extend(
+                        live.iter()
+                            .map(|ev| (ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms))),
+                    );
+                    m.outbox.push_many(&frames)
+                }
+            };
+            if pushed == Push::Overflow {
                 out.slow_consumers += 1;
             }
         }
-        if ev.ends_room {
+        drop(frames);
+        if run[n - 1].ends_room {
             // Members still held get what was held, and the end, before closing.
             for m in s.members.iter_mut() {
                 if m.paused_at.take().is_some() {
@@ -257,9 +315,29 @@ impl Room {
                 );
             }
         }
-        s.ring.push_back(ev);
+        s.ring.extend(run.iter().cloned());
         self.prune(&mut s);
-        Some(out)
+        (n, out)
+    }
+
+    /// Updates the room's event rate (events per second over the last
+    /// second or so), which decides whether its fan-out coalesces.
+    fn count_rate(&self, events: usize) {
+        let mut r = self.rate.lock();
+        r.count += events as u64;
+        let elapsed = r.since.elapsed();
+        if elapsed >= Duration::from_secs(1) {
+            let per_s = r.count as f64 / elapsed.as_secs_f64();
+            self.per_s
+                .store(per_s.min(f64::from(u32::MAX)) as u32, Ordering::Relaxed);
+            r.count = 0;
+            r.since = Instant::now();
+        }
+    }
+
+    /// The room's recent event rate, per second.
+    pub(crate) fn events_per_s(&self) -> u32 {
+        self.per_s.load(Ordering::Relaxed)
     }
 
     /// After events were lost for good: starts over at the next event and
@@ -270,7 +348,7 @@ impl Room {
         s.last_seq = None;
         for m in &s.members {
             m.outbox
-                .push(OutFrame::Control(protocol::resync_required()));
+                .push(OutFrame::control(protocol::resync_required()));
         }
     }
 
@@ -373,7 +451,7 @@ impl Room {
             }
             return ResumeStep::Replayed(n);
         }
-        outbox.push(OutFrame::Control(protocol::resync_required()));
+        outbox.push(OutFrame::control(protocol::resync_required()));
         for f in held {
             outbox.push(f);
         }
@@ -398,6 +476,18 @@ mod tests {
             live: true,
             published_seq: 0,
         }
+    }
+
+    /// An outbox writing to an in-memory socket with room for everything.
+    fn outbox() -> (Arc<Outbox>, crate::outbox::test_socket::TestSocket) {
+        crate::outbox::test_socket::outbox(
+            1 << 20,
+            1 << 20,
+            crate::outbox::WriteMode {
+                direct: true,
+                vectored: true,
+            },
+        )
     }
 
     fn ev(seq: u64) -> Arc<Delivered> {
@@ -433,7 +523,7 @@ mod tests {
         for s in 1..=8 {
             room.apply(ev(s));
         }
-        let o = Arc::new(Outbox::new(1 << 20));
+        let (o, _socket) = outbox();
         assert_eq!(room.register(7, o.clone(), false, "t", false), Ok(8));
         assert!(matches!(
             room.resume_from_ring(7, 5),
@@ -482,13 +572,43 @@ mod tests {
     }
 
     #[tokio::test]
+    async fn a_run_of_events_goes_out_in_one_write_and_stops_at_a_gap() {
+        let room = Room::new(&info(), 100, Duration::from_secs(60));
+        room.set_cursor(0);
+        let (o, socket) = outbox();
+        room.register(1, o.clone(), false, "t", false).unwrap();
+        let writes = socket.writes();
+        // 1..=3 continue the room; 5 leaves a gap and 4 is never reached.
+        let run: Vec<_> = [1, 2, 3, 5, 4].into_iter().map(ev).collect();
+        let (applied, _) = room.apply_many(&run);
+        assert_eq!(applied, 3);
+        assert_eq!(socket.writes(), writes + 1, "one write for the run");
+        assert_eq!(room.last_seq(), Some(3));
+        assert_eq!(room.apply_many(&run[3..]).0, 0, "a gap applies nothing");
+        assert_eq!(room.apply_many(&run[4..]).0, 1);
+        let texts = socket.texts();
+        assert_eq!(seqs(&texts[1..]), ["1", "2", "3", "4"]);
+        // A member held since its welcome holds the run, in order.
+        let (o2, socket2) = outbox();
+        room.register(2, o2, false, "t", true).unwrap();
+        let run: Vec<_> = (5..=7).map(ev).collect();
+        assert_eq!(room.apply_many(&run).0, 3);
+        room.release(2);
+        assert_eq!(seqs(&socket2.texts()[1..]), ["5", "6", "7"]);
+        assert_eq!(
+            seqs(&socket.texts()[1..]),
+            ["1", "2", "3", "4", "5", "6", "7"]
+        );
+    }
+
+    #[tokio::test]
     async fn a_held_welcome_replays_first_and_never_twice() {
         let room = Room::new(&info(), 100, Duration::from_secs(60));
         room.set_cursor(0);
         for s in 1..=10 {
             room.apply(ev(s));
         }
-        let o = Arc::new(Outbox::new(1 << 20));
+        let (o, socket) = outbox();
         assert_eq!(room.register(7, o.clone(), false, "t", true), Ok(10));
         // Live events arrive between the welcome and the client's resume.
         room.apply(ev(11));
@@ -498,17 +618,17 @@ mod tests {
             ResumeStep::Replayed(4)
         ));
         room.apply(ev(13));
-        let texts = o.take_texts();
+        let texts = socket.texts();
         assert!(texts[0].contains("welcome"), "{texts:?}");
         assert_eq!(seqs(&texts[1..]), ["7", "8", "9", "10", "11", "12", "13"]);
 
         // Without a resume, the hold ends and the held events follow in order.
-        let o2 = Arc::new(Outbox::new(1 << 20));
+        let (o2, socket2) = outbox();
         assert_eq!(room.register(8, o2.clone(), false, "t", true), Ok(13));
         room.apply(ev(14));
         room.release(8);
         room.apply(ev(15));
-        let texts = o2.take_texts();
+        let texts = socket2.texts();
         assert_eq!(seqs(&texts[1..]), ["14", "15"]);
 
         // A resume later on (not held any more) replays every event after
@@ -517,6 +637,7 @@ mod tests {
             room.resume_from_ring(8, 11),
             ResumeStep::Replayed(4)
         ));
-        assert_eq!(seqs(&o2.take_texts()), ["12", "13", "14", "15"]);
+        let texts = socket2.texts();
+        assert_eq!(seqs(&texts[texts.len() - 4..]), ["12", "13", "14", "15"]);
     }
 }

@@ -1,6 +1,8 @@
 //! `GET /v1/ws?room=…`: everything decided before the upgrade (shutdown,
 //! origin, connection cap, per-IP rate, token, room) answered as plain HTTP errors,
-//! then the upgrade with deliberately small WebSocket buffers.
+//! then the upgrade: the handshake is answered here and the raw connection
+//! split into a read half (the connection's decoder) and a write half (its
+//! outbox, which writes frames encoded once per event).
 
 use std::net::SocketAddr;
 use std::sync::atomic::Ordering;
@@ -9,17 +11,16 @@ use std::sync::Arc;
 use applause_core::ErrorCode;
 use applause_web::{ApiError, Principal};
 use axum::extract::connect_info::ConnectInfo;
-use axum::extract::ws::WebSocketUpgrade;
-use axum::extract::{FromRequestParts, Query, Request, State};
+use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
 use axum::routing::get;
 use axum::Router;
-use futures_util::StreamExt;
 use serde::Deserialize;
 use tracing::Instrument;
 
 use crate::connection::{self, Session};
 use crate::gateway::{Gateway, Inner};
+use crate::handshake;
 
 #[derive(Debug, Deserialize)]
 struct WsQuery {
@@ -135,14 +136,14 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         }
         Err(e) => return refuse(&inner, "directory", e),
     };
-    let upgrade = match WebSocketUpgrade::from_request_parts(&mut parts, &()).await {
+    let upgrade = match handshake::accept(&mut parts) {
         Ok(u) => u,
         // Not a WebSocket handshake: answer in the API's JSON error shape.
-        Err(rejection) => {
+        Err(why) => {
             return refuse(
                 &inner,
                 "not_websocket",
-                ApiError::new(ErrorCode::InvalidRequest, rejection.body_text()),
+                ApiError::new(ErrorCode::InvalidRequest, why),
             )
         }
     };
@@ -161,7 +162,6 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         Ok(room) => room,
         Err(e) => return refuse(&inner, "bus", e),
     };
-    let config = &inner.config;
     let id = inner.next_id.fetch_add(1, Ordering::Relaxed);
     // A debug span: an enabled span costs every connection about 470 bytes
     // in the subscriber's registry (docs/benchmarks.md), so at the default
@@ -179,26 +179,28 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
         principal,
         id,
     };
-    upgrade
-        // Every connection pays for these buffers even when idle: inbound
-        // frames are tiny, and outbound batching happens in our own queue.
-        .read_buffer_size(config.read_buffer_bytes)
-        .write_buffer_size(config.write_buffer_bytes)
-        .max_write_buffer_size(config.write_buffer_bytes + config.outbound_queue_bytes_max)
-        // Some headroom over our own limit so an oversized frame is read and
-        // answered with a clean 1009 rather than a bare protocol error.
-        .max_message_size(config.inbound_frame_bytes_max * 2)
-        .max_frame_size(config.inbound_frame_bytes_max * 2)
-        .on_upgrade(move |socket| {
-            async move {
-                let _slot = slot;
-                tracing::debug!("connected");
-                let (sink, stream) = socket.split();
-                connection::run(session, sink, stream).await;
-                tracing::debug!("disconnected");
-            }
-            .instrument(span)
-        })
+    let response = upgrade.response();
+    let on_upgrade = upgrade.on_upgrade;
+    tokio::spawn(
+        async move {
+            let _slot = slot;
+            let io = match on_upgrade.await {
+                Ok(upgraded) => hyper_util::rt::TokioIo::new(upgraded),
+                Err(e) => {
+                    tracing::debug!(error = %e, "upgrade failed");
+                    return;
+                }
+            };
+            tracing::debug!("connected");
+            // Two halves of one socket: reads and writes proceed
+            // independently (the split's lock is held only within a poll).
+            let (reader, writer) = tokio::io::split(io);
+            connection::run(session, reader, writer).await;
+            tracing::debug!("disconnected");
+        }
+        .instrument(span),
+    );
+    response
 }
 
 /// The token from `access_token` or the `Authorization` header; none is an

@@ -102,3 +102,37 @@ async fn coalesced_writes_keep_every_event_in_order() {
         assert_eq!(c.seqs(100).await, range(1, 100));
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn busy_room_coalescing_keeps_every_event_in_order() {
+    // Every room counts as busy: each fan-out round waits 5 ms for more.
+    let h = Harness::with(
+        config(|c| {
+            c.fanout_coalesce_ms = 5;
+            c.fanout_coalesce_rate_min = 0;
+        }),
+        applause_bus::HistoryBounds::default(),
+    )
+    .await;
+    let (mut b, _) = h
+        .connect(ROOM, Some(&h.token(BROADCASTER, Role::Broadcaster)))
+        .await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(h.connect(ROOM, None).await.0);
+    }
+    for seq in 1..=300 {
+        h.publish_range(ROOM, seq..=seq).await;
+        if seq % 25 == 0 {
+            tokio::task::yield_now().await;
+        }
+    }
+    for c in &mut clients {
+        assert_eq!(c.seqs(300).await, range(1, 300));
+    }
+    for seq in 1..=300u64 {
+        let f = b.next_json().await;
+        assert_eq!(f["seq"], seq);
+        assert!(f.get("split").is_some(), "the broadcaster's own frames");
+    }
+}

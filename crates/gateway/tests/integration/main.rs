@@ -7,3 +7,4 @@ mod protocol;
 mod resume;
 mod shutdown;
 mod slow_consumer;
+mod write_paths;

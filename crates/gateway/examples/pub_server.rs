@@ -1,0 +1,132 @@
+//! The gateway alone as a pub/sub fan-out server, for side-by-side runs of
+//! `applause-loadtest fanout` against it, nginx+nchan and Node ws with the
+//! same client and the same messages: `POST /pub?room=R` publishes its body
+//! as the next event of room R on an in-process bus; viewers subscribe on
+//! `GET /v1/ws?room=R` (anonymous). Everything else is the real gateway.
+//!
+//! `cargo run --release -p applause-gateway --example pub_server -- 127.0.0.1:18090`
+//! Environment knobs for lever comparisons (when this gateway version has
+//! them): `DIRECT_WRITE=0`, `VECTORED_WRITE=0`, `BATCH_EVENTS_MAX=1`,
+//! `COALESCE_MS=2`; and `RESUME_GRACE_MS` (default 0).
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use applause_bus::{EventBus, HistoryBounds, InProcessBus};
+use applause_core::EventEnvelope;
+use applause_gateway::{AckHandler, Gateway, GatewayConfig, RoomDirectory, RoomInfo};
+use applause_web::{ApiError, Authenticator, Principal};
+use axum::extract::{Query, State};
+use axum::http::StatusCode;
+use axum::routing::post;
+use axum::Router;
+
+struct AnyRoom;
+
+#[async_trait::async_trait]
+impl RoomDirectory for AnyRoom {
+    async fn room(&self, room_id: &str) -> Result<Option<RoomInfo>, ApiError> {
+        Ok(Some(RoomInfo {
+            room_id: room_id.to_owned(),
+            broadcaster_id: "b".into(),
+            epoch: 1,
+            live: true,
+            published_seq: 0,
+        }))
+    }
+}
+
+struct NoAcks;
+
+#[async_trait::async_trait]
+impl AckHandler for NoAcks {
+    async fn ack(&self, _: &Principal, _: &str, _: &str) -> Result<(), ApiError> {
+        Ok(())
+    }
+}
+
+#[derive(Clone)]
+struct Pub {
+    bus: Arc<InProcessBus>,
+    /// The last seq published per room; one publisher connection is served
+    /// in order, so its messages keep their order.
+    seqs: Arc<tokio::sync::Mutex<HashMap<String, u64>>>,
+}
+
+async fn publish(
+    State(p): State<Pub>,
+    Query(q): Query<HashMap<String, String>>,
+    body: String,
+) -> StatusCode {
+    let room = q.get("room").cloned().unwrap_or_else(|| "bench".into());
+    let mut seqs = p.seqs.lock().await;
+    let seq = seqs.entry(room.clone()).or_insert(0);
+    *seq += 1;
+    let env = EventEnvelope {
+        room_id: room,
+        epoch: 1,
+        seq: *seq,
+        frame: body,
+        broadcaster_frame: None,
+        broadcaster_id: "b".into(),
+        committed_at_ms: applause_bus::system_now_ms(),
+        ends_room: false,
+    };
+    match p.bus.publish(&[env]).await {
+        Ok(_) => StatusCode::NO_CONTENT,
+        Err(_) => StatusCode::SERVICE_UNAVAILABLE,
+    }
+}
+
+fn env_u64(name: &str) -> Option<u64> {
+    std::env::var(name).ok().and_then(|v| v.parse().ok())
+}
+
+#[tokio::main]
+async fn main() {
+    let bind: SocketAddr = std::env::args()
+        .nth(1)
+        .unwrap_or_else(|| "127.0.0.1:18090".into())
+        .parse()
+        .expect("a socket address");
+    #[allow(unused_mut)]
+    let mut config = GatewayConfig {
+        connects_per_ip_per_s: 0,
+        resume_grace_ms: env_u64("RESUME_GRACE_MS").unwrap_or(0),
+        ..GatewayConfig::default()
+    };
+    // Older gateway versions have neither knob: to build this example
+    // against them, drop this block (`sed '/knobs-begin/,/knobs-end/d'`).
+    // knobs-begin
+    config.direct_write = env_u64("DIRECT_WRITE") != Some(0);
+    config.vectored_write = env_u64("VECTORED_WRITE") != Some(0);
+    config.fanout_batch_events_max = env_u64("BATCH_EVENTS_MAX").map_or(64, |n| n as usize);
+    config.fanout_coalesce_ms = env_u64("COALESCE_MS").unwrap_or(0);
+    // knobs-end
+    let bus = Arc::new(InProcessBus::new(HistoryBounds::default()));
+    let registry = prometheus::Registry::new();
+    let gw = Gateway::new(
+        config,
+        Authenticator::new(&[7u8; 32]).expect("a key"),
+        bus.clone(),
+        Arc::new(AnyRoom),
+        Arc::new(NoAcks),
+        &registry,
+    )
+    .expect("a gateway");
+    let app = gw
+        .router()
+        .merge(Router::new().route("/pub", post(publish)).with_state(Pub {
+            bus,
+            seqs: Arc::default(),
+        }));
+    let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
+    eprintln!("pub_server on {bind}");
+    axum::serve(
+        listener,
+        app.into_make_service_with_connect_info::<SocketAddr>(),
+    )
+    .await
+    .expect("serve");
+}
