@@ -6,12 +6,42 @@ use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use applause_core::{Catalog, Currency, Ppm, SplitPolicy};
+use applause_core::{Catalog, Channel, Currency, Ppm, SplitPolicy};
 use applause_gateway::GatewayConfig;
 use applause_gifts::{GiftsConfig, RateLimit};
 use applause_ledger::LedgerOptions;
 use applause_relay::RelayConfig;
 use clap::Args;
+
+/// The flags' defaults, read from the libraries' `Default`s: those are the
+/// only place a default lives, so the binary and the crates never disagree.
+mod defaults {
+    use applause_core::Channel;
+    use applause_gateway::GatewayConfig;
+    use applause_gifts::GiftsConfig;
+    use applause_ledger::LedgerOptions;
+    use applause_relay::RelayConfig;
+
+    pub fn gateway() -> GatewayConfig {
+        GatewayConfig::default()
+    }
+
+    pub fn gifts() -> GiftsConfig {
+        GiftsConfig::default()
+    }
+
+    pub fn relay() -> RelayConfig {
+        RelayConfig::default()
+    }
+
+    pub fn ledger() -> LedgerOptions {
+        LedgerOptions::default()
+    }
+
+    pub fn fee(channel: Channel) -> String {
+        ledger().policy.store_fee(channel).to_text()
+    }
+}
 
 /// Flags shared by every subcommand that runs or reads the platform.
 #[derive(Debug, Clone, Args)]
@@ -38,19 +68,19 @@ pub struct CommonArgs {
     #[arg(long, env = "APPLAUSE_CURRENCY", default_value = "USD")]
     pub currency: String,
     /// Decimals of the settlement currency's minor unit.
-    #[arg(long, env = "APPLAUSE_CURRENCY_EXPONENT", default_value_t = 2)]
+    #[arg(long, env = "APPLAUSE_CURRENCY_EXPONENT", default_value_t = defaults::ledger().currency.exponent())]
     pub currency_exponent: u32,
     /// Store fee rate for money that came through Apple.
-    #[arg(long, env = "APPLAUSE_FEE_APPLE", default_value = "0.30")]
+    #[arg(long, env = "APPLAUSE_FEE_APPLE", default_value_t = defaults::fee(Channel::Apple))]
     pub fee_apple: String,
     /// Store fee rate for money that came through Google.
-    #[arg(long, env = "APPLAUSE_FEE_GOOGLE", default_value = "0.15")]
+    #[arg(long, env = "APPLAUSE_FEE_GOOGLE", default_value_t = defaults::fee(Channel::Google))]
     pub fee_google: String,
     /// Card-processor fee rate for money that came through the web.
-    #[arg(long, env = "APPLAUSE_FEE_WEB", default_value = "0.03")]
+    #[arg(long, env = "APPLAUSE_FEE_WEB", default_value_t = defaults::fee(Channel::Web))]
     pub fee_web: String,
     /// Broadcaster share of what remains after the store fee.
-    #[arg(long, env = "APPLAUSE_BROADCASTER_SHARE", default_value = "0.70")]
+    #[arg(long, env = "APPLAUSE_BROADCASTER_SHARE", default_value_t = defaults::ledger().policy.default_broadcaster_share().to_text())]
     pub broadcaster_share: String,
     /// Per-broadcaster share overrides, `id=rate`, comma-separated.
     #[arg(
@@ -60,38 +90,38 @@ pub struct CommonArgs {
     )]
     pub broadcaster_share_override: Vec<String>,
     /// Gift purchases per user per second (sustained).
-    #[arg(long, env = "APPLAUSE_GIFT_RATE_PER_S", default_value_t = 50)]
+    #[arg(long, env = "APPLAUSE_GIFT_RATE_PER_S", default_value_t = defaults::gifts().rate.per_second)]
     pub gift_rate_per_s: u32,
     /// Gift purchases per user in a burst.
-    #[arg(long, env = "APPLAUSE_GIFT_BURST", default_value_t = 100)]
+    #[arg(long, env = "APPLAUSE_GIFT_BURST", default_value_t = defaults::gifts().rate.burst)]
     pub gift_burst: u32,
     /// Seconds a red packet stays claimable when the drop does not say (1–86400).
-    #[arg(long, env = "APPLAUSE_RED_PACKET_EXPIRY_S", default_value_t = 86_400)]
+    #[arg(long, env = "APPLAUSE_RED_PACKET_EXPIRY_S", default_value_t = defaults::gifts().red_packet_expiry.as_secs())]
     pub red_packet_expiry_s: u64,
     /// File of blocked words for gift messages and acks (one per line).
     #[arg(long, env = "APPLAUSE_BLOCKED_WORDS")]
     pub blocked_words: Option<PathBuf>,
     /// Events kept per room for resume.
-    #[arg(long, env = "APPLAUSE_HISTORY_EVENTS_MAX", default_value_t = 1_000)]
+    #[arg(long, env = "APPLAUSE_HISTORY_EVENTS_MAX", default_value_t = defaults::gateway().history_events_max)]
     pub history_events_max: usize,
     /// Seconds events are kept per room for resume.
-    #[arg(long, env = "APPLAUSE_HISTORY_AGE_S", default_value_t = 300)]
+    #[arg(long, env = "APPLAUSE_HISTORY_AGE_S", default_value_t = defaults::gateway().history_age_ms_max / 1_000)]
     pub history_age_s: u64,
     /// Bytes queued per WebSocket before it is closed as a slow consumer.
-    #[arg(long, env = "APPLAUSE_OUTBOUND_QUEUE_BYTES_MAX", default_value_t = 256 * 1024)]
+    #[arg(long, env = "APPLAUSE_OUTBOUND_QUEUE_BYTES_MAX", default_value_t = defaults::gateway().outbound_queue_bytes_max)]
     pub outbound_queue_bytes_max: usize,
     /// Most WebSocket connections held at once.
-    #[arg(long, env = "APPLAUSE_CONNECTIONS_MAX", default_value_t = 100_000)]
+    #[arg(long, env = "APPLAUSE_CONNECTIONS_MAX", default_value_t = defaults::gateway().connections_max)]
     pub connections_max: usize,
     /// WebSocket connects per second per client IP (sustained).
-    #[arg(long, env = "APPLAUSE_CONNECTS_PER_IP_PER_S", default_value_t = 2_000)]
+    #[arg(long, env = "APPLAUSE_CONNECTS_PER_IP_PER_S", default_value_t = defaults::gateway().connects_per_ip_per_s)]
     pub connects_per_ip_per_s: u32,
     /// Seconds of silence before a WebSocket peer is closed.
-    #[arg(long, env = "APPLAUSE_WS_IDLE_TIMEOUT_S", default_value_t = 60)]
+    #[arg(long, env = "APPLAUSE_WS_IDLE_TIMEOUT_S", default_value_t = defaults::gateway().idle_timeout_ms / 1_000)]
     pub ws_idle_timeout_s: u64,
     /// Milliseconds a new WebSocket's live events wait for an immediate
     /// `resume` (replayed first, nothing twice); 0 turns the wait off.
-    #[arg(long, env = "APPLAUSE_WS_RESUME_GRACE_MS", default_value_t = 300)]
+    #[arg(long, env = "APPLAUSE_WS_RESUME_GRACE_MS", default_value_t = defaults::gateway().resume_grace_ms)]
     pub ws_resume_grace_ms: u64,
     /// Browser origins allowed to open WebSockets, comma-separated
     /// (`https://app.example,http://localhost:8080`); empty allows any
@@ -102,10 +132,10 @@ pub struct CommonArgs {
     /// Milliseconds between pushes of a busy room's live top 10 to its viewers
     /// (a push goes out only when the board changed). Each push is one more
     /// frame to every viewer, so a shorter interval costs CPU and bandwidth.
-    #[arg(long, env = "APPLAUSE_LEADERBOARD_PUSH_MS", default_value_t = 1_000)]
+    #[arg(long, env = "APPLAUSE_LEADERBOARD_PUSH_MS", default_value_t = defaults::relay().leaderboard_push_interval.as_millis() as u64)]
     pub leaderboard_push_ms: u64,
     /// Most commands the ledger commits in one transaction.
-    #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = 2_048)]
+    #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = defaults::ledger().batch_max)]
     pub batch_max: usize,
     /// Log format: text or json.
     #[arg(long, env = "APPLAUSE_LOG_FORMAT", default_value = "text")]
@@ -364,4 +394,70 @@ pub fn parse_duration(text: &str) -> Result<Duration, String> {
         return Err(format!("{text:?} must be between 1s and 366d"));
     }
     Ok(Duration::from_secs(secs))
+}
+
+#[cfg(test)]
+mod tests {
+    use clap::Parser;
+
+    use super::*;
+
+    #[derive(Parser)]
+    struct Cli {
+        #[command(flatten)]
+        common: CommonArgs,
+    }
+
+    /// Settings from no flags at all (and no `APPLAUSE_*` variables).
+    fn no_flags() -> Settings {
+        let vars: Vec<String> = std::env::vars()
+            .map(|(k, _)| k)
+            .filter(|k| k.starts_with("APPLAUSE_"))
+            .collect();
+        assert!(
+            vars.is_empty(),
+            "run without APPLAUSE_* variables: {vars:?}"
+        );
+        Cli::parse_from(["applause"]).common.settings().unwrap()
+    }
+
+    #[test]
+    fn without_flags_the_binary_runs_on_the_libraries_defaults() {
+        let s = no_flags();
+        assert_eq!(s.gateway, GatewayConfig::default());
+        assert_eq!(s.relay, RelayConfig::default());
+        let gifts = GiftsConfig::default();
+        assert_eq!(s.gifts.rate.per_second, gifts.rate.per_second);
+        assert_eq!(s.gifts.rate.burst, gifts.rate.burst);
+        assert_eq!(s.gifts.red_packet_expiry, gifts.red_packet_expiry);
+        assert_eq!(s.gifts.body_bytes_max, gifts.body_bytes_max);
+        let ledger = LedgerOptions::default();
+        assert_eq!(s.ledger.batch_max, ledger.batch_max);
+        assert_eq!(s.ledger.currency, ledger.currency);
+        for ch in Channel::ALL {
+            assert_eq!(s.ledger.policy.store_fee(ch), ledger.policy.store_fee(ch));
+        }
+        assert_eq!(
+            s.ledger.policy.default_broadcaster_share(),
+            ledger.policy.default_broadcaster_share()
+        );
+        assert_eq!(s.history.events_max, s.gateway.history_events_max);
+        assert_eq!(s.history.age_ms_max, s.gateway.history_age_ms_max);
+    }
+
+    #[test]
+    fn the_defaults_are_the_documented_ones() {
+        // README's configuration table states these; the crates own them.
+        let g = GatewayConfig::default();
+        assert_eq!(g.outbound_queue_bytes_max, 262_144);
+        assert_eq!(g.connects_per_ip_per_s, 2_000);
+        assert_eq!(g.resume_grace_ms, 300);
+        assert_eq!(
+            RelayConfig::default().leaderboard_push_interval,
+            Duration::from_millis(1_000)
+        );
+        assert_eq!(defaults::fee(Channel::Apple), "0.3");
+        assert_eq!(defaults::fee(Channel::Google), "0.15");
+        assert_eq!(defaults::fee(Channel::Web), "0.03");
+    }
 }

@@ -96,6 +96,11 @@ impl Ppm {
         self.0
     }
 
+    /// The rate as the decimal text flags take (`0.3` for 300,000 ppm).
+    pub fn to_text(self) -> String {
+        self.to_fraction().to_string()
+    }
+
     pub fn to_fraction(self) -> Decimal {
         Decimal::new(i64::from(self.0), 6).normalize()
     }

@@ -50,8 +50,7 @@ pub struct GatewayConfig {
     /// How long live events are held after a connection's welcome, waiting
     /// for an immediate `resume`: a reconnecting client then gets the replay
     /// first and every event once, in order. Its first other frame ends the
-    /// hold early. 0 (the default here) turns the hold off; `applause`
-    /// turns it on (`--ws-resume-grace-ms`, default 300).
+    /// hold early. 0 turns the hold off.
     pub resume_grace_ms: u64,
     /// Browser origins (`scheme://host[:port]`, as the `Origin` header
     /// carries them) that may open a WebSocket; a handshake from any other
@@ -88,7 +87,7 @@ pub struct GatewayConfig {
 impl Default for GatewayConfig {
     fn default() -> Self {
         Self {
-            outbound_queue_bytes_max: 1024 * 1024,
+            outbound_queue_bytes_max: 256 * 1024,
             inbound_frame_bytes_max: 4 * 1024,
             malformed_frames_max: 5,
             history_events_max: 1_000,
@@ -96,7 +95,7 @@ impl Default for GatewayConfig {
             ping_interval_ms: 20_000,
             idle_timeout_ms: 60_000,
             connections_max: 100_000,
-            connects_per_ip_per_s: 500,
+            connects_per_ip_per_s: 2_000,
             connects_per_ip_burst: 2_000,
             read_buffer_bytes: 512,
             write_buffer_bytes: 16 * 1024,
@@ -104,7 +103,7 @@ impl Default for GatewayConfig {
             close_grace_ms: 2_000,
             shutdown_grace_ms: 5_000,
             room_linger_ms: 30_000,
-            resume_grace_ms: 0,
+            resume_grace_ms: 300,
             allowed_origins: Vec::new(),
             direct_write: true,
             vectored_write: true,

@@ -62,7 +62,7 @@ pub struct RelayConfig {
 impl Default for RelayConfig {
     fn default() -> Self {
         Self {
-            leaderboard_push_interval: Duration::from_millis(250),
+            leaderboard_push_interval: Duration::from_millis(1_000),
             rebuild_boards: true,
             sweepers: true,
             idempotency_retention: Duration::from_secs(48 * 3600),
