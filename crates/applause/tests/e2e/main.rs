@@ -16,3 +16,4 @@ mod redis_cluster;
 mod resume;
 mod room_end;
 mod scaled;
+mod scaled_boards;

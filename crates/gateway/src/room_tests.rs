@@ -1,0 +1,176 @@
+//! The room's tests: fan-out order, gaps, holds and resume.
+
+use super::*;
+
+fn info() -> RoomInfo {
+    RoomInfo {
+        room_id: "r1".into(),
+        broadcaster_id: "b".into(),
+        epoch: 1,
+        live: true,
+        published_seq: 0,
+    }
+}
+
+/// An outbox writing to an in-memory socket with room for everything.
+fn outbox() -> (Arc<Outbox>, crate::outbox::test_socket::TestSocket) {
+    crate::outbox::test_socket::outbox(
+        1 << 20,
+        1 << 20,
+        crate::outbox::WriteMode {
+            direct: true,
+            vectored: true,
+        },
+    )
+}
+
+fn ev(seq: u64) -> Arc<Delivered> {
+    Arc::new(Delivered::new(&EventEnvelope {
+        room_id: "r1".into(),
+        epoch: 1,
+        seq,
+        frame: format!("{{\"seq\":{seq}}}"),
+        broadcaster_frame: Some(format!("{{\"seq\":{seq},\"split\":1}}")),
+        broadcaster_id: "b".into(),
+        committed_at_ms: 0,
+        ends_room: false,
+    }))
+}
+
+#[tokio::test]
+async fn applies_only_the_next_seq_and_bounds_the_ring() {
+    let room = Room::new(&info(), 3, Duration::from_secs(60));
+    room.set_cursor(10);
+    assert!(room.apply(ev(10)).is_none(), "duplicate");
+    assert!(room.apply(ev(12)).is_none(), "gap");
+    for s in 11..=15 {
+        assert!(room.apply(ev(s)).is_some());
+    }
+    assert_eq!(room.last_seq(), Some(15));
+    assert_eq!(room.ring_len(), 3);
+}
+
+#[tokio::test]
+async fn resume_replays_from_the_ring_or_asks_for_history() {
+    let room = Room::new(&info(), 5, Duration::from_secs(60));
+    room.set_cursor(0);
+    for s in 1..=8 {
+        room.apply(ev(s));
+    }
+    let (o, _socket) = outbox();
+    assert_eq!(room.register(7, o.clone(), false, "t", false), Ok(8));
+    assert!(matches!(
+        room.resume_from_ring(7, 5),
+        ResumeStep::Replayed(3)
+    ));
+    assert!(matches!(
+        room.resume_from_ring(7, 8),
+        ResumeStep::Replayed(0)
+    ));
+    assert!(matches!(
+        room.resume_from_ring(7, 2),
+        ResumeStep::NeedHistory
+    ));
+    // While paused, live events are held back and come after the replay.
+    room.apply(ev(9));
+    let older: Vec<_> = (3..=4).map(ev).collect();
+    // The gap 3..=8 (3..=4 from the bus, 5..=8 from the ring), then the
+    // held live event 9.
+    assert!(matches!(
+        room.resume_with_history(7, 2, Some(older)),
+        ResumeStep::Replayed(6)
+    ));
+    assert!(matches!(
+        room.resume_from_ring(7, 0),
+        ResumeStep::NeedHistory
+    ));
+    assert!(matches!(
+        room.resume_with_history(7, 0, None),
+        ResumeStep::Resync
+    ));
+}
+
+fn seqs(texts: &[String]) -> Vec<String> {
+    texts
+        .iter()
+        .map(|t| match t.find("\"seq\":") {
+            Some(i) => t[i + 6..]
+                .trim_end_matches(['}', ','])
+                .split([',', '}'])
+                .next()
+                .unwrap_or("")
+                .to_owned(),
+            None => t.clone(),
+        })
+        .collect()
+}
+
+#[tokio::test]
+async fn a_run_of_events_goes_out_in_one_write_and_stops_at_a_gap() {
+    let room = Room::new(&info(), 100, Duration::from_secs(60));
+    room.set_cursor(0);
+    let (o, socket) = outbox();
+    room.register(1, o.clone(), false, "t", false).unwrap();
+    let writes = socket.writes();
+    // 1..=3 continue the room; 5 leaves a gap and 4 is never reached.
+    let run: Vec<_> = [1, 2, 3, 5, 4].into_iter().map(ev).collect();
+    let (applied, _) = room.apply_many(&run);
+    assert_eq!(applied, 3);
+    assert_eq!(socket.writes(), writes + 1, "one write for the run");
+    assert_eq!(room.last_seq(), Some(3));
+    assert_eq!(room.apply_many(&run[3..]).0, 0, "a gap applies nothing");
+    assert_eq!(room.apply_many(&run[4..]).0, 1);
+    let texts = socket.texts();
+    assert_eq!(seqs(&texts[1..]), ["1", "2", "3", "4"]);
+    // A member held since its welcome holds the run, in order.
+    let (o2, socket2) = outbox();
+    room.register(2, o2, false, "t", true).unwrap();
+    let run: Vec<_> = (5..=7).map(ev).collect();
+    assert_eq!(room.apply_many(&run).0, 3);
+    room.release(2);
+    assert_eq!(seqs(&socket2.texts()[1..]), ["5", "6", "7"]);
+    assert_eq!(
+        seqs(&socket.texts()[1..]),
+        ["1", "2", "3", "4", "5", "6", "7"]
+    );
+}
+
+#[tokio::test]
+async fn a_held_welcome_replays_first_and_never_twice() {
+    let room = Room::new(&info(), 100, Duration::from_secs(60));
+    room.set_cursor(0);
+    for s in 1..=10 {
+        room.apply(ev(s));
+    }
+    let (o, socket) = outbox();
+    assert_eq!(room.register(7, o.clone(), false, "t", true), Ok(10));
+    // Live events arrive between the welcome and the client's resume.
+    room.apply(ev(11));
+    room.apply(ev(12));
+    assert!(matches!(
+        room.resume_from_ring(7, 6),
+        ResumeStep::Replayed(4)
+    ));
+    room.apply(ev(13));
+    let texts = socket.texts();
+    assert!(texts[0].contains("welcome"), "{texts:?}");
+    assert_eq!(seqs(&texts[1..]), ["7", "8", "9", "10", "11", "12", "13"]);
+
+    // Without a resume, the hold ends and the held events follow in order.
+    let (o2, socket2) = outbox();
+    assert_eq!(room.register(8, o2.clone(), false, "t", true), Ok(13));
+    room.apply(ev(14));
+    room.release(8);
+    room.apply(ev(15));
+    let texts = socket2.texts();
+    assert_eq!(seqs(&texts[1..]), ["14", "15"]);
+
+    // A resume later on (not held any more) replays every event after
+    // `since`, as the client asked.
+    assert!(matches!(
+        room.resume_from_ring(8, 11),
+        ResumeStep::Replayed(4)
+    ));
+    let texts = socket2.texts();
+    assert_eq!(seqs(&texts[texts.len() - 4..]), ["12", "13", "14", "15"]);
+}
