@@ -106,11 +106,7 @@ impl AsyncWrite for TestSocket {
 }
 
 /// An outbox on a socket with `room` bytes of buffer.
-pub(crate) fn outbox(
-    bytes_max: usize,
-    room: usize,
-    mode: WriteMode,
-) -> (Arc<Outbox>, TestSocket) {
+pub(crate) fn outbox(bytes_max: usize, room: usize, mode: WriteMode) -> (Arc<Outbox>, TestSocket) {
     let socket = TestSocket::new(room);
     let outbox = Outbox::new(
         bytes_max,
