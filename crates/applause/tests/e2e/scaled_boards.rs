@@ -6,7 +6,7 @@
 use std::time::Duration;
 
 use applause_core::Role;
-use serde_json::{json, Value};
+use serde_json::json;
 
 use crate::common::*;
 use crate::scaled::buy_until_kill9;
