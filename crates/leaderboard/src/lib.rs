@@ -81,11 +81,11 @@
 //! **Cluster safety.** Every key an update part touches shares one hash tag:
 //! an update is split into its broadcaster part (`{b:…}`: room and fan boards
 //! plus that part's marker) and its global part (`{g}`: global boards,
-//! marker, names), each counted once on its own marker. With
-//! [`RedisBoards::with_slot_scripts`]`(true)` every script stays inside one
+//! marker, names), each counted once on its own marker. On a Redis Cluster
+//! (a `redis+cluster://` URL turns it on by itself, as does
+//! [`RedisBoards::with_slot_scripts`]`(true)`) every script stays inside one
 //! slot (one script per broadcaster in a batch plus global ones), which is
-//! what Redis Cluster requires. On one node — what `ConnectionManager`
-//! connects to, and the default — scripts pack both parts of many updates,
+//! what Redis Cluster requires. On one server — the default — scripts pack both parts of many updates,
 //! far cheaper per update. Either way a script holds at most 64 parts, so no
 //! script blocks readers for more than a couple of ms, and a batch is one
 //! pipeline: one round trip. Reads use a second connection so they never
