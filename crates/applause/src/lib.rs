@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use applause_bus::{EventBus, InProcessBus, RedisBus};
 use applause_core::clock::{SharedClock, SystemClock};
-use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo};
+use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo, Spawner};
 use applause_gifts::GiftService;
 use applause_leaderboard::{Leaderboard, MemoryBoards, RedisBoards};
 use applause_ledger::Ledger;
@@ -229,7 +229,7 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
     let gateway = match mode {
         Mode::Gifts => None,
         Mode::Embedded | Mode::Gateway => Some(
-            Gateway::new(
+            Gateway::new_on(
                 settings.gateway.clone(),
                 auth,
                 bus.clone(),
@@ -239,6 +239,10 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
                     blocked_words: settings.gifts.blocked_words.clone(),
                 }),
                 &registry,
+                Spawner {
+                    tracker: tasks.tracker(),
+                    shutdown: tasks.child_token(),
+                },
             )
             .map_err(|e| anyhow::anyhow!("gateway: {e}"))?,
         ),
@@ -276,8 +280,9 @@ pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
 
 /// Serves `app` on `listener` until `shutdown` resolves, then drains: stops
 /// accepting, closes WebSockets with 1001, lets in-flight requests finish,
-/// publishes what was committed, and cancels and awaits every background
-/// task of `app.tasks`.
+/// publishes what was committed, cancels and awaits every background task
+/// of `app.tasks` (the gateway's included), and last stops the ledger's
+/// committer once whatever was queued has committed.
 pub async fn run(
     app: App,
     listener: tokio::net::TcpListener,
@@ -301,9 +306,12 @@ pub async fn run(
     let served = server.await.context("server failed");
     drop(stop_rx);
     // What was committed reaches the bus first; then every background task
-    // (relay, sweepers, gift-service upkeep) is cancelled and awaited.
+    // (relay, sweepers, gift-service upkeep, the gateway's dispatcher and
+    // connections) is cancelled and awaited; last the committer commits
+    // what is queued and ends.
     app.relay.drain(Duration::from_secs(5)).await;
     app.tasks.shutdown().await;
+    app.ledger.shutdown().await;
     served
 }
 
@@ -383,7 +391,12 @@ mod tests {
         assert!(!app.relay.config().sweepers, "a gateway node sweeps");
         assert!(!app.relay.config().rebuild_boards);
         let tasks = app.tasks.clone();
-        assert!(tasks.running() > 0, "the relay runs on the app's tasks");
+        let ledger = app.ledger.clone();
+        // The relay's loops and the gateway's dispatcher and sweeper.
+        assert!(
+            tasks.running() >= 3,
+            "the relay and the gateway run on the app's tasks"
+        );
 
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
         let base = format!("http://{}", listener.local_addr().unwrap());
@@ -404,7 +417,18 @@ mod tests {
         }
         let _ = stop.send(());
         server.await.unwrap().unwrap();
-        // `run` returned only after every background task had ended.
+        // `run` returned only after every background task had ended, and
+        // last stopped the committer: the ledger takes no more writes.
         assert_eq!(tasks.running(), 0);
+        let after = ledger
+            .create_room(applause_ledger::CreateRoomCmd {
+                broadcaster_id: "b".into(),
+                title: "after shutdown".into(),
+            })
+            .await;
+        assert!(
+            matches!(after, Err(applause_ledger::LedgerError::Unavailable(_))),
+            "{after:?}"
+        );
     }
 }

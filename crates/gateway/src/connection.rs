@@ -42,7 +42,7 @@ where
         config.write_mode(),
         session.inner.metrics.clone(),
     ));
-    let writer = tokio::spawn(run_writer(
+    let writer = session.inner.tasks.spawn(run_writer(
         outbox.clone(),
         WriterTiming {
             coalesce: config.write_coalesce(),

@@ -12,6 +12,7 @@ use applause_web::{ApiError, Authenticator};
 use dashmap::DashMap;
 use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
+use tokio_util::task::TaskTracker;
 
 use crate::config::GatewayConfig;
 use crate::limits::IpLimiter;
@@ -40,6 +41,9 @@ pub(crate) struct Inner {
     /// Sharded, so rooms on different shards never contend.
     pub rooms: DashMap<String, Arc<Room>>,
     pub shutdown: CancellationToken,
+    /// Every task of the gateway runs here (the process's tracker when it
+    /// was given one), so whoever owns it can wait for them to end.
+    pub tasks: TaskTracker,
     pub connections: AtomicUsize,
     pub next_id: AtomicU64,
     pub limiter: IpLimiter,
@@ -54,9 +58,20 @@ pub struct Gateway {
     pub(crate) inner: Arc<Inner>,
 }
 
+/// Where a gateway runs its tasks — the bus dispatcher, the room sweeper
+/// and a reader and a writer per connection — and the token that stops
+/// them. A process passes its own tracker and a child of its own token, so
+/// its shutdown cancels and awaits the gateway's tasks with all the others.
+#[derive(Clone, Default)]
+pub struct Spawner {
+    pub tracker: TaskTracker,
+    pub shutdown: CancellationToken,
+}
+
 impl Gateway {
     /// Builds the gateway and spawns its bus dispatcher and room sweeper on
-    /// the current tokio runtime (so call it inside one).
+    /// the current tokio runtime (so call it inside one), on a tracker of
+    /// its own.
     pub fn new(
         config: GatewayConfig,
         auth: Authenticator,
@@ -64,6 +79,19 @@ impl Gateway {
         rooms: Arc<dyn RoomDirectory>,
         acks: Arc<dyn AckHandler>,
         registry: &prometheus::Registry,
+    ) -> Result<Self, GatewayError> {
+        Self::new_on(config, auth, bus, rooms, acks, registry, Spawner::default())
+    }
+
+    /// Like [`Gateway::new`], with every task spawned on `spawner`.
+    pub fn new_on(
+        config: GatewayConfig,
+        auth: Authenticator,
+        bus: Arc<dyn EventBus>,
+        rooms: Arc<dyn RoomDirectory>,
+        acks: Arc<dyn AckHandler>,
+        registry: &prometheus::Registry,
+        spawner: Spawner,
     ) -> Result<Self, GatewayError> {
         config.validate().map_err(GatewayError::Config)?;
         let messages = bus.messages().ok_or(GatewayError::BusTaken)?;
@@ -77,13 +105,14 @@ impl Gateway {
             acks,
             metrics,
             rooms: DashMap::new(),
-            shutdown: CancellationToken::new(),
+            shutdown: spawner.shutdown,
+            tasks: spawner.tracker,
             connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             membership: tokio::sync::Mutex::new(()),
         });
-        tokio::spawn(dispatch(inner.clone(), messages));
-        tokio::spawn(sweep(inner.clone()));
+        inner.tasks.spawn(dispatch(inner.clone(), messages));
+        inner.tasks.spawn(sweep(inner.clone()));
         Ok(Self { inner })
     }
 
@@ -97,6 +126,13 @@ impl Gateway {
         while self.connections() > 0 && tokio::time::Instant::now() < deadline {
             tokio::time::sleep(Duration::from_millis(10)).await;
         }
+    }
+
+    /// Tasks of this gateway that have not ended (dispatcher, sweeper,
+    /// connections' readers and writers; with a shared tracker, the other
+    /// tasks on it too).
+    pub fn tasks_running(&self) -> usize {
+        self.inner.tasks.len()
     }
 
     /// Open WebSocket connections.

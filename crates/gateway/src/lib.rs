@@ -46,5 +46,5 @@ mod room;
 mod server;
 
 pub use config::GatewayConfig;
-pub use gateway::{Gateway, GatewayError};
+pub use gateway::{Gateway, GatewayError, Spawner};
 pub use ports::{AckHandler, RoomDirectory, RoomInfo};

@@ -181,7 +181,7 @@ async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     };
     let response = upgrade.response();
     let on_upgrade = upgrade.on_upgrade;
-    tokio::spawn(
+    inner.tasks.spawn(
         async move {
             let _slot = slot;
             let io = match on_upgrade.await {

@@ -11,6 +11,8 @@ use std::time::{Duration, Instant};
 use applause_core::{Currency, SplitPolicy};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::Backend;
 use crate::model::*;
@@ -98,28 +100,47 @@ pub(crate) struct Committer {
 }
 
 impl Committer {
-    /// Starts the committer task; it ends when every handle is dropped.
+    /// Starts the committer task. It ends when every handle is dropped or
+    /// when `stop` is cancelled; then it refuses new commands, commits every
+    /// one already queued, and returns.
     pub fn spawn(
         self,
         backend: Arc<dyn Backend>,
         rx: mpsc::Receiver<Request>,
+        stop: CancellationToken,
         registry: &Registry,
-    ) {
+    ) -> JoinHandle<()> {
         let metrics = Metrics::register(registry);
-        tokio::spawn(run(backend, rx, self, metrics));
+        tokio::spawn(run(backend, rx, stop, self, metrics))
     }
 }
 
 async fn run(
     backend: Arc<dyn Backend>,
     mut rx: mpsc::Receiver<Request>,
+    stop: CancellationToken,
     c: Committer,
     metrics: Metrics,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(c.batch_max);
     let mut last_ms = 0i64;
+    let mut stopping = false;
     loop {
-        if rx.recv_many(&mut batch, c.batch_max).await == 0 {
+        let taken = if stopping {
+            rx.recv_many(&mut batch, c.batch_max).await
+        } else {
+            // `recv_many` is cancel safe: when the stop wins, nothing was taken.
+            tokio::select! {
+                n = rx.recv_many(&mut batch, c.batch_max) => n,
+                _ = stop.cancelled() => {
+                    // New sends fail from here; what is queued still commits.
+                    rx.close();
+                    stopping = true;
+                    continue;
+                }
+            }
+        };
+        if taken == 0 {
             return;
         }
         let commands: Vec<Command> = batch.iter().map(|r| r.command.clone()).collect();

@@ -7,6 +7,8 @@ use std::sync::{Arc, Mutex};
 use applause_core::{Currency, EventBody, SharedClock, SplitPolicy, SystemClock};
 use prometheus::Registry;
 use tokio::sync::{mpsc, oneshot};
+use tokio::task::JoinHandle;
+use tokio_util::sync::CancellationToken;
 
 use crate::backend::{self, Backend};
 use crate::committer::{CommitNotice, Committer, Request, NOTICES_QUEUED_MAX};
@@ -54,6 +56,9 @@ pub struct Ledger {
     ids: Arc<Ids>,
     notices: Arc<Mutex<Option<mpsc::Receiver<CommitNotice>>>>,
     notices_dropped: Arc<AtomicU64>,
+    /// Stops the committer ([`Ledger::shutdown`]).
+    stop: CancellationToken,
+    committer: Arc<tokio::sync::Mutex<Option<JoinHandle<()>>>>,
 }
 
 impl Ledger {
@@ -79,7 +84,8 @@ impl Ledger {
         let (tx, rx) = mpsc::channel(options.queue_max.max(1));
         let (notice_tx, notice_rx) = mpsc::channel(NOTICES_QUEUED_MAX);
         let notices_dropped = Arc::new(AtomicU64::new(0));
-        Committer {
+        let stop = CancellationToken::new();
+        let committer = Committer {
             batch_max: options.batch_max.max(1),
             currency: options.currency.clone(),
             policy: options.policy.clone(),
@@ -87,7 +93,7 @@ impl Ledger {
             notices: notice_tx,
             notices_dropped: notices_dropped.clone(),
         }
-        .spawn(backend.clone(), rx, registry);
+        .spawn(backend.clone(), rx, stop.clone(), registry);
         Ok(Ledger {
             backend,
             tx,
@@ -97,7 +103,23 @@ impl Ledger {
             clock,
             notices: Arc::new(Mutex::new(Some(notice_rx))),
             notices_dropped,
+            stop,
+            committer: Arc::new(tokio::sync::Mutex::new(Some(committer))),
         })
+    }
+
+    /// Stops the committer of this ledger (every clone's): commands already
+    /// queued are committed and answered, later ones fail with
+    /// `unavailable`. Returns when the committer has ended; a process calls
+    /// it last in its shutdown, after everything that writes has stopped.
+    pub async fn shutdown(&self) {
+        self.stop.cancel();
+        let mut committer = self.committer.lock().await;
+        if let Some(task) = committer.take() {
+            if let Err(e) = task.await {
+                tracing::error!(error = %e, "the ledger's committer failed");
+            }
+        }
     }
 
     /// The clock the ledger stamps commits with (the relay and sweepers can

@@ -45,6 +45,19 @@ impl Tasks {
         self.tracker.spawn(task);
     }
 
+    /// The tracker itself, for a component that spawns its own tasks (the
+    /// gateway): whatever it spawns there is awaited by [`Tasks::shutdown`].
+    pub fn tracker(&self) -> TaskTracker {
+        self.tracker.clone()
+    }
+
+    /// A token cancelled by [`Tasks::shutdown`] that can also be cancelled
+    /// on its own first (the gateway closes its sockets before the relay
+    /// drains).
+    pub fn child_token(&self) -> CancellationToken {
+        self.cancel.child_token()
+    }
+
     /// Whether shutdown has begun.
     pub fn is_cancelled(&self) -> bool {
         self.cancel.is_cancelled()

@@ -9,7 +9,7 @@ use std::time::Duration;
 
 use applause_bus::{EventBus, HistoryBounds, InProcessBus, PublishOutcome};
 use applause_core::{EventEnvelope, Role};
-use applause_gateway::{AckHandler, Gateway, GatewayConfig, RoomDirectory, RoomInfo};
+use applause_gateway::{AckHandler, Gateway, GatewayConfig, RoomDirectory, RoomInfo, Spawner};
 use applause_web::{ApiError, Authenticator, Principal};
 use futures_util::{SinkExt, StreamExt};
 use parking_lot::Mutex;
@@ -93,19 +93,25 @@ impl Harness {
     }
 
     pub async fn with(config: GatewayConfig, bounds: HistoryBounds) -> Self {
+        Self::on(config, bounds, Spawner::default()).await
+    }
+
+    /// A gateway whose tasks run on `spawner` (a process's tracker).
+    pub async fn on(config: GatewayConfig, bounds: HistoryBounds, spawner: Spawner) -> Self {
         let bus = Arc::new(InProcessBus::new(bounds));
         let rooms = Arc::new(TestRooms::default());
         rooms.add(ROOM);
         let acks = Arc::new(TestAcks::default());
         let registry = prometheus::Registry::new();
         let auth = Authenticator::new(SECRET).unwrap();
-        let gw = Gateway::new(
+        let gw = Gateway::new_on(
             config,
             auth.clone(),
             bus.clone(),
             rooms.clone(),
             acks.clone(),
             &registry,
+            spawner,
         )
         .unwrap();
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();

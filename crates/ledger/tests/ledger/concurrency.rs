@@ -100,3 +100,55 @@ async fn two_nodes_same_key_charge_once_postgres() {
     assert_check(&a).await;
     store.finish().await;
 }
+
+/// Shutdown stops the committer of every clone: each purchase queued before
+/// it is committed and answered, the ones after it are refused with
+/// `unavailable`, and nothing is half written. On a current-thread runtime
+/// one yield lets every spawned purchase reach the committer's queue before
+/// the stop, so "queued before" is exact here.
+async fn shutdown_commits_what_is_queued(store: &TestStore) {
+    let ledger = store.open().await;
+    let viewer = format!("v-{}", uuid_like());
+    let r = room(&ledger, "b").await;
+    fund(&ledger, &viewer, Channel::Web, 10_000).await;
+    let queued: Vec<_> = (0..40)
+        .map(|i| {
+            let l = ledger.clone();
+            let cmd = buy(&viewer, &r.room_id, 10, &format!("k{i}"));
+            tokio::spawn(async move { l.purchase(cmd).await })
+        })
+        .collect();
+    tokio::task::yield_now().await;
+    ledger.shutdown().await;
+    for t in queued {
+        match t.await.unwrap() {
+            Ok(PurchaseOutcome::Charged(..)) => {}
+            other => panic!("a purchase queued before shutdown got {other:?}"),
+        }
+    }
+    let late = ledger
+        .purchase(buy(&viewer, &r.room_id, 10, "late"))
+        .await
+        .expect_err("the committer has stopped");
+    assert!(matches!(late, LedgerError::Unavailable(_)), "{late:?}");
+    // A second shutdown returns at once; reads still work.
+    ledger.shutdown().await;
+    assert_eq!(ledger.wallet(&viewer).await.unwrap().total(), 10_000 - 400);
+    assert_check(&ledger).await;
+}
+
+mod shutdown_commits_queued_and_refuses_later {
+    use super::*;
+    #[tokio::test]
+    async fn sqlite() {
+        let store = TestStore::new(Kind::Sqlite).await;
+        shutdown_commits_what_is_queued(&store).await;
+        store.finish().await;
+    }
+    #[tokio::test]
+    async fn postgres() {
+        let store = TestStore::new(Kind::Postgres).await;
+        shutdown_commits_what_is_queued(&store).await;
+        store.finish().await;
+    }
+}
