@@ -15,9 +15,9 @@ use parking_lot::RwLock;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    check_id, check_limit, check_now, global_board_key, plan, room_board_key, stored_name,
-    validate, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan, RebuildReport, Window,
-    TOTAL_MINOR_MAX,
+    check_id, check_limit, check_now, checked_room_board_key, global_board_key, plan, stored_name,
+    validate, validate_rebuild, ApplyReport, BoardError, BoardUpdate, Entry, PartPlan,
+    RebuildReport, Window, TOTAL_MINOR_MAX,
 };
 use crate::model::{rebuild_input, tally, Status};
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
@@ -334,11 +334,8 @@ impl Leaderboard for MemoryBoards {
         limit: usize,
         now_ms: i64,
     ) -> Result<Vec<Entry>, BoardError> {
-        check_id("room_id", room_id)?;
-        check_id("broadcaster_id", broadcaster_id)?;
         check_limit(limit)?;
-        check_now(now_ms)?;
-        let key = room_board_key(room_id, broadcaster_id, window, now_ms);
+        let key = checked_room_board_key(room_id, broadcaster_id, window, now_ms)?;
         Ok(self
             .state
             .read()
@@ -353,11 +350,8 @@ impl Leaderboard for MemoryBoards {
         user_id: &str,
         now_ms: i64,
     ) -> Result<Option<Entry>, BoardError> {
-        check_id("room_id", room_id)?;
-        check_id("broadcaster_id", broadcaster_id)?;
         check_id("user_id", user_id)?;
-        check_now(now_ms)?;
-        let key = room_board_key(room_id, broadcaster_id, window, now_ms);
+        let key = checked_room_board_key(room_id, broadcaster_id, window, now_ms)?;
         Ok(self
             .state
             .read()
@@ -384,10 +378,7 @@ impl Leaderboard for MemoryBoards {
         updates: &[BoardUpdate],
         now_ms: i64,
     ) -> Result<RebuildReport, BoardError> {
-        check_now(now_ms)?;
-        for update in updates {
-            validate(update)?;
-        }
+        validate_rebuild(updates, now_ms)?;
         // Built aside and swapped in under the lock: readers see the old
         // boards or the new ones, never a half board.
         let mut fresh = State::default();

@@ -335,6 +335,26 @@ pub(crate) fn names_key() -> String {
 }
 
 /// The key of a room's board for `window` at `now_ms`.
+/// The key of a room's board in `window`, after checking the query's ids
+/// and time (what `top` and `me` of every backend check first).
+pub(crate) fn checked_room_board_key(
+    room_id: &str,
+    broadcaster_id: &str,
+    window: Window,
+    now_ms: i64,
+) -> Result<String, BoardError> {
+    check_id("room_id", room_id)?;
+    check_id("broadcaster_id", broadcaster_id)?;
+    check_now(now_ms)?;
+    Ok(room_board_key(room_id, broadcaster_id, window, now_ms))
+}
+
+/// Checks a rebuild's time and every update, before anything is written.
+pub(crate) fn validate_rebuild(updates: &[BoardUpdate], now_ms: i64) -> Result<(), BoardError> {
+    check_now(now_ms)?;
+    updates.iter().try_for_each(validate)
+}
+
 pub(crate) fn room_board_key(
     room_id: &str,
     broadcaster_id: &str,

@@ -29,8 +29,8 @@ use redis::Script;
 
 use crate::metrics::Metrics;
 use crate::model::{
-    check_id, check_limit, check_now, global_board_key, room_board_key, validate, ApplyReport,
-    BoardError, BoardUpdate, Entry, RebuildReport, Window,
+    check_id, check_limit, check_now, checked_room_board_key, global_board_key, validate,
+    validate_rebuild, ApplyReport, BoardError, BoardUpdate, Entry, RebuildReport, Window,
 };
 use crate::{Leaderboard, DEFAULT_MARKER_TTL_SECS};
 
@@ -221,15 +221,9 @@ impl Leaderboard for RedisBoards {
         limit: usize,
         now_ms: i64,
     ) -> Result<Vec<Entry>, BoardError> {
-        check_id("room_id", room_id)?;
-        check_id("broadcaster_id", broadcaster_id)?;
         check_limit(limit)?;
-        check_now(now_ms)?;
-        self.top_of(
-            &room_board_key(room_id, broadcaster_id, window, now_ms),
-            limit,
-        )
-        .await
+        let key = checked_room_board_key(room_id, broadcaster_id, window, now_ms)?;
+        self.top_of(&key, limit).await
     }
 
     async fn me(
@@ -240,15 +234,9 @@ impl Leaderboard for RedisBoards {
         user_id: &str,
         now_ms: i64,
     ) -> Result<Option<Entry>, BoardError> {
-        check_id("room_id", room_id)?;
-        check_id("broadcaster_id", broadcaster_id)?;
         check_id("user_id", user_id)?;
-        check_now(now_ms)?;
-        self.me_on(
-            &room_board_key(room_id, broadcaster_id, window, now_ms),
-            user_id,
-        )
-        .await
+        let key = checked_room_board_key(room_id, broadcaster_id, window, now_ms)?;
+        self.me_on(&key, user_id).await
     }
 
     async fn top_broadcasters(
@@ -267,10 +255,7 @@ impl Leaderboard for RedisBoards {
         updates: &[BoardUpdate],
         now_ms: i64,
     ) -> Result<RebuildReport, BoardError> {
-        check_now(now_ms)?;
-        for update in updates {
-            validate(update)?;
-        }
+        validate_rebuild(updates, now_ms)?;
         self.rebuild_all(updates, now_ms).await
     }
 
