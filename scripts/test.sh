@@ -77,6 +77,9 @@ fi
   APPLAUSE_BIN="$CARGO_TARGET_DIR/debug/applause" node --test --test-concurrency=1
 )
 
+log "schemathesis: generated requests against a real applause serve, checked against /openapi.json"
+scripts/schemathesis.sh "${APPLAUSE_SCHEMATHESIS_EXAMPLES:-10}"
+
 log "money property tests: 1,000,000 cases in release mode"
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test split_props
 APPLAUSE_PROP_CASES=1000000 cargo test --release --quiet -p applause-core --test redpacket_props

@@ -45,6 +45,9 @@ pub struct App {
     pub gateway: Option<Gateway>,
     pub relay: Relay,
     pub router: Router,
+    /// The OpenAPI 3.1 description of `router`'s API routes (served at
+    /// `/openapi.json`; the pages are not in it).
+    pub openapi: serde_json::Value,
     pub ledger: Ledger,
     /// The process's background tasks; `run` cancels and awaits them.
     pub tasks: Tasks,
@@ -247,20 +250,29 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
             .map_err(|e| anyhow::anyhow!("gateway: {e}"))?,
         ),
     };
-    let mut router = ops::router(ledger.clone(), bus, registry);
+    // Every API route comes with its description (utoipa-axum's `routes!`):
+    // the node's `/openapi.json` describes exactly what it serves.
+    let description = ops::Description::default();
+    let mut api =
+        ops::api(ledger.clone(), bus, registry).merge(ops::description_api(description.clone()));
     if let Some(g) = &gifts {
-        router = router.merge(g.router());
+        api = api.merge(g.api());
     }
     if let Some(g) = &gateway {
-        router = router.merge(g.router());
+        api = api.merge(g.api());
     }
-    // The pages use relative API paths only, so every kind of node serves all of them.
+    let (router, openapi) = api.split_for_parts();
+    let openapi = applause_web::openapi::document(openapi, env!("CARGO_PKG_VERSION"));
+    description.set(openapi.to_string());
+    // The pages use relative API paths only, so every kind of node serves
+    // all of them; they are HTML, not API, and not in the description.
     let router = applause_gifts::with_json_fallbacks(router.merge(applause_pages::router()));
     Ok(App {
         gifts,
         gateway,
         relay,
         router,
+        openapi,
         ledger,
         tasks,
     })

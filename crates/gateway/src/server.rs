@@ -9,14 +9,16 @@ use std::sync::atomic::Ordering;
 use std::sync::Arc;
 
 use applause_core::ErrorCode;
+use applause_web::openapi::ObjectId;
 use applause_web::{ApiError, Principal};
 use axum::extract::connect_info::ConnectInfo;
 use axum::extract::{Query, Request, State};
 use axum::response::{IntoResponse, Response};
-use axum::routing::get;
 use axum::Router;
 use serde::Deserialize;
 use tracing::Instrument;
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use crate::connection::{self, Session};
 use crate::gateway::{Gateway, Inner};
@@ -33,8 +35,13 @@ impl Gateway {
     /// `into_make_service_with_connect_info::<SocketAddr>()` to enable the
     /// per-IP connect rate limit (without it the limit is not applied).
     pub fn router(&self) -> Router {
-        Router::new()
-            .route("/v1/ws", get(ws_handler))
+        self.api().split_for_parts().0
+    }
+
+    /// [`Gateway::router`] with its OpenAPI description.
+    pub fn api(&self) -> OpenApiRouter {
+        OpenApiRouter::new()
+            .routes(routes!(ws_handler))
             .with_state(self.inner.clone())
     }
 }
@@ -72,6 +79,44 @@ fn refuse(inner: &Inner, reason: &str, err: ApiError) -> Response {
     err.into_response()
 }
 
+applause_web::api_errors!(
+    WsErrors = [
+        InvalidQuery,
+        InvalidRequest,
+        Unauthorized,
+        Forbidden,
+        RoomNotFound,
+        RateLimited,
+        Unavailable,
+    ]
+);
+
+/// Open a room's WebSocket feed (SPEC §4).
+///
+/// A WebSocket handshake (`Connection: Upgrade`, `Upgrade: websocket`,
+/// `Sec-WebSocket-Version: 13`, `Sec-WebSocket-Key`) is answered 101 and
+/// the connection carries the room's JSON frames; a request that is not one
+/// is 400 `invalid_request`. Viewers may watch without a token; a token
+/// (by `access_token` or `Authorization`) that does not verify is 401. A
+/// browser's `Origin` must be allowed (403). Checked before the upgrade:
+/// shutdown and the connection cap (503), the per-IP connect rate (429),
+/// the token, the room (404).
+#[utoipa::path(
+    get,
+    path = "/v1/ws",
+    tag = "realtime",
+    operation_id = "open_websocket",
+    params(
+        ("room" = inline(ObjectId), Query, description = "The room to watch."),
+        ("access_token" = Option<String>, Query,
+            description = "A bearer token, for clients that cannot set headers."),
+    ),
+    security((), ("bearer" = [])),
+    responses(
+        (status = 101, description = "Switching protocols: the connection is a WebSocket."),
+        WsErrors,
+    )
+)]
 async fn ws_handler(State(inner): State<Arc<Inner>>, req: Request) -> Response {
     let (mut parts, _body) = req.into_parts();
     if inner.shutdown.is_cancelled() {

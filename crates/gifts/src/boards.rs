@@ -10,7 +10,9 @@ use axum::response::Response;
 use serde::Deserialize;
 
 use crate::gifts::ledger_error;
+use crate::params::{BoardWindow, ObjectId, RoomWindow};
 use crate::render::json;
+use crate::views::{Amount, BoardEntry, BroadcasterBoard, MyRank, RoomBoard};
 use crate::{principal, GiftService, Id};
 
 /// The most entries one read returns.
@@ -69,17 +71,15 @@ pub(crate) fn parse(
     Ok((window, limit))
 }
 
-fn entries_json(entries: &[Entry], svc: &GiftService) -> Vec<serde_json::Value> {
+fn entries_json(entries: Vec<Entry>, svc: &GiftService) -> Vec<BoardEntry> {
     let c = svc.0.ledger.currency();
     entries
-        .iter()
-        .map(|e| {
-            serde_json::json!({
-                "rank": e.rank,
-                "user_id": e.user_id,
-                "name": e.name.clone().unwrap_or_else(|| e.user_id.clone()),
-                "amount": c.format(e.amount_minor),
-            })
+        .into_iter()
+        .map(|e| BoardEntry {
+            amount: Amount::of(c, e.amount_minor),
+            name: e.name.unwrap_or_else(|| e.user_id.clone()),
+            rank: e.rank,
+            user_id: e.user_id,
         })
         .collect()
 }
@@ -102,6 +102,23 @@ async fn room_broadcaster(svc: &GiftService, room_id: &str) -> Result<String, Ap
     Ok(room.broadcaster_id)
 }
 
+applause_web::api_errors!(RoomTopErrors = [InvalidQuery, RoomNotFound, Unavailable]);
+
+/// A room's top gifters in a window.
+///
+/// Anyone, signed in or not. Ties rank by user id.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}/leaderboard",
+    tag = "leaderboards",
+    operation_id = "room_leaderboard",
+    params(
+        ("room_id" = inline(ObjectId), Path, description = "The room."),
+        ("window" = inline(Option<RoomWindow>), Query, description = "Default `live`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Default 10."),
+    ),
+    responses((status = 200, description = "The board.", body = RoomBoard<'_>), RoomTopErrors)
+)]
 pub(crate) async fn room_top(
     State(svc): State<GiftService>,
     Id(room_id): Id,
@@ -117,14 +134,29 @@ pub(crate) async fn room_top(
         .map_err(board_error)?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "room_id": room_id,
-            "window": window.as_str(),
-            "entries": entries_json(&entries, &svc),
-        }),
+        &RoomBoard {
+            entries: entries_json(entries, &svc),
+            room_id: &room_id,
+            window: window.as_str(),
+        },
     ))
 }
 
+applause_web::api_errors!(RoomMeErrors = [InvalidQuery, Unauthorized, RoomNotFound, Unavailable]);
+
+/// The token's user's own rank and total on a room's board.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}/leaderboard/me",
+    tag = "leaderboards",
+    operation_id = "my_rank",
+    params(
+        ("room_id" = inline(ObjectId), Path, description = "The room."),
+        ("window" = inline(Option<RoomWindow>), Query, description = "Default `live`."),
+    ),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The user's rank.", body = MyRank<'_>), RoomMeErrors)
+)]
 pub(crate) async fn room_me(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -149,16 +181,35 @@ pub(crate) async fn room_me(
     let c = svc.0.ledger.currency();
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "room_id": room_id,
-            "window": window.as_str(),
-            "user_id": who.user_id,
-            "rank": me.as_ref().map(|e| e.rank),
-            "amount": c.format(me.map(|e| e.amount_minor).unwrap_or(0)),
-        }),
+        &MyRank {
+            amount: Amount::of(c, me.as_ref().map_or(0, |e| e.amount_minor)),
+            rank: me.as_ref().map(|e| e.rank),
+            room_id: &room_id,
+            user_id: &who.user_id,
+            window: window.as_str(),
+        },
     ))
 }
 
+applause_web::api_errors!(BroadcastersErrors = [InvalidQuery, Unavailable]);
+
+/// The top broadcasters by gross gifts received.
+///
+/// Anyone, signed in or not.
+#[utoipa::path(
+    get,
+    path = "/v1/leaderboards/broadcasters",
+    tag = "leaderboards",
+    operation_id = "broadcaster_leaderboard",
+    params(
+        ("window" = inline(Option<BoardWindow>), Query, description = "Default `day`."),
+        ("limit" = Option<u32>, Query, minimum = 1, maximum = 100, description = "Default 10."),
+    ),
+    responses(
+        (status = 200, description = "The board.", body = BroadcasterBoard<'_>),
+        BroadcastersErrors,
+    )
+)]
 pub(crate) async fn broadcasters(
     State(svc): State<GiftService>,
     q: QueryResult,
@@ -172,6 +223,9 @@ pub(crate) async fn broadcasters(
         .map_err(board_error)?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "window": window.as_str(), "entries": entries_json(&entries, &svc) }),
+        &BroadcasterBoard {
+            entries: entries_json(entries, &svc),
+            window: window.as_str(),
+        },
     ))
 }

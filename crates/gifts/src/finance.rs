@@ -1,7 +1,7 @@
 //! Finance reads: the revenue report (JSON or CSV) and the summary with the
 //! ledger check. Finance and admin only.
 
-use applause_core::{Channel, Currency, ErrorCode};
+use applause_core::{Currency, ErrorCode};
 use applause_ledger::reports::parse_day;
 use applause_ledger::{GroupBy, RevenueRow};
 use applause_web::ApiError;
@@ -9,24 +9,38 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::gifts::ledger_error;
+use crate::params::{Day, Format, GroupBy as GroupByParam};
 use crate::render::json;
+use crate::views::{Amount, ByChannel, LedgerCheck, RevenueReport, RevenueRowView, Summary};
 use crate::{principal, GiftService};
 
 /// The longest report interval, in days (a bound on the work of one request).
 pub const REPORT_DAYS_MAX: i64 = 366;
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct RevenueQuery {
+    /// The first day of the half-open UTC interval `[from, to)`.
+    #[param(inline, value_type = Day)]
     from: String,
+    /// The day after the last (at most 366 days after `from`).
+    #[param(inline, value_type = Day)]
     to: String,
+    /// Default `day`.
     #[serde(default)]
+    #[param(inline, value_type = Option<GroupByParam>)]
     group_by: Option<String>,
+    /// Default `json`.
     #[serde(default)]
+    #[param(inline, value_type = Option<Format>)]
     format: Option<String>,
 }
+
+applause_web::api_errors!(RevenueErrors = [InvalidQuery, Unauthorized, Forbidden, Unavailable]);
 
 fn require_finance(svc: &GiftService, headers: &HeaderMap) -> Result<(), ApiError> {
     let who = principal(svc, headers)?;
@@ -81,6 +95,26 @@ pub(crate) fn revenue_params(
     Ok((q, from_ms, to_ms, group_by, csv))
 }
 
+/// The revenue report: rows by day, channel, broadcaster or sticker, and totals.
+///
+/// Finance and admin. On every row `gross = store_fees +
+/// broadcaster_earnings + platform_revenue` exactly; `format=csv` answers a
+/// CSV download of the same rows.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/revenue",
+    tag = "finance",
+    operation_id = "revenue_report",
+    params(RevenueQuery),
+    security(("bearer" = ["finance", "admin"])),
+    responses(
+        (status = 200, description = "The report.", content(
+            (RevenueReport<'_> = "application/json"),
+            (String = "text/csv"),
+        )),
+        RevenueErrors,
+    )
+)]
 pub(crate) async fn revenue(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -117,31 +151,36 @@ pub(crate) async fn revenue(
     }
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "from": q.from,
-            "to": q.to,
-            "group_by": group_by.as_str(),
-            "currency": currency.code(),
-            "rows": rows.iter().map(|r| row_json(group_by.as_str(), r, currency)).collect::<Vec<_>>(),
-            "totals": row_json("total", &totals, currency),
-        }),
+        &RevenueReport {
+            currency: currency.code(),
+            from: &q.from,
+            group_by: group_by.as_str(),
+            rows: rows
+                .iter()
+                .map(|r| row_view(Some(group_by), r, currency))
+                .collect(),
+            to: &q.to,
+            totals: row_view(None, &totals, currency),
+        },
     ))
 }
 
-fn row_json(key_name: &str, r: &RevenueRow, c: &Currency) -> serde_json::Value {
-    let mut v = serde_json::json!({
-        "gifts": r.gifts,
-        "gross": c.format(r.gross),
-        "store_fees": c.format(r.store_fees),
-        "broadcaster_earnings": c.format(r.broadcaster_earnings),
-        "platform_revenue": c.format(r.platform_revenue),
-        "refunds": c.format(r.refunds),
-        "net": c.format(r.net),
-    });
-    if key_name != "total" {
-        v[key_name] = serde_json::Value::String(r.key.clone());
+/// A row keyed by `group_by`'s field, or the totals row (`None`: no key).
+fn row_view<'a>(group_by: Option<GroupBy>, r: &'a RevenueRow, c: &Currency) -> RevenueRowView<'a> {
+    let key = |g: GroupBy| (group_by == Some(g)).then_some(r.key.as_str());
+    RevenueRowView {
+        broadcaster: key(GroupBy::Broadcaster),
+        broadcaster_earnings: Amount::of(c, r.broadcaster_earnings),
+        channel: key(GroupBy::Channel),
+        day: key(GroupBy::Day),
+        gifts: r.gifts,
+        gross: Amount::of(c, r.gross),
+        net: Amount::of(c, r.net),
+        platform_revenue: Amount::of(c, r.platform_revenue),
+        refunds: Amount::of(c, r.refunds),
+        sticker: key(GroupBy::Sticker),
+        store_fees: Amount::of(c, r.store_fees),
     }
-    v
 }
 
 /// The report as CSV (also printed by `applause report revenue`).
@@ -184,6 +223,19 @@ fn csv_field(s: &str) -> String {
     }
 }
 
+applause_web::api_errors!(SummaryErrors = [Unauthorized, Forbidden, Unavailable]);
+
+/// Totals of the whole ledger and the result of the ledger check.
+///
+/// Finance and admin.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/summary",
+    tag = "finance",
+    operation_id = "finance_summary",
+    security(("bearer" = ["finance", "admin"])),
+    responses((status = 200, description = "The summary.", body = Summary<'_>), SummaryErrors)
+)]
 pub(crate) async fn summary(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -193,8 +245,44 @@ pub(crate) async fn summary(
         tokio::try_join!(svc.0.ledger.summary(), svc.0.ledger.check()).map_err(ledger_error)?;
     Ok(json(
         StatusCode::OK,
-        &summary_json(&s, &check, svc.0.ledger.currency()),
+        &summary_view(&s, &check, svc.0.ledger.currency()),
     ))
+}
+
+fn summary_view<'a>(
+    s: &applause_ledger::Summary,
+    check: &'a applause_ledger::CheckReport,
+    c: &'a Currency,
+) -> Summary<'a> {
+    Summary {
+        broadcaster_payable: Amount::of(c, s.broadcaster_payable),
+        currency: c.code(),
+        escrow_open: Amount::of(c, s.escrow_open),
+        gifts: s.gifts,
+        gross_gifts: Amount::of(c, s.gross_gifts),
+        ledger_check: check_view(check, c),
+        platform_revenue: Amount::of(c, s.platform_revenue),
+        refunds: Amount::of(c, s.refunds),
+        store_fees: Amount::of(c, s.store_fees_by_channel.iter().sum()),
+        store_fees_by_channel: ByChannel::of(c, &s.store_fees_by_channel),
+        topups: Amount::of(c, s.topups_by_channel.iter().sum()),
+        topups_by_channel: ByChannel::of(c, &s.topups_by_channel),
+        wallets_outstanding: Amount::of(c, s.wallets_outstanding),
+    }
+}
+
+fn check_view<'a>(check: &'a applause_ledger::CheckReport, c: &Currency) -> LedgerCheck<'a> {
+    LedgerCheck {
+        bad_splits: &check.bad_splits,
+        balance_sum: c.format(check.balance_sum),
+        entries: check.entries,
+        mismatched_escrow: &check.mismatched_escrow,
+        mismatched_wallets: &check.mismatched_wallets,
+        negative_wallets: &check.negative_wallets,
+        ok: check.ok(),
+        transactions: check.transactions,
+        unbalanced_transactions: &check.unbalanced_transactions,
+    }
 }
 
 /// The summary as JSON (also printed by `applause ledger check`).
@@ -203,42 +291,12 @@ pub fn summary_json(
     check: &applause_ledger::CheckReport,
     c: &Currency,
 ) -> serde_json::Value {
-    let per_channel = |v: &applause_core::PerChannel| {
-        let mut m = serde_json::Map::new();
-        for ch in Channel::ALL {
-            m.insert(ch.as_str().into(), c.format(v[ch.index()]).into());
-        }
-        serde_json::Value::Object(m)
-    };
-    serde_json::json!({
-        "currency": c.code(),
-        "topups": c.format(s.topups_by_channel.iter().sum()),
-        "topups_by_channel": per_channel(&s.topups_by_channel),
-        "wallets_outstanding": c.format(s.wallets_outstanding),
-        "escrow_open": c.format(s.escrow_open),
-        "gifts": s.gifts,
-        "gross_gifts": c.format(s.gross_gifts),
-        "store_fees": c.format(s.store_fees_by_channel.iter().sum()),
-        "store_fees_by_channel": per_channel(&s.store_fees_by_channel),
-        "broadcaster_payable": c.format(s.broadcaster_payable),
-        "platform_revenue": c.format(s.platform_revenue),
-        "refunds": c.format(s.refunds),
-        "ledger_check": check_json(check, c),
-    })
+    serde_json::to_value(summary_view(s, check, c)).expect("summary serializes")
 }
 
+/// The ledger check as JSON (also printed by `applause ledger check`).
 pub fn check_json(check: &applause_ledger::CheckReport, c: &Currency) -> serde_json::Value {
-    serde_json::json!({
-        "ok": check.ok(),
-        "transactions": check.transactions,
-        "entries": check.entries,
-        "balance_sum": c.format(check.balance_sum),
-        "unbalanced_transactions": check.unbalanced_transactions,
-        "mismatched_wallets": check.mismatched_wallets,
-        "negative_wallets": check.negative_wallets,
-        "bad_splits": check.bad_splits,
-        "mismatched_escrow": check.mismatched_escrow,
-    })
+    serde_json::to_value(check_view(check, c)).expect("check serializes")
 }
 
 #[cfg(test)]

@@ -23,10 +23,13 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::idempotency::{self, key_reused, InFlight};
 use crate::limits::contains_blocked;
+use crate::params::ObjectId;
 use crate::render::{json, json_response};
+use crate::views::{Acked, GiftCreated, GiftView};
 use crate::{body, principal, GiftService, Id};
 
 /// Gift messages and acknowledgements: at most this many characters.
@@ -41,15 +44,81 @@ pub(crate) fn ledger_error(e: LedgerError) -> ApiError {
     }
 }
 
-#[derive(Deserialize)]
+/// What to buy. Price and split come from the server's catalog and policy
+/// only; a field that tries to set them (or any unknown field) is a 400.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Purchase {
+    /// A sticker id of the catalog (`GET /v1/stickers`).
+    #[schema(min_length = 1, max_length = 64, example = "rose")]
     sticker_id: String,
+    /// How many stickers: a whole number from 1 to 9999.
+    #[schema(value_type = u32, minimum = 1, maximum = 9999, example = 1)]
     quantity: serde_json::Value,
+    /// Shown with the gift: at most 200 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 200)]
     message: Option<String>,
 }
 
+applause_web::api_errors!(
+    PurchaseErrors = [
+        IdempotencyKeyRequired,
+        InvalidJson,
+        InvalidRequest,
+        InvalidQuantity,
+        InvalidMessage,
+        Unauthorized,
+        InsufficientFunds,
+        SelfGift,
+        RoomNotFound,
+        UnknownSticker,
+        RoomNotLive,
+        IdempotencyKeyInFlight,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        IdempotencyKeyReused,
+        MessageRejected,
+        RateLimited,
+        Unavailable,
+    ]
+);
+
+/// Buy a gift and send it into a live room.
+///
+/// Any signed-in user but the room's broadcaster (403 `self_gift`). The
+/// price is drawn from the sender's wallet (per channel, in the policy's
+/// order) and split between store, broadcaster and platform. A replay with
+/// the same `Idempotency-Key` and body answers the original status and
+/// byte-identical body (also a failure that depended on state); the same
+/// key with another body is 422, while the first is in flight 409.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/gifts",
+    tag = "gifts",
+    operation_id = "purchase_gift",
+    params(
+        ("room_id" = inline(ObjectId), Path, description = "The room."),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255,
+            pattern = "^[!-~]([ -~]*[!-~])?$",
+            description = "1–255 printable ASCII characters; the purchase's identity for retries."),
+    ),
+    request_body(content = Purchase, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Bought and sent (or the replay of that answer).",
+            body = GiftCreated<'_>,
+            links(
+                ("GetGift" = (operation_id = "get_gift",
+                    parameters(("gift_id" = "$response.body#/gift_id")))),
+                ("AckGift" = (operation_id = "ack_gift",
+                    parameters(("gift_id" = "$response.body#/gift_id")))),
+                ("RefundGift" = (operation_id = "refund_gift",
+                    parameters(("gift_id" = "$response.body#/gift_id")))),
+            )),
+        PurchaseErrors,
+    )
+)]
 pub(crate) async fn purchase(
     State(svc): State<GiftService>,
     Id(room_id): Id,
@@ -196,6 +265,20 @@ fn request_hash(room_id: &str, sticker_id: &str, quantity: u32, message: Option<
     hex::encode(h.finalize())
 }
 
+applause_web::api_errors!(GetGiftErrors = [Unauthorized, Forbidden, GiftNotFound, Unavailable]);
+
+/// Read a gift, with its acknowledgement and refund.
+///
+/// Its sender, its room's broadcaster, finance and admin; anyone else 403.
+#[utoipa::path(
+    get,
+    path = "/v1/gifts/{gift_id}",
+    tag = "gifts",
+    operation_id = "get_gift",
+    params(("gift_id" = inline(ObjectId), Path, description = "The gift.")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The gift.", body = GiftView<'_>), GetGiftErrors)
+)]
 pub(crate) async fn get(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -227,12 +310,44 @@ pub(crate) async fn get(
     ))
 }
 
-#[derive(Deserialize)]
+/// A thank-you or an answer to the gift's message.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Ack {
+    /// 1–200 characters, no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "thank you!")]
     text: String,
 }
 
+applause_web::api_errors!(
+    AckErrors = [
+        InvalidJson,
+        InvalidRequest,
+        InvalidMessage,
+        Unauthorized,
+        Forbidden,
+        GiftNotFound,
+        AlreadyAcknowledged,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        MessageRejected,
+        Unavailable,
+    ]
+);
+
+/// Acknowledge a gift; the room sees it. Once per gift.
+///
+/// The gift's room's broadcaster only (403 for anyone else).
+#[utoipa::path(
+    post,
+    path = "/v1/gifts/{gift_id}/ack",
+    tag = "gifts",
+    operation_id = "ack_gift",
+    params(("gift_id" = inline(ObjectId), Path, description = "The gift.")),
+    request_body(content = Ack, content_type = "application/json"),
+    security(("bearer" = ["broadcaster"])),
+    responses((status = 200, description = "Acknowledged.", body = Acked<'_>), AckErrors)
+)]
 pub(crate) async fn ack_http(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -251,7 +366,10 @@ pub(crate) async fn ack_http(
     .await?;
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({ "gift_id": gift_id, "text": req.text }),
+        &Acked {
+            gift_id: &gift_id,
+            text: &req.text,
+        },
     ))
 }
 

@@ -16,6 +16,7 @@ mod gifts;
 mod idempotency;
 mod limits;
 mod metrics;
+mod params;
 mod redpackets;
 mod refunds;
 mod render;
@@ -23,6 +24,7 @@ mod rooms;
 mod routes;
 mod service;
 mod statements;
+mod views;
 mod wallet;
 
 pub use config::GiftsConfig;

@@ -18,7 +18,7 @@
 
 use applause_core::ids::is_valid_object_id;
 use applause_core::redpacket::{self, Mode, RedPacketError};
-use applause_core::{Channel, ErrorCode};
+use applause_core::ErrorCode;
 use applause_ledger::{
     ClaimCmd, ClaimOutcome, ClaimRecord, DropCmd, DropOutcome, RedPacket, StoredOutcome,
 };
@@ -29,27 +29,61 @@ use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
 use sha2::{Digest, Sha256};
+use utoipa::ToSchema;
 
 use crate::gifts::ledger_error;
 use crate::idempotency::{self, key_reused, InFlight};
+use crate::params::{Mode as ModeParam, ObjectId};
 use crate::render::{json, json_response};
+use crate::views::{Amount, ByChannel, ClaimView, Claimed, Dropped, PacketView};
 use crate::{body, principal, GiftService, Id};
 
 /// The longest time a packet stays claimable, in seconds (the default is
 /// `GiftsConfig::red_packet_expiry`).
 pub const EXPIRES_IN_S_MAX: u64 = 86_400;
 
-#[derive(Deserialize)]
+/// A red packet to drop into a live room.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct DropBody {
+    /// What the packet holds, drawn from the sender's wallet into escrow at once.
+    #[schema(value_type = Amount)]
     pub(crate) total: serde_json::Value,
+    /// How many shares: 1–500, each at least one minor unit.
+    #[schema(value_type = u32, minimum = 1, maximum = 500, example = 2)]
     count: serde_json::Value,
+    /// `equal`, `random` (double-mean) or `fixed` (with `shares`).
+    #[schema(value_type = ModeParam)]
     mode: String,
+    /// `fixed` only: `count` amounts summing to `total`, claimed in order.
     #[serde(default)]
+    #[schema(value_type = Option<Vec<Amount>>)]
     pub(crate) shares: Option<Vec<serde_json::Value>>,
+    /// Seconds until the unclaimed rest returns to the sender: 1–86400
+    /// (default the server's setting, 24 h).
     #[serde(default)]
+    #[schema(value_type = Option<u32>, minimum = 1, maximum = 86400)]
     expires_in_s: Option<serde_json::Value>,
 }
+
+applause_web::api_errors!(
+    DropErrors = [
+        IdempotencyKeyRequired,
+        InvalidJson,
+        InvalidRequest,
+        InvalidAmount,
+        InvalidRedPacket,
+        Unauthorized,
+        InsufficientFunds,
+        RoomNotFound,
+        RoomNotLive,
+        IdempotencyKeyInFlight,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        IdempotencyKeyReused,
+        Unavailable,
+    ]
+);
 
 fn invalid(e: impl std::fmt::Display) -> ApiError {
     ApiError::new(ErrorCode::InvalidRedPacket, e.to_string())
@@ -69,6 +103,34 @@ fn os_uniform(n: u64) -> u64 {
     }
 }
 
+/// Drop a red packet into a live room; viewers claim its shares.
+///
+/// Any signed-in user. The `Idempotency-Key` follows the purchase rules: a
+/// replay answers the original outcome, another body 422, in flight 409.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/red-packets",
+    tag = "red-packets",
+    operation_id = "drop_red_packet",
+    params(
+        ("room_id" = inline(ObjectId), Path, description = "The room."),
+        ("Idempotency-Key" = String, Header, min_length = 1, max_length = 255,
+            pattern = "^[!-~]([ -~]*[!-~])?$",
+            description = "1–255 printable ASCII characters; the drop's identity for retries."),
+    ),
+    request_body(content = DropBody, content_type = "application/json"),
+    security(("bearer" = [])),
+    responses(
+        (status = 201, description = "Dropped (or the replay of that answer).", body = Dropped<'_>,
+            links(
+                ("GetRedPacket" = (operation_id = "get_red_packet",
+                    parameters(("packet_id" = "$response.body#/packet_id")))),
+                ("ClaimRedPacket" = (operation_id = "claim_red_packet",
+                    parameters(("packet_id" = "$response.body#/packet_id")))),
+            )),
+        DropErrors,
+    )
+)]
 pub(crate) async fn drop_packet(
     State(svc): State<GiftService>,
     Id(room_id): Id,
@@ -191,19 +253,43 @@ fn request_hash(parts: &[&str]) -> String {
 /// The 201 of a drop, from the packet's fields that never change (so a
 /// replay is byte-identical).
 fn dropped_body(p: &RedPacket, c: &applause_core::Currency) -> String {
-    serde_json::to_string(&serde_json::json!({
-        "packet_id": p.packet_id,
-        "room_id": p.room_id,
-        "sender_id": p.sender_id,
-        "total": c.format(p.total_minor),
-        "count": p.count,
-        "mode": p.mode,
-        "created_at": rfc3339_ms(p.created_at_ms),
-        "expires_at": rfc3339_ms(p.expires_at_ms),
-    }))
+    serde_json::to_string(&Dropped {
+        count: p.count,
+        created_at: rfc3339_ms(p.created_at_ms),
+        expires_at: rfc3339_ms(p.expires_at_ms),
+        mode: &p.mode,
+        packet_id: &p.packet_id,
+        room_id: &p.room_id,
+        sender_id: &p.sender_id,
+        total: Amount::of(c, p.total_minor),
+    })
     .expect("packet serializes")
 }
 
+applause_web::api_errors!(
+    ClaimErrors = [
+        Unauthorized,
+        Forbidden,
+        RedPacketNotFound,
+        AlreadyClaimed,
+        RedPacketGone,
+        Unavailable,
+    ]
+);
+
+/// Claim one share of a red packet into the token's user's wallet.
+///
+/// Any signed-in user but its sender (403); once per user (409); an empty,
+/// expired or ended-room packet is 410.
+#[utoipa::path(
+    post,
+    path = "/v1/red-packets/{packet_id}/claim",
+    tag = "red-packets",
+    operation_id = "claim_red_packet",
+    params(("packet_id" = inline(ObjectId), Path, description = "The red packet.")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "Claimed.", body = Claimed<'_>), ClaimErrors)
+)]
 pub(crate) async fn claim(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -226,9 +312,19 @@ pub(crate) async fn claim(
     let c = svc.0.ledger.currency();
     match outcome {
         ClaimOutcome::Claimed(claim, remaining_count, _) => {
-            let mut v = claim_json(&claim, c);
-            v["remaining_count"] = remaining_count.into();
-            Ok(json(StatusCode::OK, &v))
+            let v = claim_view(&claim, c);
+            Ok(json(
+                StatusCode::OK,
+                &Claimed {
+                    amount: v.amount,
+                    by_channel: v.by_channel,
+                    claimed_at: v.claimed_at,
+                    name: v.name,
+                    packet_id: v.packet_id,
+                    remaining_count,
+                    user_id: v.user_id,
+                },
+            ))
         }
         ClaimOutcome::AlreadyClaimed => Err(ApiError::new(
             ErrorCode::AlreadyClaimed,
@@ -246,26 +342,31 @@ pub(crate) async fn claim(
     }
 }
 
-fn claim_json(claim: &ClaimRecord, c: &applause_core::Currency) -> serde_json::Value {
-    let mut by_channel = serde_json::Map::new();
-    for ch in Channel::ALL {
-        by_channel.insert(
-            ch.as_str().into(),
-            c.format(claim.by_channel[ch.index()]).into(),
-        );
+fn claim_view<'a>(claim: &'a ClaimRecord, c: &applause_core::Currency) -> ClaimView<'a> {
+    ClaimView {
+        amount: Amount::of(c, claim.amount_minor),
+        by_channel: ByChannel::of(c, &claim.by_channel),
+        claimed_at: rfc3339_ms(claim.created_at_ms),
+        name: &claim.user_name,
+        packet_id: &claim.packet_id,
+        user_id: &claim.user_id,
     }
-    serde_json::json!({
-        "packet_id": claim.packet_id,
-        "user_id": claim.user_id,
-        "name": claim.user_name,
-        "amount": c.format(claim.amount_minor),
-        "by_channel": by_channel,
-        "claimed_at": rfc3339_ms(claim.created_at_ms),
-    })
 }
 
-/// `GET /v1/red-packets/{id}`: state and claims so far (any signed-in user;
-/// the unclaimed shares are not shown).
+applause_web::api_errors!(GetPacketErrors = [Unauthorized, RedPacketNotFound, Unavailable]);
+
+/// A red packet's state and its claims so far (not the unclaimed shares).
+///
+/// Any signed-in user.
+#[utoipa::path(
+    get,
+    path = "/v1/red-packets/{packet_id}",
+    tag = "red-packets",
+    operation_id = "get_red_packet",
+    params(("packet_id" = inline(ObjectId), Path, description = "The red packet.")),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The packet.", body = PacketView<'_>), GetPacketErrors)
+)]
 pub(crate) async fn get(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -285,24 +386,24 @@ pub(crate) async fn get(
     let c = svc.0.ledger.currency();
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "packet_id": p.packet_id,
-            "room_id": p.room_id,
-            "sender_id": p.sender_id,
-            "sender_name": p.sender_name,
-            "mode": p.mode,
-            "total": c.format(p.total_minor),
-            "count": p.count,
-            "state": p.state(svc.0.clock.now_ms()),
-            "claimed_count": p.claimed_count,
-            "claimed": c.format(p.claimed_minor),
-            "remaining": c.format(p.remaining_minor()),
-            "remaining_count": p.remaining_count(),
-            "returned": c.format(p.returned_minor),
-            "created_at": rfc3339_ms(p.created_at_ms),
-            "expires_at": rfc3339_ms(p.expires_at_ms),
-            "settled_at": p.settled_at_ms.map(rfc3339_ms),
-            "claims": claims.iter().map(|cl| claim_json(cl, c)).collect::<Vec<_>>(),
-        }),
+        &PacketView {
+            claimed: Amount::of(c, p.claimed_minor),
+            claimed_count: p.claimed_count,
+            claims: claims.iter().map(|cl| claim_view(cl, c)).collect(),
+            count: p.count,
+            created_at: rfc3339_ms(p.created_at_ms),
+            expires_at: rfc3339_ms(p.expires_at_ms),
+            mode: &p.mode,
+            packet_id: &p.packet_id,
+            remaining: Amount::of(c, p.remaining_minor()),
+            remaining_count: p.remaining_count(),
+            returned: Amount::of(c, p.returned_minor),
+            room_id: &p.room_id,
+            sender_id: &p.sender_id,
+            sender_name: &p.sender_name,
+            settled_at: p.settled_at_ms.map(rfc3339_ms),
+            state: p.state(svc.0.clock.now_ms()),
+            total: Amount::of(c, p.total_minor),
+        },
     ))
 }

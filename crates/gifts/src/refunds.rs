@@ -9,7 +9,7 @@
 //! a second one is reported rather than replayed as if it had succeeded.
 
 use applause_core::ids::is_valid_object_id;
-use applause_core::{Channel, ErrorCode};
+use applause_core::ErrorCode;
 use applause_ledger::{GiftRecord, RefundCmd, RefundOutcome};
 use applause_web::{rfc3339_ms, ApiError};
 use axum::body::Body;
@@ -17,17 +17,51 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
 use crate::gifts::{ledger_error, TEXT_CHARS_MAX};
+use crate::params::ObjectId;
 use crate::render::json;
+use crate::views::{Amount, ByChannel, RefundView};
 use crate::{body, principal, GiftService, Id};
 
-#[derive(Deserialize)]
+/// Why the gift is reversed (fraud, a chargeback…), kept with the refund.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct Refund {
+    /// 1–200 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 200, example = "chargeback")]
     reason: String,
 }
 
+applause_web::api_errors!(
+    RefundErrors = [
+        InvalidJson,
+        InvalidRequest,
+        Unauthorized,
+        Forbidden,
+        GiftNotFound,
+        AlreadyRefunded,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable,
+    ]
+);
+
+/// Reverse a gift: the sender is repaid per channel, the split is debited,
+/// the leaderboards are corrected. Once per gift.
+///
+/// Finance and admin. A second refund of the same gift is 409 `already_refunded`.
+#[utoipa::path(
+    post,
+    path = "/v1/finance/gifts/{gift_id}/refund",
+    tag = "finance",
+    operation_id = "refund_gift",
+    params(("gift_id" = inline(ObjectId), Path, description = "The gift.")),
+    request_body(content = Refund, content_type = "application/json"),
+    security(("bearer" = ["finance", "admin"])),
+    responses((status = 200, description = "Refunded.", body = RefundView<'_>), RefundErrors)
+)]
 pub(crate) async fn refund(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -75,29 +109,21 @@ pub(crate) async fn refund(
     }
 }
 
-fn refund_view(
-    g: &GiftRecord,
-    reason: &str,
-    by: &str,
+fn refund_view<'a>(
+    g: &'a GiftRecord,
+    reason: &'a str,
+    by: &'a str,
     c: &applause_core::Currency,
-) -> serde_json::Value {
-    let mut returned = serde_json::Map::new();
-    for ch in Channel::ALL {
-        returned.insert(ch.as_str().into(), c.format(g.paid[ch.index()]).into());
+) -> RefundView<'a> {
+    RefundView {
+        amount: Amount::of(c, g.amount_minor),
+        broadcaster_id: &g.broadcaster_id,
+        gift_id: &g.gift_id,
+        reason,
+        refunded_at: g.refunded_at_ms.map(rfc3339_ms),
+        refunded_by: by,
+        returned_by_channel: ByChannel::of(c, &g.paid),
+        reversed: crate::render::split(g, c),
+        sender_id: &g.sender_id,
     }
-    serde_json::json!({
-        "gift_id": g.gift_id,
-        "sender_id": g.sender_id,
-        "broadcaster_id": g.broadcaster_id,
-        "amount": c.format(g.amount_minor),
-        "returned_by_channel": returned,
-        "reversed": {
-            "store": c.format(g.split.store),
-            "broadcaster": c.format(g.split.broadcaster),
-            "platform": c.format(g.split.platform),
-        },
-        "reason": reason,
-        "refunded_by": by,
-        "refunded_at": g.refunded_at_ms.map(rfc3339_ms),
-    })
 }

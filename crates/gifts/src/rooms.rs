@@ -9,41 +9,100 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::ToSchema;
 
+use crate::params::ObjectId;
 use crate::render::json;
+use crate::views::{Amount, RoomView, StickerView, Stickers};
 use crate::{body, principal, GiftService, Id};
 
 /// The longest room title, in characters.
 pub const TITLE_CHARS_MAX: usize = 100;
 
+/// The sticker catalog: ids, names, prices.
+///
+/// Anyone, signed in or not.
+#[utoipa::path(
+    get,
+    path = "/v1/stickers",
+    tag = "catalog",
+    operation_id = "list_stickers",
+    responses((status = 200, description = "The catalog, in display order.", body = Stickers<'_>))
+)]
 pub(crate) async fn stickers(State(svc): State<GiftService>) -> Response {
     let currency = svc.0.ledger.currency();
-    let list: Vec<_> = svc
+    let stickers = svc
         .0
         .catalog
         .stickers()
         .iter()
-        .map(|s| {
-            serde_json::json!({
-                "id": s.id,
-                "name": s.name,
-                "price": currency.format(s.price_minor),
-                "animation": s.animation,
-            })
+        .map(|s| StickerView {
+            animation: &s.animation,
+            id: &s.id,
+            name: &s.name,
+            price: Amount::of(currency, s.price_minor),
         })
         .collect();
     json(
         StatusCode::OK,
-        &serde_json::json!({ "currency": currency.code(), "stickers": list }),
+        &Stickers {
+            currency: currency.code(),
+            stickers,
+        },
     )
 }
 
-#[derive(Deserialize)]
+/// A room to open.
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct CreateRoom {
+    /// 1–100 characters (trimmed), no control characters.
+    #[schema(min_length = 1, max_length = 100, example = "Friday night live")]
     title: String,
 }
 
+applause_web::api_errors!(
+    CreateRoomErrors = [
+        InvalidJson,
+        InvalidRequest,
+        InvalidTitle,
+        Unauthorized,
+        Forbidden,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        Unavailable,
+    ]
+);
+
+/// Open a live room (a stream session).
+///
+/// Broadcasters only; the room is the token's user's.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms",
+    tag = "rooms",
+    operation_id = "create_room",
+    request_body(content = CreateRoom, content_type = "application/json"),
+    security(("bearer" = ["broadcaster"])),
+    responses(
+        (status = 201, description = "The room, live.", body = RoomView<'_>,
+            links(
+                ("GetRoom" = (operation_id = "get_room",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+                ("PurchaseGift" = (operation_id = "purchase_gift",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+                ("DropRedPacket" = (operation_id = "drop_red_packet",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+                ("RoomLeaderboard" = (operation_id = "room_leaderboard",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+                ("MyRank" = (operation_id = "my_rank",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+                ("EndRoom" = (operation_id = "end_room",
+                    parameters(("room_id" = "$response.body#/room_id")))),
+            )),
+        CreateRoomErrors,
+    )
+)]
 pub(crate) async fn create(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -76,6 +135,19 @@ pub(crate) async fn create(
     Ok(json(StatusCode::CREATED, &crate::render::room(&room)))
 }
 
+applause_web::api_errors!(GetRoomErrors = [RoomNotFound, Unavailable]);
+
+/// A room's state.
+///
+/// Anyone, signed in or not.
+#[utoipa::path(
+    get,
+    path = "/v1/rooms/{room_id}",
+    tag = "rooms",
+    operation_id = "get_room",
+    params(("room_id" = inline(ObjectId), Path, description = "The room.")),
+    responses((status = 200, description = "The room.", body = RoomView<'_>), GetRoomErrors)
+)]
 pub(crate) async fn get(
     State(svc): State<GiftService>,
     Id(room_id): Id,
@@ -95,6 +167,20 @@ pub(crate) async fn get(
     }
 }
 
+applause_web::api_errors!(EndRoomErrors = [Unauthorized, Forbidden, RoomNotFound, Unavailable]);
+
+/// End the stream: the room stops accepting gifts and red packets.
+///
+/// The room's broadcaster only. Ending an ended room answers its state again.
+#[utoipa::path(
+    post,
+    path = "/v1/rooms/{room_id}/end",
+    tag = "rooms",
+    operation_id = "end_room",
+    params(("room_id" = inline(ObjectId), Path, description = "The room.")),
+    security(("bearer" = ["broadcaster"])),
+    responses((status = 200, description = "The room, ended.", body = RoomView<'_>), EndRoomErrors)
+)]
 pub(crate) async fn end(
     State(svc): State<GiftService>,
     headers: HeaderMap,

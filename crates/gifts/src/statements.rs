@@ -14,19 +14,39 @@ use axum::extract::{Query, State};
 use axum::http::{header, HeaderMap, HeaderValue, StatusCode};
 use axum::response::{IntoResponse, Response};
 use serde::Deserialize;
+use utoipa::IntoParams;
 
 use crate::gifts::ledger_error;
+use crate::params::{Day, Format, ObjectId};
 use crate::render::json;
+use crate::views::{Amount, Statement, StatementGift, StatementTotalsView};
 use crate::{principal, GiftService, Id};
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct StatementQuery {
+    /// The first day of the half-open UTC interval `[from, to)`.
+    #[param(inline, value_type = Day)]
     from: String,
+    /// The day after the last (at most 366 days after `from`).
+    #[param(inline, value_type = Day)]
     to: String,
+    /// Default `json`.
     #[serde(default)]
+    #[param(inline, value_type = Option<Format>)]
     format: Option<String>,
 }
+
+applause_web::api_errors!(
+    StatementErrors = [
+        InvalidQuery,
+        InvalidUserId,
+        Unauthorized,
+        Forbidden,
+        Unavailable,
+    ]
+);
 
 /// A statement's totals, in minor units.
 #[derive(Debug, Default, Clone, PartialEq, Eq)]
@@ -59,6 +79,28 @@ impl StatementTotals {
     }
 }
 
+/// A broadcaster's payout statement: each gift with its split and refund, and totals.
+///
+/// That broadcaster, finance and admin; anyone else 403. `format=csv`
+/// answers the same lines as CSV.
+#[utoipa::path(
+    get,
+    path = "/v1/finance/broadcasters/{broadcaster_id}/statement",
+    tag = "finance",
+    operation_id = "broadcaster_statement",
+    params(
+        ("broadcaster_id" = inline(ObjectId), Path, description = "The broadcaster's user id."),
+        StatementQuery,
+    ),
+    security(("bearer" = ["broadcaster", "finance", "admin"])),
+    responses(
+        (status = 200, description = "The statement.", content(
+            (Statement<'_> = "application/json"),
+            (String = "text/csv"),
+        )),
+        StatementErrors,
+    )
+)]
 pub(crate) async fn statement(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -109,44 +151,47 @@ pub(crate) async fn statement(
     let t = StatementTotals::of(&gifts);
     Ok(json(
         StatusCode::OK,
-        &serde_json::json!({
-            "broadcaster_id": broadcaster_id,
-            "from": q.from,
-            "to": q.to,
-            "currency": c.code(),
-            "gifts": gifts.iter().map(|g| gift_json(g, c)).collect::<Vec<_>>(),
-            "totals": {
-                "gifts": t.gifts,
-                "gross": c.format(t.gross),
-                "store_fees": c.format(t.store_fees),
-                "broadcaster_earnings": c.format(t.broadcaster_earnings),
-                "platform_revenue": c.format(t.platform_revenue),
-                "refunds": c.format(t.refunds),
-                "net": c.format(t.gross - t.refunds),
-                "broadcaster_refunded": c.format(t.broadcaster_refunded),
-                "broadcaster_net": c.format(t.broadcaster_earnings - t.broadcaster_refunded),
+        &Statement {
+            broadcaster_id: &broadcaster_id,
+            currency: c.code(),
+            from: &q.from,
+            gifts: gifts.iter().map(|g| gift_view(g, c)).collect(),
+            to: &q.to,
+            totals: StatementTotalsView {
+                broadcaster_earnings: Amount::of(c, t.broadcaster_earnings),
+                broadcaster_net: Amount::of(c, t.broadcaster_earnings - t.broadcaster_refunded),
+                broadcaster_refunded: Amount::of(c, t.broadcaster_refunded),
+                gifts: t.gifts,
+                gross: Amount::of(c, t.gross),
+                net: Amount::of(c, t.gross - t.refunds),
+                platform_revenue: Amount::of(c, t.platform_revenue),
+                refunds: Amount::of(c, t.refunds),
+                store_fees: Amount::of(c, t.store_fees),
             },
-        }),
+        },
     ))
 }
 
-fn gift_json(g: &GiftRecord, c: &Currency) -> serde_json::Value {
-    serde_json::json!({
-        "gift_id": g.gift_id,
-        "created_at": rfc3339_ms(g.created_at_ms),
-        "room_id": g.room_id,
-        "sender_id": g.sender_id,
-        "sticker_id": g.sticker_id,
-        "quantity": g.quantity,
-        "amount": c.format(g.amount_minor),
-        "split": {
-            "store": c.format(g.split.store),
-            "broadcaster": c.format(g.split.broadcaster),
-            "platform": c.format(g.split.platform),
-        },
-        "refunded_at": g.refunded_at_ms.map(rfc3339_ms),
-        "refund": c.format(if g.refunded_at_ms.is_some() { g.amount_minor } else { 0 }),
-    })
+fn gift_view<'a>(g: &'a GiftRecord, c: &Currency) -> StatementGift<'a> {
+    StatementGift {
+        amount: Amount::of(c, g.amount_minor),
+        created_at: rfc3339_ms(g.created_at_ms),
+        gift_id: &g.gift_id,
+        quantity: g.quantity,
+        refund: Amount::of(
+            c,
+            if g.refunded_at_ms.is_some() {
+                g.amount_minor
+            } else {
+                0
+            },
+        ),
+        refunded_at: g.refunded_at_ms.map(rfc3339_ms),
+        room_id: &g.room_id,
+        sender_id: &g.sender_id,
+        split: crate::render::split(g, c),
+        sticker_id: &g.sticker_id,
+    }
 }
 
 /// The statement as CSV: one line per gift, then a `total` line. Ids are

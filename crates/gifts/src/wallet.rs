@@ -10,19 +10,65 @@ use axum::extract::{Query, State};
 use axum::http::{HeaderMap, StatusCode};
 use axum::response::Response;
 use serde::Deserialize;
+use utoipa::{IntoParams, ToSchema};
 
+use crate::params::{Channel as ChannelParam, ObjectId};
 use crate::render::{json, json_response};
+use crate::views::{Amount, TopUpView, WalletView};
 use crate::{body, principal, GiftService};
 
-#[derive(Deserialize)]
+/// A credit of a wallet through one funding channel (standing in for the
+/// store or payment integration).
+#[derive(Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub(crate) struct TopUp {
+    /// The wallet's user.
+    #[schema(value_type = ObjectId)]
     user_id: String,
+    /// `apple`, `google` or `web`.
+    #[schema(value_type = ChannelParam)]
     channel: String,
+    /// A positive amount, as a string.
+    #[schema(value_type = Amount)]
     pub(crate) amount: serde_json::Value,
+    /// The store's receipt: the idempotency key (1–255 printable ASCII).
+    #[schema(min_length = 1, max_length = 255, pattern = "^[ -~]+$")]
     receipt_id: String,
 }
 
+applause_web::api_errors!(
+    TopUpErrors = [
+        InvalidJson,
+        InvalidRequest,
+        InvalidUserId,
+        InvalidChannel,
+        InvalidAmount,
+        InvalidReceiptId,
+        Unauthorized,
+        Forbidden,
+        PayloadTooLarge,
+        UnsupportedMediaType,
+        IdempotencyKeyReused,
+        Unavailable,
+    ]
+);
+
+/// Credit a wallet.
+///
+/// Admin only. `receipt_id` is the idempotency key: a replay answers the
+/// same top-up; the same id with other fields is 422.
+#[utoipa::path(
+    post,
+    path = "/v1/topups",
+    tag = "money",
+    operation_id = "top_up",
+    request_body(content = TopUp, content_type = "application/json"),
+    security(("bearer" = ["admin"])),
+    responses(
+        (status = 201, description = "Credited (or the replay of that answer).", body = TopUpView<'_>),
+        TopUpErrors,
+    )
+)]
 pub(crate) async fn top_up(
     State(svc): State<GiftService>,
     headers: HeaderMap,
@@ -81,12 +127,37 @@ pub(crate) async fn top_up(
     }
 }
 
-#[derive(Deserialize)]
+#[derive(Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
+#[into_params(parameter_in = Query)]
 pub(crate) struct WalletQuery {
+    /// Another user's wallet: finance and admin only (default: the token's user).
+    #[param(inline, value_type = Option<ObjectId>)]
     user_id: Option<String>,
 }
 
+applause_web::api_errors!(
+    WalletErrors = [
+        InvalidQuery,
+        InvalidUserId,
+        Unauthorized,
+        Forbidden,
+        Unavailable,
+    ]
+);
+
+/// A wallet: its balance in total and per funding channel.
+///
+/// The token's user's own; finance and admin may name another `user_id`.
+#[utoipa::path(
+    get,
+    path = "/v1/wallet",
+    tag = "money",
+    operation_id = "get_wallet",
+    params(WalletQuery),
+    security(("bearer" = [])),
+    responses((status = 200, description = "The wallet.", body = WalletView<'_>), WalletErrors)
+)]
 pub(crate) async fn wallet(
     State(svc): State<GiftService>,
     headers: HeaderMap,

@@ -11,6 +11,7 @@ mod concurrency;
 mod health;
 mod idempotency;
 mod leaderboards;
+mod openapi;
 mod reports;
 mod security_matrix;
 mod unavailable;
