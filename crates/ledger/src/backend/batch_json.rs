@@ -1,13 +1,12 @@
-//! A batch's rows as JSON arrays, one per table: both backends expand them
-//! in SQL (`json_each` / `jsonb_array_elements`), so a batch costs one
-//! statement per table however many gifts it holds.
+//! A batch's rows as JSON arrays, one per table, for PostgreSQL: it expands
+//! them in SQL (`jsonb_array_elements`), so a batch costs one statement per
+//! table however many gifts it holds. (SQLite binds the rows as parameters
+//! instead: see `sqlite_write`.)
 
 use crate::model::*;
 use crate::plan::WriteSet;
 
-/// JSON arrays of the rows a batch inserts, one array per table; both
-/// backends expand them in SQL (`json_each` / `jsonb_array_elements`), so a
-/// batch costs one statement per table however many gifts it holds.
+/// JSON arrays of the rows a batch inserts, one array per table.
 pub(crate) struct BatchJson {
     pub txns: String,
     pub entries: String,

@@ -2,8 +2,9 @@
 //! (load and lock, plan, write, commit) and the read queries. Only the
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
-//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
-//! [`batch_json`] (a batch's rows as JSON).
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
+//! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters) and
+//! [`batch_json`] (PostgreSQL's batch rows as JSON arrays).
 
 use std::sync::Arc;
 
@@ -18,6 +19,7 @@ pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod shared;
 pub(crate) mod sqlite;
+mod sqlite_batch;
 
 use shared::ReadQueries;
 
