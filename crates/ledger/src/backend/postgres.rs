@@ -188,6 +188,15 @@ impl Pg {
     }
 }
 
+/// `persistent(false)` for the joins of a batch's key pairs against a
+/// growing table (idempotency keys, claims): a kept statement runs a generic
+/// plan made when the table was small — a hash join over a sequential scan —
+/// and keeps it until the next ANALYZE, so every batch scanned the whole
+/// idempotency table (`pg_stat_user_tables`: one sequential scan per batch).
+/// Planned each time, the planner sees the real table size and the number of
+/// keys and probes the primary key.
+const PLANNED_EACH_TIME: bool = false;
+
 fn text_array(items: impl Iterator<Item = String>) -> Vec<String> {
     items.collect()
 }
@@ -234,6 +243,7 @@ async fn load(
             "SELECT c.packet_id, c.user_id FROM red_packet_claims c \
              JOIN UNNEST($1::text[], $2::text[]) AS k(p, u) ON c.packet_id = k.p AND c.user_id = k.u",
         )
+        .persistent(PLANNED_EACH_TIME)
         .bind(ps)
         .bind(us)
         .fetch_all(&mut **tx)
@@ -280,6 +290,7 @@ async fn load(
             "SELECT i.user_id, i.key, i.request_hash, i.gift_id, i.error_code, i.created_at_ms \
              FROM idempotency i JOIN UNNEST($1::text[], $2::text[]) AS k(u, k) ON i.user_id = k.u AND i.key = k.k",
         )
+        .persistent(PLANNED_EACH_TIME)
         .bind(users)
         .bind(ks)
         .fetch_all(&mut **tx)
@@ -332,6 +343,7 @@ async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> R
             "DELETE FROM idempotency i USING UNNEST($1::text[], $2::text[]) AS k(u, k) \
              WHERE i.user_id = k.u AND i.key = k.k",
         )
+        .persistent(PLANNED_EACH_TIME)
         .bind(users)
         .bind(ks)
         .execute(&mut **tx)

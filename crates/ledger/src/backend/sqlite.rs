@@ -17,7 +17,7 @@ use tokio::sync::Mutex;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
-use super::sqlite_batch::{bind_one, bind_pair, select_in, write};
+use super::sqlite_batch::{bind_one, bind_pair, select_in, write, STATEMENT_CACHE};
 use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
@@ -135,9 +135,11 @@ impl Lite {
             // fsyncs the WAL).
             .pragma("wal_autocheckpoint", "16384")
             .pragma("temp_store", "memory");
-        let mut writer = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(error)?;
+        let mut writer = SqliteConnection::connect_with(
+            &options.clone().statement_cache_capacity(STATEMENT_CACHE),
+        )
+        .await
+        .map_err(error)?;
         writer.execute(SCHEMA).await.map_err(error)?;
         writer.execute(MONEY_SCHEMA).await.map_err(error)?;
         let reader = SqlitePoolOptions::new()

@@ -6,10 +6,14 @@
 //! functions allocate for every value they expand, and a profile of the
 //! purchase benchmark put about a quarter of the server's CPU in `malloc`
 //! under them (docs/benchmarks.md). Bound parameters are copied straight
-//! into the statement. Statements of a batch differ in their row counts, so
-//! they are not kept in the prepared-statement cache (`persistent(false)`):
-//! they would evict the hot ones.
-
+//! into the statement.
+//!
+//! Statements are prepared once and kept: every chunk has a row count that
+//! is a power of two (a batch of 130 rows is written as 128 + 2), so a table
+//! needs at most a dozen shapes and parsing a many-row `VALUES` list (a tenth
+//! of the server's instructions when each batch re-prepared its own) happens
+//! once per shape. Key lookups pad their `IN` list to the next power of two
+//! by repeating the last key instead, which selects the same rows.
 use applause_core::Channel;
 use sqlx::query_builder::Separated;
 use sqlx::sqlite::SqliteRow;
@@ -23,11 +27,40 @@ use crate::plan::WriteSet;
 /// is newer.
 const PARAMS_MAX: usize = 32_000;
 
+/// Rows per statement at most (a power of two), so the shapes a table needs
+/// stay few: 1, 2, 4, … up to this.
+const ROWS_MAX: usize = 512;
+
+/// Statements the writer connection keeps prepared: every power-of-two shape
+/// of every batch statement, with room to spare.
+pub(super) const STATEMENT_CACHE: usize = 512;
+
+/// The most rows one statement of `columns` parameters per row takes: a
+/// power of two under both limits.
+fn rows_max(columns: usize) -> usize {
+    let fit = (PARAMS_MAX / columns.max(1)).clamp(1, ROWS_MAX);
+    1 << fit.ilog2()
+}
+
+/// Cuts `n` rows into power-of-two chunk sizes, largest first, none above
+/// `max` (a power of two): 130 → 128, 2.
+fn chunk_sizes(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
+    std::iter::from_fn(move || {
+        if n == 0 {
+            return None;
+        }
+        let size = if n >= max { max } else { 1 << n.ilog2() };
+        n -= size;
+        Some(size)
+    })
+}
+
 /// Binds one row's columns.
 pub(super) type BindRow<'a, T> = fn(&mut Separated<'_, 'a, Sqlite, &'static str>, &'a T);
 
 /// Writes `rows` as `head VALUES (…), (…) tail` statements of `columns`
-/// parameters per row, as few as the parameter limit allows.
+/// parameters per row, each a power of two rows long (prepared once per
+/// shape and kept).
 async fn values<'a, T>(
     conn: &mut SqliteConnection,
     head: &str,
@@ -36,17 +69,21 @@ async fn values<'a, T>(
     rows: &'a [T],
     bind: BindRow<'a, T>,
 ) -> Result<(), sqlx::Error> {
-    for chunk in rows.chunks((PARAMS_MAX / columns).max(1)) {
+    let mut rest = rows;
+    for size in chunk_sizes(rows.len(), rows_max(columns)) {
+        let (chunk, after) = rest.split_at(size);
+        rest = after;
         let mut q = QueryBuilder::<Sqlite>::new(head);
         q.push_values(chunk, |mut b, row| bind(&mut b, row));
         q.push(tail);
-        q.build().persistent(false).execute(&mut *conn).await?;
+        q.build().persistent(true).execute(&mut *conn).await?;
     }
     Ok(())
 }
 
-/// Reads the rows `head IN (VALUES (…), (…))` selects for `keys`, in as few
-/// statements as the parameter limit allows.
+/// Reads the rows `head IN (VALUES (…), (…))` selects for `keys`. Each
+/// statement's list is padded to a power of two by repeating its last key
+/// (the same rows match), so one prepared shape serves many batch sizes.
 pub(super) async fn select_in<'a, T>(
     conn: &mut SqliteConnection,
     head: &str,
@@ -55,12 +92,20 @@ pub(super) async fn select_in<'a, T>(
     bind: BindRow<'a, T>,
 ) -> Result<Vec<SqliteRow>, sqlx::Error> {
     let mut out = Vec::new();
-    for chunk in keys.chunks((PARAMS_MAX / columns).max(1)) {
+    let max = rows_max(columns);
+    for chunk in keys.chunks(max) {
+        let padded = chunk.len().next_power_of_two().min(max);
+        let last = &chunk[chunk.len() - 1];
         let mut q = QueryBuilder::<Sqlite>::new(head);
         q.push(" IN (");
-        q.push_values(chunk, |mut b, key| bind(&mut b, key));
+        q.push_values(
+            chunk
+                .iter()
+                .chain(std::iter::repeat_n(last, padded - chunk.len())),
+            |mut b, key| bind(&mut b, key),
+        );
         q.push(")");
-        out.extend(q.build().persistent(false).fetch_all(&mut *conn).await?);
+        out.extend(q.build().persistent(true).fetch_all(&mut *conn).await?);
     }
     Ok(out)
 }
@@ -373,6 +418,23 @@ mod tests {
     use sqlx::{Connection, Executor, Row};
 
     use super::*;
+
+    #[test]
+    fn chunks_are_powers_of_two_that_sum_to_the_rows() {
+        assert_eq!(chunk_sizes(130, 512).collect::<Vec<_>>(), vec![128, 2]);
+        assert_eq!(chunk_sizes(0, 512).count(), 0);
+        assert_eq!(
+            chunk_sizes(1100, 512).collect::<Vec<_>>(),
+            vec![512, 512, 64, 8, 4]
+        );
+        for n in 0..3000 {
+            let sizes: Vec<_> = chunk_sizes(n, rows_max(17)).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), n);
+            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 512));
+        }
+        assert_eq!(rows_max(17), 512);
+        assert_eq!(rows_max(100), 256);
+    }
 
     /// Rows past one statement's parameter limit are written and read in
     /// chunks, all of them, in a real (in-memory) SQLite.
