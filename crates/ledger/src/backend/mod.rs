@@ -3,8 +3,9 @@
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
 //! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
-//! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters) and
-//! [`batch_json`] (PostgreSQL's batch rows as JSON arrays).
+//! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters),
+//! [`postgres_batch`] (PostgreSQL's batch rows as column arrays) and
+//! [`batch_json`] (PostgreSQL's rare tables as JSON arrays).
 
 use std::sync::Arc;
 
@@ -15,6 +16,7 @@ use crate::LedgerError;
 
 pub(crate) mod batch_json;
 pub(crate) mod postgres;
+mod postgres_batch;
 pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod shared;
