@@ -4,6 +4,7 @@
 
 pub mod auth;
 pub mod error;
+mod token_cache;
 
 pub use auth::{authorization, AuthError, Authenticator, Principal};
 pub use error::ApiError;
