@@ -123,6 +123,8 @@ async fn run(
     metrics: Metrics,
 ) {
     let mut batch: Vec<Request> = Vec::with_capacity(c.batch_max);
+    let mut commands: Vec<Command> = Vec::with_capacity(c.batch_max);
+    let mut replies = Vec::with_capacity(c.batch_max);
     let mut last_ms = 0i64;
     let mut stopping = false;
     loop {
@@ -143,7 +145,12 @@ async fn run(
         if taken == 0 {
             return;
         }
-        let commands: Vec<Command> = batch.iter().map(|r| r.command.clone()).collect();
+        // Moved out, not cloned: the commands go to the planner, the
+        // replies wait for the outcome.
+        for r in batch.drain(..) {
+            commands.push(r.command);
+            replies.push(r.reply);
+        }
         // The batch's commit time, from the injected clock. Commit times
         // never go backwards (a wall clock may), so seq order and time order
         // agree.
@@ -164,21 +171,22 @@ async fn run(
                 if any && c.notices.try_send(notice).is_err() {
                     c.notices_dropped.fetch_add(1, Ordering::Relaxed);
                 }
-                for (req, o) in batch.drain(..).zip(outcomes) {
-                    let _ = req.reply.send(Ok(o));
+                for (reply, o) in replies.drain(..).zip(outcomes) {
+                    let _ = reply.send(Ok(o));
                 }
             }
             Err(e) => {
                 metrics.batches.with_label_values(&["error"]).inc();
                 tracing::warn!(error = %e, commands = commands.len(), "ledger batch failed; nothing was written");
                 let e = Arc::new(e);
-                for req in batch.drain(..) {
-                    let _ = req.reply.send(Err(e.clone()));
+                for reply in replies.drain(..) {
+                    let _ = reply.send(Err(e.clone()));
                 }
                 // Do not spin against a database that is down.
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
         }
+        commands.clear();
     }
 }
 

@@ -10,6 +10,8 @@ use axum::http::{header, HeaderMap};
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 
+use crate::token_cache::{TokenCache, Verified};
+
 /// The issuer every token must name.
 pub const ISSUER: &str = "applause";
 /// The shortest accepted secret, in bytes.
@@ -27,6 +29,10 @@ struct Claims {
     name: Option<String>,
     iss: String,
     exp: u64,
+    /// Only read to decide whether a verified token may be cached (an
+    /// integer or absent); jsonwebtoken checks it.
+    #[serde(default, skip_serializing)]
+    nbf: Option<serde_json::Value>,
 }
 
 /// Who is acting, from a verified token.
@@ -64,6 +70,7 @@ pub struct Authenticator {
     encoding: EncodingKey,
     decoding: DecodingKey,
     validation: Validation,
+    verified: TokenCache,
 }
 
 impl std::fmt::Debug for Authenticator {
@@ -94,6 +101,7 @@ impl Authenticator {
             encoding: EncodingKey::from_secret(secret),
             decoding: DecodingKey::from_secret(secret),
             validation,
+            verified: TokenCache::default(),
         })
     }
 
@@ -104,6 +112,16 @@ impl Authenticator {
         }
         if token.len() > TOKEN_BYTES_MAX {
             return Err(AuthError::Invalid);
+        }
+        if let Some(v) = self.verified.get(token) {
+            let now = jsonwebtoken::get_current_timestamp();
+            return match v.check_times(now, self.validation.leeway) {
+                Ok(()) => Ok(v.principal),
+                Err(e) => {
+                    self.verified.remove(token);
+                    Err(e)
+                }
+            };
         }
         let data = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map_err(|e| match e.kind() {
@@ -125,11 +143,26 @@ impl Authenticator {
             Some(_) => return Err(AuthError::Invalid),
             None => c.sub.clone(),
         };
-        Ok(Principal {
+        let principal = Principal {
             user_id: c.sub,
             role,
             name,
-        })
+        };
+        let nbf = match &c.nbf {
+            None => Some(None),
+            Some(v) => v.as_u64().map(Some),
+        };
+        if let Some(nbf) = nbf {
+            self.verified.insert(
+                token,
+                Verified {
+                    principal: principal.clone(),
+                    exp: c.exp,
+                    nbf,
+                },
+            );
+        }
+        Ok(principal)
     }
 
     /// Verifies the value of an `Authorization` header (`Bearer <token>`).
@@ -174,6 +207,7 @@ impl Authenticator {
             name: name.map(str::to_owned),
             iss: ISSUER.to_owned(),
             exp,
+            nbf: None,
         };
         jsonwebtoken::encode(&Header::new(Algorithm::HS256), &claims, &self.encoding)
             .map_err(|e| format!("cannot sign token: {e}"))
@@ -342,6 +376,35 @@ mod tests {
         let big = raw(hs, big, SECRET);
         assert!(big.len() > TOKEN_BYTES_MAX);
         assert_eq!(a.verify(&big), Err(AuthError::Invalid));
+    }
+
+    #[test]
+    fn a_verified_token_answers_the_same_from_the_cache() {
+        let a = auth();
+        let hs = serde_json::json!({"alg": "HS256", "typ": "JWT"});
+        let now = chrono::Utc::now().timestamp() as u64;
+        let good = raw(
+            hs.clone(),
+            serde_json::json!({"sub": "alice", "role": "viewer", "iss": "applause", "exp": future(), "nbf": now - 60, "name": "Al"}),
+            SECRET,
+        );
+        let first = a.verify(&good).unwrap();
+        assert_eq!(a.verify(&good), Ok(first.clone()));
+        // A clone shares the cache and answers alike.
+        assert_eq!(a.clone().verify(&good), Ok(first));
+        // The same claims under another signature are still refused after
+        // the genuine token was cached.
+        let (body, _) = good.rsplit_once('.').unwrap();
+        assert_eq!(a.verify(&format!("{body}.AAAA")), Err(AuthError::Invalid));
+        // A token whose nbf is not an integer is verified every time, and
+        // answers as jsonwebtoken does.
+        let odd = raw(
+            hs,
+            serde_json::json!({"sub": "bob", "role": "viewer", "iss": "applause", "exp": future(), "nbf": "soon"}),
+            SECRET,
+        );
+        let once = a.verify(&odd);
+        assert_eq!(a.verify(&odd), once);
     }
 
     #[test]

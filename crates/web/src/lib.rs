@@ -5,6 +5,7 @@
 pub mod auth;
 pub mod error;
 pub mod openapi;
+mod token_cache;
 
 pub use auth::{authorization, AuthError, Authenticator, Principal};
 pub use error::ApiError;

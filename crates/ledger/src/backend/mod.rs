@@ -2,8 +2,10 @@
 //! (load and lock, plan, write, commit) and the read queries. Only the
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
-//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
-//! [`batch_json`] (a batch's rows as JSON).
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
+//! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters),
+//! [`postgres_batch`] (PostgreSQL's batch rows as column arrays) and
+//! [`batch_json`] (PostgreSQL's rare tables as JSON arrays).
 
 use std::sync::Arc;
 
@@ -14,10 +16,12 @@ use crate::LedgerError;
 
 pub(crate) mod batch_json;
 pub(crate) mod postgres;
+mod postgres_batch;
 pub(crate) mod rows;
 pub(crate) mod schema;
 pub(crate) mod shared;
 pub(crate) mod sqlite;
+mod sqlite_batch;
 
 use shared::ReadQueries;
 

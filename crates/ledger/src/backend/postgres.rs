@@ -16,7 +16,7 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
-use super::batch_json::BatchJson;
+use super::postgres_batch::write;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
@@ -128,7 +128,7 @@ pub(crate) fn error(e: sqlx::Error) -> LedgerError {
 }
 
 /// Why one attempt at a batch did not commit.
-enum Attempt {
+pub(super) enum Attempt {
     Retry(String),
     Fail(LedgerError),
 }
@@ -188,6 +188,15 @@ impl Pg {
     }
 }
 
+/// `persistent(false)` for the joins of a batch's key pairs against a
+/// growing table (idempotency keys, claims): a kept statement runs a generic
+/// plan made when the table was small — a hash join over a sequential scan —
+/// and keeps it until the next ANALYZE, so every batch scanned the whole
+/// idempotency table (`pg_stat_user_tables`: one sequential scan per batch).
+/// Planned each time, the planner sees the real table size and the number of
+/// keys and probes the primary key.
+pub(super) const PLANNED_EACH_TIME: bool = false;
+
 fn text_array(items: impl Iterator<Item = String>) -> Vec<String> {
     items.collect()
 }
@@ -234,6 +243,7 @@ async fn load(
             "SELECT c.packet_id, c.user_id FROM red_packet_claims c \
              JOIN UNNEST($1::text[], $2::text[]) AS k(p, u) ON c.packet_id = k.p AND c.user_id = k.u",
         )
+        .persistent(PLANNED_EACH_TIME)
         .bind(ps)
         .bind(us)
         .fetch_all(&mut **tx)
@@ -280,6 +290,7 @@ async fn load(
             "SELECT i.user_id, i.key, i.request_hash, i.gift_id, i.error_code, i.created_at_ms \
              FROM idempotency i JOIN UNNEST($1::text[], $2::text[]) AS k(u, k) ON i.user_id = k.u AND i.key = k.k",
         )
+        .persistent(PLANNED_EACH_TIME)
         .bind(users)
         .bind(ks)
         .fetch_all(&mut **tx)
@@ -321,192 +332,6 @@ async fn load(
         }
     }
     Ok(loaded)
-}
-
-async fn write(tx: &mut Transaction<'static, Postgres>, w: &plan::WriteSet) -> Result<(), Attempt> {
-    let j = BatchJson::of(w);
-    if !w.expired_keys.is_empty() {
-        // Before the batch's new keys: a forgotten key may be used again.
-        let (users, ks): (Vec<String>, Vec<String>) = w.expired_keys.iter().cloned().unzip();
-        sqlx::query(
-            "DELETE FROM idempotency i USING UNNEST($1::text[], $2::text[]) AS k(u, k) \
-             WHERE i.user_id = k.u AND i.key = k.k",
-        )
-        .bind(users)
-        .bind(ks)
-        .execute(&mut **tx)
-        .await?;
-    }
-    // Keys first: losing a race to another node must be found before
-    // anything else is written.
-    if !w.idempotency.is_empty() {
-        let inserted = sqlx::query(
-            "INSERT INTO idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms) \
-             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, (v->>5)::bigint FROM jsonb_array_elements($1::jsonb) v \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&j.idempotency)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted != w.idempotency.len() as u64 {
-            return Err(Attempt::Retry(
-                "an idempotency key was committed by another node".into(),
-            ));
-        }
-    }
-    if !w.receipts.is_empty() {
-        let inserted = sqlx::query(
-            "INSERT INTO receipts (receipt_id, user_id, channel, amount_minor, created_at_ms) \
-             SELECT v->>0, v->>1, v->>2, (v->>3)::bigint, (v->>4)::bigint FROM jsonb_array_elements($1::jsonb) v \
-             ON CONFLICT DO NOTHING",
-        )
-        .bind(&j.receipts)
-        .execute(&mut **tx)
-        .await?
-        .rows_affected();
-        if inserted != w.receipts.len() as u64 {
-            return Err(Attempt::Retry(
-                "a receipt was committed by another node".into(),
-            ));
-        }
-    }
-    for room in &w.new_rooms {
-        sqlx::query(
-            "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
-        )
-        .bind(&room.room_id)
-        .bind(&room.broadcaster_id)
-        .bind(&room.title)
-        .bind(room.epoch as i64)
-        .bind(room.live)
-        .bind(room.last_seq as i64)
-        .bind(room.published_seq as i64)
-        .bind(room.created_at_ms)
-        .bind(room.ended_at_ms)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for room in &w.room_updates {
-        sqlx::query("UPDATE rooms SET live = $2, last_seq = $3, published_seq = $4, ended_at_ms = $5 WHERE room_id = $1")
-            .bind(&room.room_id)
-            .bind(room.live)
-            .bind(room.last_seq as i64)
-            .bind(room.published_seq as i64)
-            .bind(room.ended_at_ms)
-            .execute(&mut **tx)
-            .await?;
-    }
-    if w.wallet_deltas.values().any(|d| *d > 0) {
-        sqlx::query(
-            "INSERT INTO wallets (user_id, channel, balance_minor) \
-             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v \
-             ON CONFLICT (user_id, channel) DO UPDATE SET balance_minor = wallets.balance_minor + excluded.balance_minor",
-        )
-        .bind(&j.wallet_credits)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if w.wallet_deltas.values().any(|d| *d < 0) {
-        sqlx::query(
-            "UPDATE wallets SET balance_minor = wallets.balance_minor + d.delta \
-             FROM (SELECT v->>0 AS u, v->>1 AS c, (v->>2)::bigint AS delta FROM jsonb_array_elements($1::jsonb) v) AS d \
-             WHERE wallets.user_id = d.u AND wallets.channel = d.c",
-        )
-        .bind(&j.wallet_debits)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !w.txns.is_empty() {
-        sqlx::query(
-            "INSERT INTO transactions (txn_id, kind, created_at_ms) \
-             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v",
-        )
-        .bind(&j.txns)
-        .execute(&mut **tx)
-        .await?;
-        sqlx::query(
-            "INSERT INTO entries (txn_id, account, amount_minor) \
-             SELECT v->>0, v->>1, (v->>2)::bigint FROM jsonb_array_elements($1::jsonb) v",
-        )
-        .bind(&j.entries)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !w.gifts.is_empty() {
-        sqlx::query(
-            "INSERT INTO gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
-             amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
-             seq, epoch, created_at_ms) \
-             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, v->>5, (v->>6)::bigint, (v->>7)::bigint, (v->>8)::bigint, \
-             (v->>9)::bigint, (v->>10)::bigint, v->>11, v->>12, (v->>13)::bigint, (v->>14)::bigint, (v->>15)::bigint, \
-             (v->>16)::bigint FROM jsonb_array_elements($1::jsonb) v",
-        )
-        .bind(&j.gifts)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !w.events.is_empty() {
-        sqlx::query(
-            "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id) \
-             SELECT v->>0, (v->>1)::bigint, (v->>2)::bigint, v->>3, v->>4, v->>5, (v->>6)::boolean, (v->>7)::bigint, v->>8 \
-             FROM jsonb_array_elements($1::jsonb) v",
-        )
-        .bind(&j.events)
-        .execute(&mut **tx)
-        .await?;
-    }
-    for (gift_id, text, at) in &w.acks {
-        sqlx::query("UPDATE gifts SET ack_text = $2, acked_at_ms = $3 WHERE gift_id = $1")
-            .bind(gift_id)
-            .bind(text)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-    }
-    for (gift_id, reason, by, at) in &w.refunds {
-        sqlx::query("UPDATE gifts SET refunded_at_ms = $2 WHERE gift_id = $1")
-            .bind(gift_id)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-        sqlx::query("INSERT INTO refunds (gift_id, reason, refunded_by, created_at_ms) VALUES ($1, $2, $3, $4)")
-            .bind(gift_id)
-            .bind(reason)
-            .bind(by)
-            .bind(at)
-            .execute(&mut **tx)
-            .await?;
-    }
-    if !w.new_packets.is_empty() || !w.packet_updates.is_empty() {
-        sqlx::query(
-            "INSERT INTO red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
-             claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
-             settled_at_ms, returned_minor) \
-             SELECT v->>0, v->>1, v->>2, v->>3, v->>4, (v->>5)::bigint, (v->>6)::bigint, v->>7, (v->>8)::bigint, \
-             (v->>9)::bigint, (v->>10)::bigint, (v->>11)::bigint, (v->>12)::bigint, (v->>13)::bigint, \
-             (v->>14)::bigint, (v->>15)::bigint, (v->>16)::bigint FROM jsonb_array_elements($1::jsonb) v \
-             ON CONFLICT (packet_id) DO UPDATE SET claimed_count = excluded.claimed_count, \
-             claimed_minor = excluded.claimed_minor, escrow_apple = excluded.escrow_apple, \
-             escrow_google = excluded.escrow_google, escrow_web = excluded.escrow_web, \
-             settled_at_ms = excluded.settled_at_ms, returned_minor = excluded.returned_minor",
-        )
-        .bind(&j.packets)
-        .execute(&mut **tx)
-        .await?;
-    }
-    if !w.claims.is_empty() {
-        sqlx::query(
-            "INSERT INTO red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms) \
-             SELECT v->>0, v->>1, v->>2, (v->>3)::bigint, (v->>4)::bigint, v->>5, (v->>6)::bigint \
-             FROM jsonb_array_elements($1::jsonb) v",
-        )
-        .bind(&j.claims)
-        .execute(&mut **tx)
-        .await?;
-    }
-    Ok(())
 }
 
 #[async_trait]

@@ -14,10 +14,10 @@ use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, S
 use sqlx::{Connection, Executor, Row, SqliteConnection};
 use tokio::sync::Mutex;
 
-use super::batch_json::BatchJson;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
+use super::sqlite_batch::{bind_one, bind_pair, select_in, write, STATEMENT_CACHE};
 use super::{Backend, PlanFn};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
@@ -135,9 +135,11 @@ impl Lite {
             // fsyncs the WAL).
             .pragma("wal_autocheckpoint", "16384")
             .pragma("temp_store", "memory");
-        let mut writer = SqliteConnection::connect_with(&options)
-            .await
-            .map_err(error)?;
+        let mut writer = SqliteConnection::connect_with(
+            &options.clone().statement_cache_capacity(STATEMENT_CACHE),
+        )
+        .await
+        .map_err(error)?;
         writer.execute(SCHEMA).await.map_err(error)?;
         writer.execute(MONEY_SCHEMA).await.map_err(error)?;
         let reader = SqlitePoolOptions::new()
@@ -161,11 +163,9 @@ impl Lite {
         let mut keys = plan::keys_of(commands);
         let mut loaded = Loaded::default();
         if !keys.gifts.is_empty() {
-            let ids = json_list(keys.gifts.iter());
-            let q = format!(
-                "SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id IN (SELECT value FROM json_each(?1))"
-            );
-            for r in sqlx::query(&q).bind(ids).fetch_all(&mut *conn).await? {
+            let ids: Vec<&String> = keys.gifts.iter().collect();
+            let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id");
+            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
                 let g = rows::gift(&r)?;
                 loaded.gifts.insert(g.gift_id.clone(), GiftAckInfo::of(&g));
                 loaded.gift_records.insert(g.gift_id.clone(), g);
@@ -173,56 +173,33 @@ impl Lite {
             plan::add_ack_rooms(&mut keys, &loaded.gifts);
         }
         if !keys.packets.is_empty() {
-            let q = format!(
-                "SELECT {PACKET_COLUMNS} FROM red_packets WHERE packet_id IN (SELECT value FROM json_each(?1))"
-            );
-            for r in sqlx::query(&q)
-                .bind(json_list(keys.packets.iter()))
-                .fetch_all(&mut *conn)
-                .await?
-            {
+            let ids: Vec<&String> = keys.packets.iter().collect();
+            let q = format!("SELECT {PACKET_COLUMNS} FROM red_packets WHERE packet_id");
+            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
                 let p = rows::packet(&r)?;
                 loaded.packets.insert(p.packet_id.clone(), p);
             }
             plan::add_packet_keys(&mut keys, &loaded.packets);
-            let pairs: Vec<_> = keys
-                .claims
-                .iter()
-                .map(|(p, u)| serde_json::json!([p, u]))
-                .collect();
-            for r in sqlx::query(
-                "SELECT packet_id, user_id FROM red_packet_claims \
-                 WHERE (packet_id, user_id) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
-            )
-            .bind(serde_json::Value::Array(pairs).to_string())
-            .fetch_all(&mut *conn)
-            .await?
-            {
+            let pairs: Vec<&(String, String)> = keys.claims.iter().collect();
+            let q = "SELECT packet_id, user_id FROM red_packet_claims WHERE (packet_id, user_id)";
+            for r in select_in(conn, q, 2, &pairs, bind_pair).await? {
                 loaded
                     .claimed
                     .insert((r.try_get("packet_id")?, r.try_get("user_id")?));
             }
         }
         if !keys.rooms.is_empty() {
-            let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id IN (SELECT value FROM json_each(?1))");
-            for r in sqlx::query(&q)
-                .bind(json_list(keys.rooms.iter()))
-                .fetch_all(&mut *conn)
-                .await?
-            {
+            let ids: Vec<&String> = keys.rooms.iter().collect();
+            let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id");
+            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
                 let room = rows::room(&r)?;
                 loaded.rooms.insert(room.room_id.clone(), room);
             }
         }
         if !keys.users.is_empty() {
-            for r in sqlx::query(
-                "SELECT user_id, channel, balance_minor FROM wallets \
-                 WHERE user_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(json_list(keys.users.iter()))
-            .fetch_all(&mut *conn)
-            .await?
-            {
+            let ids: Vec<&String> = keys.users.iter().collect();
+            let q = "SELECT user_id, channel, balance_minor FROM wallets WHERE user_id";
+            for r in select_in(conn, q, 1, &ids, bind_one).await? {
                 let channel: String = r.try_get("channel")?;
                 let channel: applause_core::Channel = channel
                     .parse()
@@ -232,19 +209,10 @@ impl Lite {
             }
         }
         if !keys.idempotency.is_empty() {
-            let pairs: Vec<_> = keys
-                .idempotency
-                .iter()
-                .map(|(u, k)| serde_json::json!([u, k]))
-                .collect();
-            for r in sqlx::query(
-                "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
-                 WHERE (user_id, key) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
-            )
-            .bind(serde_json::Value::Array(pairs).to_string())
-            .fetch_all(&mut *conn)
-            .await?
-            {
+            let pairs: Vec<&(String, String)> = keys.idempotency.iter().collect();
+            let q = "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
+                     WHERE (user_id, key)";
+            for r in select_in(conn, q, 2, &pairs, bind_pair).await? {
                 let rec = rows::idempotency(&r)?;
                 loaded
                     .idempotency
@@ -252,14 +220,9 @@ impl Lite {
             }
         }
         if !keys.receipts.is_empty() {
-            for r in sqlx::query(
-                "SELECT receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts \
-                 WHERE receipt_id IN (SELECT value FROM json_each(?1))",
-            )
-            .bind(json_list(keys.receipts.iter()))
-            .fetch_all(&mut *conn)
-            .await?
-            {
+            let ids: Vec<&String> = keys.receipts.iter().collect();
+            let q = "SELECT receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts WHERE receipt_id";
+            for r in select_in(conn, q, 1, &ids, bind_one).await? {
                 let rec = rows::receipt(&r)?;
                 loaded.receipts.insert(rec.receipt_id.clone(), rec);
             }
@@ -281,187 +244,6 @@ impl Lite {
         }
         Ok(loaded)
     }
-
-    async fn write(conn: &mut SqliteConnection, w: &plan::WriteSet) -> Result<(), sqlx::Error> {
-        if !w.expired_keys.is_empty() {
-            // Before the batch's new keys: a forgotten key may be used again.
-            let pairs: Vec<_> = w
-                .expired_keys
-                .iter()
-                .map(|(u, k)| serde_json::json!([u, k]))
-                .collect();
-            sqlx::query(
-                "DELETE FROM idempotency WHERE (user_id, key) IN (SELECT value->>0, value->>1 FROM json_each(?1))",
-            )
-            .bind(serde_json::Value::Array(pairs).to_string())
-            .execute(&mut *conn)
-            .await?;
-        }
-        for room in &w.new_rooms {
-            sqlx::query(
-                "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-            )
-            .bind(&room.room_id)
-            .bind(&room.broadcaster_id)
-            .bind(&room.title)
-            .bind(room.epoch as i64)
-            .bind(room.live)
-            .bind(room.last_seq as i64)
-            .bind(room.published_seq as i64)
-            .bind(room.created_at_ms)
-            .bind(room.ended_at_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
-        for room in &w.room_updates {
-            sqlx::query(
-                "UPDATE rooms SET live = ?2, last_seq = ?3, published_seq = ?4, ended_at_ms = ?5 WHERE room_id = ?1",
-            )
-            .bind(&room.room_id)
-            .bind(room.live)
-            .bind(room.last_seq as i64)
-            .bind(room.published_seq as i64)
-            .bind(room.ended_at_ms)
-            .execute(&mut *conn)
-            .await?;
-        }
-        let j = BatchJson::of(w);
-        if w.wallet_deltas.values().any(|d| *d > 0) {
-            sqlx::query(
-                "INSERT INTO wallets (user_id, channel, balance_minor) \
-                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1) WHERE true \
-                 ON CONFLICT (user_id, channel) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
-            )
-            .bind(&j.wallet_credits)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if w.wallet_deltas.values().any(|d| *d < 0) {
-            sqlx::query(
-                "UPDATE wallets SET balance_minor = balance_minor + d.delta \
-                 FROM (SELECT value->>0 AS u, value->>1 AS c, value->>2 AS delta FROM json_each(?1)) AS d \
-                 WHERE wallets.user_id = d.u AND wallets.channel = d.c",
-            )
-            .bind(&j.wallet_debits)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.txns.is_empty() {
-            sqlx::query(
-                "INSERT INTO transactions (txn_id, kind, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
-            )
-            .bind(&j.txns)
-            .execute(&mut *conn)
-            .await?;
-            sqlx::query(
-                "INSERT INTO entries (txn_id, account, amount_minor) \
-                 SELECT value->>0, value->>1, value->>2 FROM json_each(?1)",
-            )
-            .bind(&j.entries)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.gifts.is_empty() {
-            sqlx::query(
-                "INSERT INTO gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
-                 amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
-                 seq, epoch, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
-                 value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16 \
-                 FROM json_each(?1)",
-            )
-            .bind(&j.gifts)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.idempotency.is_empty() {
-            sqlx::query(
-                "INSERT INTO idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5 FROM json_each(?1)",
-            )
-            .bind(&j.idempotency)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.receipts.is_empty() {
-            sqlx::query(
-                "INSERT INTO receipts (receipt_id, user_id, channel, amount_minor, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4 FROM json_each(?1)",
-            )
-            .bind(&j.receipts)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.events.is_empty() {
-            sqlx::query(
-                "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, created_at_ms, gift_id) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, value->>8 FROM json_each(?1)",
-            )
-            .bind(&j.events)
-            .execute(&mut *conn)
-            .await?;
-        }
-        for (gift_id, text, at) in &w.acks {
-            sqlx::query("UPDATE gifts SET ack_text = ?2, acked_at_ms = ?3 WHERE gift_id = ?1")
-                .bind(gift_id)
-                .bind(text)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        for (gift_id, reason, by, at) in &w.refunds {
-            sqlx::query("UPDATE gifts SET refunded_at_ms = ?2 WHERE gift_id = ?1")
-                .bind(gift_id)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-            sqlx::query("INSERT INTO refunds (gift_id, reason, refunded_by, created_at_ms) VALUES (?1, ?2, ?3, ?4)")
-                .bind(gift_id)
-                .bind(reason)
-                .bind(by)
-                .bind(at)
-                .execute(&mut *conn)
-                .await?;
-        }
-        if !w.new_packets.is_empty() || !w.packet_updates.is_empty() {
-            sqlx::query(
-                "INSERT INTO red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
-                 claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
-                 settled_at_ms, returned_minor) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6, value->>7, \
-                 value->>8, value->>9, value->>10, value->>11, value->>12, value->>13, value->>14, value->>15, value->>16 \
-                 FROM json_each(?1) WHERE true \
-                 ON CONFLICT (packet_id) DO UPDATE SET claimed_count = excluded.claimed_count, \
-                 claimed_minor = excluded.claimed_minor, escrow_apple = excluded.escrow_apple, \
-                 escrow_google = excluded.escrow_google, escrow_web = excluded.escrow_web, \
-                 settled_at_ms = excluded.settled_at_ms, returned_minor = excluded.returned_minor",
-            )
-            .bind(&j.packets)
-            .execute(&mut *conn)
-            .await?;
-        }
-        if !w.claims.is_empty() {
-            sqlx::query(
-                "INSERT INTO red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms) \
-                 SELECT value->>0, value->>1, value->>2, value->>3, value->>4, value->>5, value->>6 FROM json_each(?1)",
-            )
-            .bind(&j.claims)
-            .execute(&mut *conn)
-            .await?;
-        }
-        Ok(())
-    }
-}
-
-fn json_list<'a>(items: impl Iterator<Item = &'a String>) -> String {
-    serde_json::Value::Array(
-        items
-            .map(|s| serde_json::Value::String(s.clone()))
-            .collect(),
-    )
-    .to_string()
 }
 
 #[async_trait]
@@ -493,7 +275,7 @@ impl Backend for Lite {
             let (writes, outcomes) =
                 plan(loaded).map_err(|e| LedgerError::Internal(e.to_string()))?;
             if !writes.is_empty() {
-                Self::write(&mut conn, &writes).await.map_err(error)?;
+                write(&mut conn, &writes).await.map_err(error)?;
             }
             Ok::<_, LedgerError>(outcomes)
         }
