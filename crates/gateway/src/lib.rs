@@ -27,6 +27,7 @@
 //! ```text
 //! let gw = Gateway::new(config, auth, bus, rooms, acks, &registry)?;
 //! let app = gw.router().merge(other_routes);
+//! let listener = applause_gateway::nodelay_listener(listener);
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
 //!     .with_graceful_shutdown(async move { stop.await; gw.shutdown().await })
 //!     .await?;
@@ -34,6 +35,7 @@
 
 mod config;
 mod connection;
+mod dispatch;
 mod frame;
 mod gateway;
 mod handshake;
@@ -48,3 +50,4 @@ mod server;
 pub use config::GatewayConfig;
 pub use gateway::{Gateway, GatewayError, Spawner};
 pub use ports::{AckHandler, RoomDirectory, RoomInfo};
+pub use server::nodelay_listener;

@@ -1,7 +1,11 @@
 //! The gateway's Prometheus metrics: connections, deliveries, slow-consumer
 //! closes, frames left to the writer tasks, resume outcomes, refused connects and commit-to-socket latency.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Cheap to clone: every handle is an `Arc` inside.
 #[derive(Clone)]
@@ -14,6 +18,10 @@ pub(crate) struct Metrics {
     pub connects_refused: IntCounterVec,
     pub protocol_errors: IntCounterVec,
     pub fanout_latency: Histogram,
+    pub fanout_rounds: IntCounter,
+    pub fanout_round_messages: IntCounter,
+    pub fanout_window_waits: IntCounter,
+    pub fanout_window_seconds: Counter,
 }
 
 impl Metrics {
@@ -27,6 +35,10 @@ impl Metrics {
         registry.register(Box::new(m.connects_refused.clone()))?;
         registry.register(Box::new(m.protocol_errors.clone()))?;
         registry.register(Box::new(m.fanout_latency.clone()))?;
+        registry.register(Box::new(m.fanout_rounds.clone()))?;
+        registry.register(Box::new(m.fanout_round_messages.clone()))?;
+        registry.register(Box::new(m.fanout_window_waits.clone()))?;
+        registry.register(Box::new(m.fanout_window_seconds.clone()))?;
         Ok(m)
     }
 
@@ -88,6 +100,36 @@ impl Metrics {
                 .buckets(buckets),
             )
             .expect("valid metric"),
+            fanout_rounds: IntCounter::new(
+                "applause_gateway_fanout_rounds_total",
+                "Fan-out rounds (bus messages taken and fanned out together)",
+            )
+            .expect("valid metric"),
+            fanout_round_messages: IntCounter::new(
+                "applause_gateway_fanout_round_messages_total",
+                "Bus messages taken in fan-out rounds",
+            )
+            .expect("valid metric"),
+            fanout_window_waits: IntCounter::new(
+                "applause_gateway_fanout_window_waits_total",
+                "Fan-out rounds of a busy room that waited for more of its events",
+            )
+            .expect("valid metric"),
+            fanout_window_seconds: Counter::new(
+                "applause_gateway_fanout_window_seconds_total",
+                "Time fan-out rounds spent waiting in the coalescing window",
+            )
+            .expect("valid metric"),
+        }
+    }
+
+    /// Records one fan-out round of `messages` that waited `waited`.
+    pub(crate) fn fanout_round(&self, messages: usize, waited: Duration) {
+        self.fanout_rounds.inc();
+        self.fanout_round_messages.inc_by(messages as u64);
+        if !waited.is_zero() {
+            self.fanout_window_waits.inc();
+            self.fanout_window_seconds.inc_by(waited.as_secs_f64());
         }
     }
 
