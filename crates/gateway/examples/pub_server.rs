@@ -156,9 +156,14 @@ async fn main() {
         .unwrap_or_default();
     for line in text.lines().filter(|l| {
         !l.starts_with('#')
-            && ["fanout_latency", "frames_queued", "deliveries_total"]
-                .iter()
-                .any(|k| l.contains(k))
+            && [
+                "fanout_",
+                "frames_queued",
+                "deliveries_total",
+                "socket_writes",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
     }) {
         eprintln!("{line}");
     }

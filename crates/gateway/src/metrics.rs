@@ -18,6 +18,7 @@ pub(crate) struct Metrics {
     pub connects_refused: IntCounterVec,
     pub protocol_errors: IntCounterVec,
     pub fanout_latency: Histogram,
+    pub socket_writes: IntCounter,
     pub fanout_rounds: IntCounter,
     pub fanout_round_messages: IntCounter,
     pub fanout_window_waits: IntCounter,
@@ -35,6 +36,7 @@ impl Metrics {
         registry.register(Box::new(m.connects_refused.clone()))?;
         registry.register(Box::new(m.protocol_errors.clone()))?;
         registry.register(Box::new(m.fanout_latency.clone()))?;
+        registry.register(Box::new(m.socket_writes.clone()))?;
         registry.register(Box::new(m.fanout_rounds.clone()))?;
         registry.register(Box::new(m.fanout_round_messages.clone()))?;
         registry.register(Box::new(m.fanout_window_waits.clone()))?;
@@ -100,6 +102,11 @@ impl Metrics {
                 .buckets(buckets),
             )
             .expect("valid metric"),
+            socket_writes: IntCounter::new(
+                "applause_gateway_socket_writes_total",
+                "Writes to WebSocket sockets that took bytes (frames per write = deliveries / writes)",
+            )
+            .expect("valid metric"),
             fanout_rounds: IntCounter::new(
                 "applause_gateway_fanout_rounds_total",
                 "Fan-out rounds (bus messages taken and fanned out together)",
@@ -133,17 +140,25 @@ impl Metrics {
         }
     }
 
-    /// Records a flushed batch: one delivery per event frame, with latencies
-    /// from each event's commit time.
-    pub(crate) fn delivered(&self, committed_at_ms: &[i64]) {
-        if committed_at_ms.is_empty() {
-            return;
-        }
-        self.deliveries.inc_by(committed_at_ms.len() as u64);
-        let now = applause_web::now_ms();
-        for &at in committed_at_ms {
-            let ms = (now - at).max(0);
+    /// Records event frames taken whole by a socket at `now_ms` (read once
+    /// per fan-out round or drain, not per frame): one delivery each, with
+    /// its latency from the event's commit time.
+    pub(crate) fn delivered(&self, now_ms: i64, committed_at_ms: impl Iterator<Item = i64>) {
+        let mut n = 0;
+        for at in committed_at_ms {
+            n += 1;
+            let ms = (now_ms - at).max(0);
             self.fanout_latency.observe(ms as f64 / 1_000.0);
         }
+        if n > 0 {
+            self.deliveries.inc_by(n);
+        }
     }
+}
+
+/// Milliseconds since the Unix epoch, as the events' commit times count.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }
