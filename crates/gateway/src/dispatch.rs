@@ -12,10 +12,13 @@
 //!   `fanout_coalesce_events` events in all, and never longer than
 //!   `fanout_coalesce_ms`;
 //! - it ends early once the round holds that many events of the room;
-//! - it is taken once per round, counted from the first event's arrival,
-//!   and only when the dispatcher was idle: a round that starts with
-//!   messages already waiting (the fan-out is behind) is batched by the
-//!   backlog and never waits on top of it.
+//! - it is taken once per round and counted from the earliest moment the
+//!   round's first event can have arrived: now when the dispatcher was
+//!   idle, else the end of the previous round's gathering (the event came
+//!   while that round was written). So no event waits longer than the
+//!   window in all, and a backlog older than the window never waits: it
+//!   is batched by the backlog itself. After a round cut short by the
+//!   batch bound (a backlog), the next one does not wait either.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -53,43 +56,47 @@ impl Window {
     }
 }
 
-/// How one round was gathered (for tests and metrics).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+/// How one round was gathered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Round {
     /// Messages were already waiting when the round began.
     pub behind: bool,
     /// How long the round waited for more events.
     pub waited: Duration,
+    /// When the gathering ended; `None` when the round was cut by the
+    /// batch bound (more may be waiting: the next round must not wait).
+    pub ended: Option<Instant>,
 }
 
 /// Gathers the next round into `batch` (which must be empty): the first
 /// message (waiting for it if none is queued), whatever else has queued up,
-/// and, when the dispatcher was idle and `window_of` gives the first
-/// message's room a window, that room's next events until the window
-/// closes or the round holds `events` of them. `None` when the channel is
-/// closed and empty.
+/// and, when `window_of` gives the first message's room a window, that
+/// room's next events until the window closes or the round holds `events`
+/// of them. `previous` is the last round's [`Round::ended`] (`None` for
+/// the first). `None` when the channel is closed and empty.
 pub(crate) async fn gather(
     messages: &mut Receiver<BusMessage>,
     batch: &mut Vec<BusMessage>,
     batch_max: usize,
     events: usize,
+    previous: Option<Instant>,
     window_of: impl FnOnce(&BusMessage) -> Duration,
 ) -> Option<Round> {
-    let mut round = Round::default();
-    let first = match messages.try_recv() {
-        Ok(m) => {
-            round.behind = true;
-            m
-        }
+    let (first, since, behind) = match messages.try_recv() {
+        // It came while the previous round was written, or before (then
+        // that round was full, and `previous` is `None`).
+        Ok(m) => (m, previous, true),
         Err(TryRecvError::Disconnected) => return None,
-        Err(TryRecvError::Empty) => messages.recv().await?,
+        Err(TryRecvError::Empty) => (messages.recv().await?, Some(Instant::now()), false),
     };
-    let arrived = Instant::now();
-    let window = if round.behind {
-        Duration::ZERO
-    } else {
-        window_of(&first)
+    let mut round = Round {
+        behind,
+        waited: Duration::ZERO,
+        ended: None,
     };
+    let start = Instant::now();
+    let deadline = since.map(|t| t + window_of(&first)).filter(|d| *d > start);
+    let window = deadline.map_or(Duration::ZERO, |d| d - start);
     let room = match &first {
         BusMessage::Event(env) if !window.is_zero() => Some(env.room_id.clone()),
         _ => None,
@@ -109,21 +116,20 @@ pub(crate) async fn gather(
             Err(_) => break,
         }
     }
-    let Some(_) = room else {
-        return Some(round);
-    };
-    let deadline = arrived + window;
-    while batch.len() < batch_max && held < events {
-        let next = tokio::select! {
-            biased;
-            m = messages.recv() => m,
-            _ = tokio::time::sleep_until(deadline) => break,
-        };
-        let Some(m) = next else { break };
-        held += usize::from(of_room(&m));
-        batch.push(m);
+    if let (Some(_), Some(deadline)) = (&room, deadline) {
+        while batch.len() < batch_max && held < events {
+            let next = tokio::select! {
+                biased;
+                m = messages.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let Some(m) = next else { break };
+            held += usize::from(of_room(&m));
+            batch.push(m);
+        }
+        round.waited = start.elapsed();
     }
-    round.waited = arrived.elapsed();
+    round.ended = (batch.len() < batch_max).then(Instant::now);
     Some(round)
 }
 
@@ -137,10 +143,11 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
     };
     let batch_max = config.fanout_batch_events_max;
     let mut batch = Vec::with_capacity(batch_max);
+    let mut previous = None;
     loop {
         let gathered = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            r = gather(&mut messages, &mut batch, batch_max, window.events, |m| match m {
+            r = gather(&mut messages, &mut batch, batch_max, window.events, previous, |m| match m {
                 BusMessage::Event(env) => inner
                     .rooms
                     .get(env.room_id.as_str())
@@ -152,6 +159,7 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
             tracing::warn!("event bus closed its message channel");
             return;
         };
+        previous = round.ended;
         inner.metrics.fanout_round(batch.len(), round.waited);
         let mut rest = batch.drain(..).peekable();
         while let Some(msg) = rest.next() {

@@ -80,7 +80,7 @@ async fn an_idle_round_of_a_busy_room_waits_its_window_once() {
     );
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
         .await
         .unwrap();
     // The first event came at 1 ms, the window closed 10 ms later.
@@ -90,7 +90,7 @@ async fn an_idle_round_of_a_busy_room_waits_its_window_once() {
     assert_eq!(ids(&batch), [("r1".into(), 1), ("r1".into(), 2)]);
     // The next round starts with the next event: its own window, not more.
     batch.clear();
-    let round = gather(&mut rx, &mut batch, 64, 4, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
         .await
         .unwrap();
     assert_eq!(start.elapsed(), 35 * MS);
@@ -105,7 +105,7 @@ async fn the_window_ends_once_the_round_holds_enough_events() {
     send_later(tx, plan);
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
         .await
         .unwrap();
     assert_eq!(start.elapsed(), 4 * MS, "the fourth event ended the wait");
@@ -114,26 +114,74 @@ async fn the_window_ends_once_the_round_holds_enough_events() {
 }
 
 #[tokio::test(start_paused = true)]
-async fn a_round_that_finds_a_backlog_never_waits() {
+async fn a_backlog_older_than_the_window_never_waits() {
     let (tx, mut rx) = mpsc::channel(64);
+    let previous = Instant::now();
+    // The previous round took 12 ms to write; these came meanwhile.
+    tokio::time::advance(12 * MS).await;
     for s in 1..=3 {
         tx.send(event("r1", s)).await.unwrap();
     }
     send_later(tx, vec![(MS, event("r1", 4))]);
     let start = Instant::now();
     let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 8, Some(previous), |_| 10 * MS)
+        .await
+        .unwrap();
+    assert!(round.behind);
+    assert_eq!(round.waited, Duration::ZERO);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(batch.len(), 3, "what had queued up, at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_came_during_the_last_round_waits_only_the_rest_of_its_window() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let previous = Instant::now();
+    tokio::time::advance(4 * MS).await;
+    tx.send(event("r1", 1)).await.unwrap();
+    send_later(
+        tx,
+        vec![(2 * MS, event("r1", 2)), (20 * MS, event("r1", 3))],
+    );
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 4, Some(previous), |_| 10 * MS)
+        .await
+        .unwrap();
+    // It may have come right after the last round: 10 ms from then at most.
+    assert!(round.behind);
+    assert_eq!(start.elapsed(), 6 * MS);
+    assert_eq!(round.waited, 6 * MS);
+    assert_eq!(batch.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_round_cut_by_the_batch_bound_the_next_does_not_wait() {
+    let (tx, mut rx) = mpsc::channel(64);
+    for s in 1..=5 {
+        tx.send(event("r1", s)).await.unwrap();
+    }
+    send_later(tx, vec![(MS, event("r1", 6))]);
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 3, 4, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(round.ended, None, "cut by the bound");
+    batch.clear();
+    let start = Instant::now();
     let mut asked = false;
-    let round = gather(&mut rx, &mut batch, 64, 8, |_| {
+    let round = gather(&mut rx, &mut batch, 3, 4, round.ended, |_| {
         asked = true;
         10 * MS
     })
     .await
     .unwrap();
-    assert!(round.behind);
     assert!(!asked, "no window is even looked up");
     assert_eq!(round.waited, Duration::ZERO);
     assert_eq!(start.elapsed(), Duration::ZERO);
-    assert_eq!(batch.len(), 3, "what had queued up, at once");
+    assert_eq!(batch.len(), 2);
 }
 
 #[tokio::test(start_paused = true)]
@@ -142,7 +190,7 @@ async fn a_quiet_room_is_fanned_out_at_once() {
     send_later(tx, vec![(MS, event("r1", 1)), (MS, event("r1", 2))]);
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, |_| Duration::ZERO)
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| Duration::ZERO)
         .await
         .unwrap();
     assert_eq!(start.elapsed(), MS);
@@ -165,7 +213,7 @@ async fn other_messages_join_the_round_in_order_but_do_not_end_it() {
     );
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 2, |m| match m {
+    let round = gather(&mut rx, &mut batch, 64, 2, None, |m| match m {
         BusMessage::Event(e) if e.room_id == "hot" => 10 * MS,
         _ => Duration::ZERO,
     })
@@ -192,7 +240,7 @@ async fn a_round_never_exceeds_the_batch_bound() {
     send_later(tx, plan);
     let mut batch = Vec::new();
     let start = Instant::now();
-    gather(&mut rx, &mut batch, 3, 8, |_| 10 * MS)
+    gather(&mut rx, &mut batch, 3, 8, None, |_| 10 * MS)
         .await
         .unwrap();
     assert_eq!(batch.len(), 3);
@@ -206,11 +254,11 @@ async fn a_closed_bus_ends_the_dispatcher() {
     drop(tx);
     let mut batch = Vec::new();
     // What was sent is still taken; then the end.
-    assert!(gather(&mut rx, &mut batch, 64, 4, |_| 10 * MS)
+    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
         .await
         .is_some());
     batch.clear();
-    assert!(gather(&mut rx, &mut batch, 64, 4, |_| 10 * MS)
+    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
         .await
         .is_none());
 }
