@@ -14,7 +14,7 @@ for v in $VIEWERS_MATRIX; do
   for r in $RATE_MATRIX; do
     DATA="$(mktemp -d)"   # a fresh deployment per run
     record_load "$LABEL-v$v-r$r"
-    taskset -c "$SERVER_CORE" "$APPLAUSE" serve --bind "127.0.0.1:$PORT" --data-dir "$DATA" \
+    "${ON_SERVER[@]}" "$APPLAUSE" serve --bind "127.0.0.1:$PORT" --data-dir "$DATA" \
       > "$RESULTS/server-v$v-r$r.log" 2>&1 &
     SERVER_PID=$!; PIDS+=("$SERVER_PID")
     wait_port 127.0.0.1 "$PORT" 30

@@ -24,12 +24,12 @@ echo "results: $RESULTS  work: $WORK"
 # Peers stay up for the whole sitting (idle between their cells).
 mkdir -p "$WORK/nchan/logs" "$WORK/nchan/tmp"
 NGINX_PIDFILE="$WORK/nchan/nginx.pid"
-taskset -c "$SERVER_CORE" nginx -p "$WORK/nchan/" -c "$PEERS/nchan.conf"
+"${ON_SERVER[@]}" nginx -p "$WORK/nchan/" -c "$PEERS/nchan.conf"
 wait_port 127.0.0.1 8081
 NCHAN_WORKER="$(pgrep -P "$(cat "$NGINX_PIDFILE")" | head -1)"
 mkdir -p "$WORK/node" && cp "$PEERS/ws-broadcast.js" "$WORK/node/"
 (cd "$WORK/node" && npm install --silent ws@8 >/dev/null)
-(cd "$WORK/node" && exec taskset -c "$SERVER_CORE" node ws-broadcast.js) &
+(cd "$WORK/node" && exec "${ON_SERVER[@]}" node ws-broadcast.js) &
 NODE_PID=$!; PIDS+=("$NODE_PID")
 wait_port 127.0.0.1 8080
 
@@ -42,7 +42,7 @@ fanout() { # name server-pid publish subscribe viewers rate
 
 gateway() { # name binary viewers rate [VAR=value ...]
   local name="$1" bin="$2" v="$3" r="$4"; shift 4
-  env "$@" taskset -c "$SERVER_CORE" "$bin" "127.0.0.1:$GW_PORT" > "$RESULTS/$name.log" 2>&1 &
+  env "$@" "${ON_SERVER[@]}" "$bin" "127.0.0.1:$GW_PORT" > "$RESULTS/$name.log" 2>&1 &
   local pid=$!; PIDS+=("$pid")
   wait_port 127.0.0.1 "$GW_PORT"
   fanout "$name" "$pid" "http://127.0.0.1:$GW_PORT/pub?room=bench" \

@@ -303,7 +303,9 @@ pub async fn run(
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     let gateway = app.gateway.clone();
     let server = axum::serve(
-        listener,
+        // TCP_NODELAY on every connection: the gateway's writes must not
+        // wait for the viewers' delayed ACKs (Nagle's algorithm).
+        applause_gateway::nodelay_listener(listener),
         app.router
             .into_make_service_with_connect_info::<std::net::SocketAddr>(),
     )

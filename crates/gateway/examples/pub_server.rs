@@ -7,7 +7,9 @@
 //! `cargo run --release -p applause-gateway --example pub_server -- 127.0.0.1:18090`
 //! Environment knobs for lever comparisons (when this gateway version has
 //! them): `DIRECT_WRITE=0`, `VECTORED_WRITE=0`, `BATCH_EVENTS_MAX=1`,
-//! `COALESCE_MS=2`; and `RESUME_GRACE_MS` (default 0).
+//! `COALESCE_MS=2` (0 turns the window off; unset, the library default),
+//! `COALESCE_EVENTS=4`, `NODELAY=0`; and `RESUME_GRACE_MS` (default 0). On SIGTERM it
+//! prints the gateway's own commit-to-socket latency histogram and counters.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -20,6 +22,7 @@ use applause_web::{ApiError, Authenticator, Principal};
 use axum::extract::{Query, State};
 use axum::http::StatusCode;
 use axum::routing::post;
+use axum::serve::ListenerExt;
 use axum::Router;
 
 struct AnyRoom;
@@ -102,7 +105,12 @@ async fn main() {
     config.direct_write = env_u64("DIRECT_WRITE") != Some(0);
     config.vectored_write = env_u64("VECTORED_WRITE") != Some(0);
     config.fanout_batch_events_max = env_u64("BATCH_EVENTS_MAX").map_or(64, |n| n as usize);
-    config.fanout_coalesce_ms = env_u64("COALESCE_MS").unwrap_or(0);
+    if let Some(ms) = env_u64("COALESCE_MS") {
+        config.fanout_coalesce_ms = ms;
+    }
+    if let Some(n) = env_u64("COALESCE_EVENTS") {
+        config.fanout_coalesce_events = n as usize;
+    }
     // knobs-end
     let bus = Arc::new(InProcessBus::new(HistoryBounds::default()));
     let registry = prometheus::Registry::new();
@@ -123,10 +131,40 @@ async fn main() {
         }));
     let listener = tokio::net::TcpListener::bind(bind).await.expect("bind");
     eprintln!("pub_server on {bind}");
-    axum::serve(
-        listener,
-        app.into_make_service_with_connect_info::<SocketAddr>(),
-    )
-    .await
-    .expect("serve");
+    // `NODELAY=0` leaves Nagle's algorithm on (the gateway before it set
+    // TCP_NODELAY), for before/after comparisons.
+    let nodelay = env_u64("NODELAY") != Some(0);
+    let listener = listener.tap_io(move |tcp| {
+        if nodelay {
+            let _ = tcp.set_nodelay(true);
+        }
+    });
+    let mut term = tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        .expect("a SIGTERM handler");
+    tokio::select! {
+        r = axum::serve(
+            listener,
+            app.into_make_service_with_connect_info::<SocketAddr>(),
+        ) => r.expect("serve"),
+        _ = term.recv() => {}
+    }
+    // Per-stage timing for the run's log: the gateway's own view, from the
+    // publish (its commit time) to the frame taken by the socket, next to
+    // the client's publish-to-receive figures.
+    let text = prometheus::TextEncoder::new()
+        .encode_to_string(&registry.gather())
+        .unwrap_or_default();
+    for line in text.lines().filter(|l| {
+        !l.starts_with('#')
+            && [
+                "fanout_",
+                "frames_queued",
+                "deliveries_total",
+                "socket_writes",
+            ]
+            .iter()
+            .any(|k| l.contains(k))
+    }) {
+        eprintln!("{line}");
+    }
 }

@@ -75,13 +75,20 @@ pub struct GatewayConfig {
     /// consecutive events of one room among them go to each connection in
     /// one write. 1 fans out event by event (benchmark comparisons).
     pub fanout_batch_events_max: usize,
-    /// How long the fan-out of a busy room waits to gather more events
-    /// before writing (each connection then gets them in one write). 0
-    /// turns it off; it never applies below `fanout_coalesce_rate_min`.
+    /// The longest a fan-out round of a busy room waits to gather more of
+    /// its events before writing (each connection then gets them in one
+    /// write): the adaptive window (see the dispatcher). It waits only as
+    /// long as the room needs, at its recent rate, for
+    /// `fanout_coalesce_events` events, once per round and only when the
+    /// fan-out is not behind. 0 turns it off; it never applies below
+    /// `fanout_coalesce_rate_min`.
     pub fanout_coalesce_ms: u64,
-    /// Events per second above which a room counts as busy for
-    /// `fanout_coalesce_ms`.
+    /// Events per second from which a room counts as busy for
+    /// `fanout_coalesce_ms` (0: every room).
     pub fanout_coalesce_rate_min: u32,
+    /// Events of the room a coalesced round aims to hold; the window ends
+    /// early when it has them.
+    pub fanout_coalesce_events: usize,
 }
 
 impl Default for GatewayConfig {
@@ -108,8 +115,11 @@ impl Default for GatewayConfig {
             direct_write: true,
             vectored_write: true,
             fanout_batch_events_max: 64,
-            fanout_coalesce_ms: 0,
+            // On: only rooms of 100 events/s and more wait, at most 10 ms
+            // per round (docs/benchmarks.md, "adaptive window").
+            fanout_coalesce_ms: 10,
             fanout_coalesce_rate_min: 100,
+            fanout_coalesce_events: 4,
         }
     }
 }
@@ -192,7 +202,9 @@ impl GatewayConfig {
             64,
         )?;
         // Bounded: the window is latency every event of a busy room pays.
-        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 5)?;
+        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 20)?;
+        at_least("fanout_coalesce_events", u(self.fanout_coalesce_events), 2)?;
+        at_most("fanout_coalesce_events", u(self.fanout_coalesce_events), 64)?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
         for origin in &self.allowed_origins {

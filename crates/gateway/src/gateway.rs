@@ -6,11 +6,10 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
-use applause_bus::{BusMessage, EventBus, History};
+use applause_bus::{EventBus, History};
 use applause_core::EventEnvelope;
 use applause_web::{ApiError, Authenticator};
 use dashmap::DashMap;
-use tokio::sync::mpsc::Receiver;
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 
@@ -111,7 +110,9 @@ impl Gateway {
             next_id: AtomicU64::new(1),
             membership: tokio::sync::Mutex::new(()),
         });
-        inner.tasks.spawn(dispatch(inner.clone(), messages));
+        inner
+            .tasks
+            .spawn(crate::dispatch::dispatch(inner.clone(), messages));
         inner.tasks.spawn(sweep(inner.clone()));
         Ok(Self { inner })
     }
@@ -187,7 +188,7 @@ impl Inner {
 
     /// Consecutive events of one room: fanned out together as far as they
     /// continue the room's `seq`; the rest one by one (gaps, duplicates).
-    async fn on_events(&self, run: Vec<Arc<EventEnvelope>>) {
+    pub(crate) async fn on_events(&self, run: Vec<Arc<EventEnvelope>>) {
         if run.len() == 1 {
             let env = run.into_iter().next().expect("one event");
             return self.on_event(env).await;
@@ -294,72 +295,11 @@ impl Inner {
         )
     }
 
-    async fn on_reconnected(&self) {
+    pub(crate) async fn on_reconnected(&self) {
         let rooms: Vec<Arc<Room>> = self.rooms.iter().map(|r| r.value().clone()).collect();
         for room in rooms {
             if let Some(last) = room.last_seq() {
                 self.fill_gap(&room, last, None).await;
-            }
-        }
-    }
-}
-
-/// Takes bus messages in order and fans them out; one task, so events of a
-/// room are applied strictly in the order the bus delivers them. Whatever
-/// has queued up meanwhile is taken at once, and consecutive events of one
-/// room are fanned out together: each connection then gets them in one
-/// write. A room busier than `fanout_coalesce_rate_min` events a second
-/// first waits `fanout_coalesce_ms` for more (a bounded window, off at low
-/// rates), trading that much latency for fewer syscalls per delivery.
-async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessage>) {
-    let window = Duration::from_millis(inner.config.fanout_coalesce_ms);
-    let busy = inner.config.fanout_coalesce_rate_min;
-    let batch_max = inner.config.fanout_batch_events_max;
-    let mut batch = Vec::with_capacity(batch_max);
-    loop {
-        let first = tokio::select! {
-            _ = inner.shutdown.cancelled() => return,
-            m = messages.recv() => m,
-        };
-        let Some(first) = first else {
-            tracing::warn!("event bus closed its message channel");
-            return;
-        };
-        if !window.is_zero() {
-            if let BusMessage::Event(env) = &first {
-                let hot = inner
-                    .rooms
-                    .get(env.room_id.as_str())
-                    .is_some_and(|r| r.events_per_s() > busy);
-                if hot {
-                    tokio::time::sleep(window).await;
-                }
-            }
-        }
-        batch.push(first);
-        while batch.len() < batch_max {
-            match messages.try_recv() {
-                Ok(m) => batch.push(m),
-                Err(_) => break,
-            }
-        }
-        let mut rest = batch.drain(..).peekable();
-        while let Some(msg) = rest.next() {
-            match msg {
-                BusMessage::Event(env) => {
-                    let mut run = vec![env];
-                    while let Some(BusMessage::Event(next)) = rest.peek() {
-                        if next.room_id != run[0].room_id {
-                            break;
-                        }
-                        let Some(BusMessage::Event(next)) = rest.next() else {
-                            unreachable!("peeked an event")
-                        };
-                        run.push(next);
-                    }
-                    inner.on_events(run).await;
-                }
-                BusMessage::Reconnected => inner.on_reconnected().await,
             }
         }
     }

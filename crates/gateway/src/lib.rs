@@ -10,6 +10,13 @@
 //! the gift service: rooms and acks come through [`RoomDirectory`] and
 //! [`AckHandler`], implemented by the binary.
 //!
+//! Fan-out rounds: one dispatcher takes whatever bus messages have queued up
+//! and gives each connection a room's consecutive events in one write; a
+//! room of 100 events/s and more first waits a short adaptive window for
+//! more of its events (bounded by `fanout_coalesce_ms`, once per round, never
+//! on top of a backlog; see `dispatch`). Serve the router on
+//! [`nodelay_listener`], so no write waits for a viewer's delayed ACK.
+//!
 //! Delivery: the dispatcher keeps each room's last delivered `seq`, drops
 //! duplicates, and fills gaps (or a bus reconnect) from the bus's history;
 //! events lost for good send `resync_required` to the room's connections.
@@ -27,6 +34,7 @@
 //! ```text
 //! let gw = Gateway::new(config, auth, bus, rooms, acks, &registry)?;
 //! let app = gw.router().merge(other_routes);
+//! let listener = applause_gateway::nodelay_listener(listener);
 //! axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
 //!     .with_graceful_shutdown(async move { stop.await; gw.shutdown().await })
 //!     .await?;
@@ -34,6 +42,7 @@
 
 mod config;
 mod connection;
+mod dispatch;
 mod frame;
 mod gateway;
 mod handshake;
@@ -48,3 +57,4 @@ mod server;
 pub use config::GatewayConfig;
 pub use gateway::{Gateway, GatewayError, Spawner};
 pub use ports::{AckHandler, RoomDirectory, RoomInfo};
+pub use server::nodelay_listener;

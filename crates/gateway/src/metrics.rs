@@ -1,7 +1,11 @@
 //! The gateway's Prometheus metrics: connections, deliveries, slow-consumer
 //! closes, frames left to the writer tasks, resume outcomes, refused connects and commit-to-socket latency.
 
-use prometheus::{Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry};
+use std::time::Duration;
+
+use prometheus::{
+    Counter, Histogram, HistogramOpts, IntCounter, IntCounterVec, IntGauge, Opts, Registry,
+};
 
 /// Cheap to clone: every handle is an `Arc` inside.
 #[derive(Clone)]
@@ -14,6 +18,11 @@ pub(crate) struct Metrics {
     pub connects_refused: IntCounterVec,
     pub protocol_errors: IntCounterVec,
     pub fanout_latency: Histogram,
+    pub socket_writes: IntCounter,
+    pub fanout_rounds: IntCounter,
+    pub fanout_round_messages: IntCounter,
+    pub fanout_window_waits: IntCounter,
+    pub fanout_window_seconds: Counter,
 }
 
 impl Metrics {
@@ -27,6 +36,11 @@ impl Metrics {
         registry.register(Box::new(m.connects_refused.clone()))?;
         registry.register(Box::new(m.protocol_errors.clone()))?;
         registry.register(Box::new(m.fanout_latency.clone()))?;
+        registry.register(Box::new(m.socket_writes.clone()))?;
+        registry.register(Box::new(m.fanout_rounds.clone()))?;
+        registry.register(Box::new(m.fanout_round_messages.clone()))?;
+        registry.register(Box::new(m.fanout_window_waits.clone()))?;
+        registry.register(Box::new(m.fanout_window_seconds.clone()))?;
         Ok(m)
     }
 
@@ -88,20 +102,63 @@ impl Metrics {
                 .buckets(buckets),
             )
             .expect("valid metric"),
+            socket_writes: IntCounter::new(
+                "applause_gateway_socket_writes_total",
+                "Writes to WebSocket sockets that took bytes (frames per write = deliveries / writes)",
+            )
+            .expect("valid metric"),
+            fanout_rounds: IntCounter::new(
+                "applause_gateway_fanout_rounds_total",
+                "Fan-out rounds (bus messages taken and fanned out together)",
+            )
+            .expect("valid metric"),
+            fanout_round_messages: IntCounter::new(
+                "applause_gateway_fanout_round_messages_total",
+                "Bus messages taken in fan-out rounds",
+            )
+            .expect("valid metric"),
+            fanout_window_waits: IntCounter::new(
+                "applause_gateway_fanout_window_waits_total",
+                "Fan-out rounds of a busy room that waited for more of its events",
+            )
+            .expect("valid metric"),
+            fanout_window_seconds: Counter::new(
+                "applause_gateway_fanout_window_seconds_total",
+                "Time fan-out rounds spent waiting in the coalescing window",
+            )
+            .expect("valid metric"),
         }
     }
 
-    /// Records a flushed batch: one delivery per event frame, with latencies
-    /// from each event's commit time.
-    pub(crate) fn delivered(&self, committed_at_ms: &[i64]) {
-        if committed_at_ms.is_empty() {
-            return;
-        }
-        self.deliveries.inc_by(committed_at_ms.len() as u64);
-        let now = applause_web::now_ms();
-        for &at in committed_at_ms {
-            let ms = (now - at).max(0);
-            self.fanout_latency.observe(ms as f64 / 1_000.0);
+    /// Records one fan-out round of `messages` that waited `waited`.
+    pub(crate) fn fanout_round(&self, messages: usize, waited: Duration) {
+        self.fanout_rounds.inc();
+        self.fanout_round_messages.inc_by(messages as u64);
+        if !waited.is_zero() {
+            self.fanout_window_waits.inc();
+            self.fanout_window_seconds.inc_by(waited.as_secs_f64());
         }
     }
+
+    /// Records event frames taken whole by a socket at `now_ms` (read once
+    /// per fan-out round or drain, not per frame): one delivery each, with
+    /// its latency from the event's commit time.
+    pub(crate) fn delivered(&self, now_ms: i64, committed_at_ms: impl Iterator<Item = i64>) {
+        let mut n = 0;
+        for at in committed_at_ms {
+            n += 1;
+            let ms = (now_ms - at).max(0);
+            self.fanout_latency.observe(ms as f64 / 1_000.0);
+        }
+        if n > 0 {
+            self.deliveries.inc_by(n);
+        }
+    }
+}
+
+/// Milliseconds since the Unix epoch, as the events' commit times count.
+pub(crate) fn now_ms() -> i64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_millis() as i64)
 }

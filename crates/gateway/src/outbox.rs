@@ -124,7 +124,7 @@ struct State {
 
 impl State {
     /// Marks the first `n` queued bytes as written; counts whole events.
-    fn advance(&mut self, mut n: usize, metrics: &Metrics) {
+    fn advance(&mut self, mut n: usize, metrics: &Metrics, now_ms: i64) {
         self.queued_bytes -= n;
         while n > 0 {
             let front = self.queue.front().expect("written bytes were queued");
@@ -135,9 +135,7 @@ impl State {
             }
             n -= left;
             self.front_written = 0;
-            if let Some(at) = front.committed_at_ms {
-                metrics.delivered(&[at]);
-            }
+            metrics.delivered(now_ms, front.committed_at_ms.into_iter());
             self.queue.pop_front();
         }
     }
@@ -149,6 +147,7 @@ impl State {
         vectored: bool,
         metrics: &Metrics,
     ) -> Poll<io::Result<()>> {
+        let now_ms = crate::metrics::now_ms();
         while !self.queue.is_empty() {
             let written = {
                 let mut slices = [IoSlice::new(&[]); IOVECS_MAX];
@@ -172,7 +171,8 @@ impl State {
                     Poll::Ready(Ok(n)) => n,
                 }
             };
-            self.advance(written, metrics);
+            metrics.socket_writes.inc();
+            self.advance(written, metrics, now_ms);
         }
         Poll::Ready(Ok(()))
     }
@@ -221,12 +221,14 @@ impl Outbox {
     /// socket did not take for the writer task. Past the byte bound the queue
     /// is dropped and the connection closes as a slow consumer.
     pub(crate) fn push_ref(&self, bytes: &Bytes, committed_at_ms: Option<i64>) -> Push {
-        self.push_many(&[(bytes, committed_at_ms)])
+        let now_ms = committed_at_ms.map_or(0, |_| crate::metrics::now_ms());
+        self.push_many(&[(bytes, committed_at_ms)], now_ms)
     }
 
     /// [`Outbox::push_ref`] for several frames in order: while nothing is
-    /// queued they go out in one vectored write.
-    pub(crate) fn push_many(&self, frames: &[(&Bytes, Option<i64>)]) -> Push {
+    /// queued they go out in one vectored write. `now_ms` is the time the
+    /// fan-out round read once, for the latency of what is written at once.
+    pub(crate) fn push_many(&self, frames: &[(&Bytes, Option<i64>)], now_ms: i64) -> Push {
         let mut s = self.state.lock();
         if s.closing.is_some() {
             return Push::Closed;
@@ -255,7 +257,10 @@ impl Outbox {
                 io.poll_write_vectored(&mut cx, &slices[..n])
             };
             match r {
-                Poll::Ready(Ok(n)) => written = n,
+                Poll::Ready(Ok(n)) => {
+                    self.metrics.socket_writes.inc();
+                    written = n;
+                }
                 Poll::Pending => {}
                 Poll::Ready(Err(e)) => {
                     tracing::debug!(error = %e, "write failed");
@@ -266,16 +271,15 @@ impl Outbox {
             }
         }
         let mut done = 0;
-        for (b, at) in frames {
+        for (b, _) in frames {
             if written < b.len() {
                 break;
             }
             written -= b.len();
             done += 1;
-            if let Some(at) = at {
-                self.metrics.delivered(&[*at]);
-            }
         }
+        self.metrics
+            .delivered(now_ms, frames[..done].iter().filter_map(|(_, at)| *at));
         let rest = &frames[done..];
         if rest.is_empty() {
             return Push::Queued;

@@ -59,7 +59,7 @@ async fn a_batch_partly_written_continues_in_order() {
         .map(|f| (&f.bytes, f.committed_at_ms))
         .collect();
     // 17-byte frames: one and a bit go out at once, the rest is queued.
-    assert_eq!(o.push_many(&refs), Push::Queued);
+    assert_eq!(o.push_many(&refs, 0), Push::Queued);
     assert_eq!(o.bytes(), 5 * 17 - 25);
     assert_eq!(o.push_ref(&frames[0].bytes, None), Push::Queued);
     o.close(

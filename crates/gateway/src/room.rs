@@ -254,6 +254,8 @@ impl Room {
         self.count_rate(run.len());
         let events_max = self.events_max;
         let mut frames = Vec::new();
+        // One clock read for the round's latency figures, not one per frame.
+        let now_ms = crate::metrics::now_ms();
         for m in s.members.iter_mut() {
             let mut live = run;
             while let (Some(ev), Some(_)) = (live.first(), m.paused_at) {
@@ -278,16 +280,17 @@ impl Room {
             // no task wake-up, and a run of events in one write.
             let pushed = match live {
                 [] => continue,
-                [ev] => m
-                    .outbox
-                    .push_ref(ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms)),
+                [ev] => m.outbox.push_many(
+                    &[(ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms))],
+                    now_ms,
+                ),
                 _ => {
                     frames.clear();
                     frames.extend(
                         live.iter()
                             .map(|ev| (ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms))),
                     );
-                    m.outbox.push_many(&frames)
+                    m.outbox.push_many(&frames, now_ms)
                 }
             };
             if pushed == Push::Overflow {

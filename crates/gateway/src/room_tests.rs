@@ -174,3 +174,20 @@ async fn a_held_welcome_replays_first_and_never_twice() {
     let texts = socket2.texts();
     assert_eq!(seqs(&texts[texts.len() - 4..]), ["12", "13", "14", "15"]);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_rate_that_decides_coalescing_counts_the_last_second() {
+    let room = Room::new(&info(), 1_000, Duration::from_secs(60));
+    room.set_cursor(0);
+    assert_eq!(room.events_per_s(), 0, "no estimate before a second passed");
+    for s in 1..=149 {
+        room.apply(ev(s));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    room.apply(ev(150));
+    assert_eq!(room.events_per_s(), 150);
+    // A room that calms down is quiet again after the next second.
+    tokio::time::advance(Duration::from_secs(1)).await;
+    room.apply(ev(151));
+    assert_eq!(room.events_per_s(), 1);
+}

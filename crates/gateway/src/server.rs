@@ -46,6 +46,23 @@ impl Gateway {
     }
 }
 
+/// `listener` with TCP_NODELAY set on every connection it accepts: serve
+/// the gateway's router on this. The gateway writes each round's frames in
+/// one write as soon as they are due; with Nagle's algorithm on, a write
+/// while an earlier one is unacknowledged waits for the peer's ACK, which
+/// a viewer that only reads may delay by 40 ms or more.
+pub fn nodelay_listener(
+    listener: tokio::net::TcpListener,
+) -> axum::serve::TapIo<tokio::net::TcpListener, fn(&mut tokio::net::TcpStream)> {
+    use axum::serve::ListenerExt;
+    fn nodelay(tcp: &mut tokio::net::TcpStream) {
+        if let Err(e) = tcp.set_nodelay(true) {
+            tracing::debug!(error = %e, "TCP_NODELAY not set");
+        }
+    }
+    listener.tap_io(nodelay as fn(&mut tokio::net::TcpStream))
+}
+
 /// Holds one slot of the connection cap for as long as it lives.
 struct Slot(Arc<Inner>);
 

@@ -119,7 +119,7 @@ impl Harness {
         let app = gw.router();
         tokio::spawn(async move {
             axum::serve(
-                listener,
+                applause_gateway::nodelay_listener(listener),
                 app.into_make_service_with_connect_info::<SocketAddr>(),
             )
             .await

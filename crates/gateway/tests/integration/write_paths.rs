@@ -140,3 +140,30 @@ async fn direct_and_queued_writes_put_identical_bytes_on_the_wire() {
         assert_eq!(v["seq"], i as u64 + 1);
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_round_to_hundreds_of_viewers_writes_every_frame_directly() {
+    // More connections than tokio's cooperative budget (128 I/O operations
+    // per poll): the fan-out must not fall back to the writer tasks after
+    // the first 128 sockets of a round.
+    const VIEWERS: usize = 400;
+    let h = Harness::with(config(|c| c.resume_grace_ms = 0), HistoryBounds::default()).await;
+    let mut clients = Vec::new();
+    for _ in 0..VIEWERS {
+        clients.push(h.connect(ROOM, None).await.0);
+    }
+    let before = h.metric("applause_gateway_frames_queued_total");
+    h.publish_range(ROOM, 1..=5).await;
+    for c in &mut clients {
+        assert_eq!(c.seqs(5).await, range(1, 5));
+    }
+    assert_eq!(
+        h.metric("applause_gateway_frames_queued_total"),
+        before,
+        "every frame went straight to its socket"
+    );
+    assert_eq!(
+        h.metric("applause_gateway_deliveries_total"),
+        (5 * VIEWERS) as f64
+    );
+}

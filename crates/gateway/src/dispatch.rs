@@ -1,0 +1,193 @@
+//! The dispatcher: one task takes bus messages in rounds and fans them out,
+//! so events of a room are applied strictly in the order the bus delivers
+//! them. A round is whatever has queued up (up to `fanout_batch_events_max`
+//! messages); consecutive events of one room in it go to each connection in
+//! one write.
+//!
+//! The coalescing window: a round that begins while the dispatcher was idle
+//! with an event of a busy room (at least `fanout_coalesce_rate_min`
+//! events a second) waits a little for that room's next events, so each connection
+//! gets several frames per syscall. It is adaptive and bounded:
+//! - it is as long as the room needs, at its recent rate, to produce
+//!   `fanout_coalesce_events` events in all, and never longer than
+//!   `fanout_coalesce_ms`;
+//! - it ends early once the round holds that many events of the room;
+//! - it is taken once per round and counted from the earliest moment the
+//!   round's first event can have arrived: now when the dispatcher was
+//!   idle, else the end of the previous round's gathering (the event came
+//!   while that round was written). So no event waits longer than the
+//!   window in all, and a backlog older than the window never waits: it
+//!   is batched by the backlog itself. After a round cut short by the
+//!   batch bound (a backlog), the next one does not wait either.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use applause_bus::BusMessage;
+use tokio::sync::mpsc::error::TryRecvError;
+use tokio::sync::mpsc::Receiver;
+use tokio::time::Instant;
+
+use crate::gateway::Inner;
+
+/// The coalescing window's bounds (see the module doc).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Window {
+    /// The longest wait; zero turns the window off.
+    pub max: Duration,
+    /// Rooms below this many events a second never wait.
+    pub rate_min: u32,
+    /// Events of the room a round aims to hold.
+    pub events: usize,
+}
+
+impl Window {
+    /// How long a round that starts with an event of a room producing
+    /// `per_s` events a second waits for more of them.
+    pub(crate) fn wait_for(&self, per_s: u32) -> Duration {
+        if self.max.is_zero() || per_s < self.rate_min || self.events < 2 {
+            return Duration::ZERO;
+        }
+        if per_s == 0 {
+            return self.max;
+        }
+        let needed = Duration::from_secs_f64((self.events - 1) as f64 / f64::from(per_s));
+        needed.min(self.max)
+    }
+}
+
+/// How one round was gathered.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Round {
+    /// Messages were already waiting when the round began.
+    pub behind: bool,
+    /// How long the round waited for more events.
+    pub waited: Duration,
+    /// When the gathering ended; `None` when the round was cut by the
+    /// batch bound (more may be waiting: the next round must not wait).
+    pub ended: Option<Instant>,
+}
+
+/// Gathers the next round into `batch` (which must be empty): the first
+/// message (waiting for it if none is queued), whatever else has queued up,
+/// and, when `window_of` gives the first message's room a window, that
+/// room's next events until the window closes or the round holds `events`
+/// of them. `previous` is the last round's [`Round::ended`] (`None` for
+/// the first). `None` when the channel is closed and empty.
+pub(crate) async fn gather(
+    messages: &mut Receiver<BusMessage>,
+    batch: &mut Vec<BusMessage>,
+    batch_max: usize,
+    events: usize,
+    previous: Option<Instant>,
+    window_of: impl FnOnce(&BusMessage) -> Duration,
+) -> Option<Round> {
+    let (first, since, behind) = match messages.try_recv() {
+        // It came while the previous round was written, or before (then
+        // that round was full, and `previous` is `None`).
+        Ok(m) => (m, previous, true),
+        Err(TryRecvError::Disconnected) => return None,
+        Err(TryRecvError::Empty) => (messages.recv().await?, Some(Instant::now()), false),
+    };
+    let mut round = Round {
+        behind,
+        waited: Duration::ZERO,
+        ended: None,
+    };
+    let start = Instant::now();
+    let deadline = since.map(|t| t + window_of(&first)).filter(|d| *d > start);
+    let window = deadline.map_or(Duration::ZERO, |d| d - start);
+    let room = match &first {
+        BusMessage::Event(env) if !window.is_zero() => Some(env.room_id.clone()),
+        _ => None,
+    };
+    batch.push(first);
+    let of_room = |m: &BusMessage| match (m, &room) {
+        (BusMessage::Event(env), Some(r)) => env.room_id == *r,
+        _ => false,
+    };
+    let mut held = 1;
+    while batch.len() < batch_max {
+        match messages.try_recv() {
+            Ok(m) => {
+                held += usize::from(of_room(&m));
+                batch.push(m);
+            }
+            Err(_) => break,
+        }
+    }
+    if let (Some(_), Some(deadline)) = (&room, deadline) {
+        while batch.len() < batch_max && held < events {
+            let next = tokio::select! {
+                biased;
+                m = messages.recv() => m,
+                _ = tokio::time::sleep_until(deadline) => break,
+            };
+            let Some(m) = next else { break };
+            held += usize::from(of_room(&m));
+            batch.push(m);
+        }
+        round.waited = start.elapsed();
+    }
+    round.ended = (batch.len() < batch_max).then(Instant::now);
+    Some(round)
+}
+
+/// The dispatcher task: rounds until shutdown or the bus closes.
+pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessage>) {
+    let config = &inner.config;
+    let window = Window {
+        max: Duration::from_millis(config.fanout_coalesce_ms),
+        rate_min: config.fanout_coalesce_rate_min,
+        events: config.fanout_coalesce_events,
+    };
+    let batch_max = config.fanout_batch_events_max;
+    let mut batch = Vec::with_capacity(batch_max);
+    let mut previous = None;
+    loop {
+        let gathered = tokio::select! {
+            _ = inner.shutdown.cancelled() => return,
+            r = gather(&mut messages, &mut batch, batch_max, window.events, previous, |m| match m {
+                BusMessage::Event(env) => inner
+                    .rooms
+                    .get(env.room_id.as_str())
+                    .map_or(Duration::ZERO, |r| window.wait_for(r.events_per_s())),
+                BusMessage::Reconnected => Duration::ZERO,
+            }) => r,
+        };
+        let Some(round) = gathered else {
+            tracing::warn!("event bus closed its message channel");
+            return;
+        };
+        previous = round.ended;
+        inner.metrics.fanout_round(batch.len(), round.waited);
+        let mut rest = batch.drain(..).peekable();
+        while let Some(msg) = rest.next() {
+            match msg {
+                BusMessage::Event(env) => {
+                    let mut run = vec![env];
+                    while let Some(BusMessage::Event(next)) = rest.peek() {
+                        if next.room_id != run[0].room_id {
+                            break;
+                        }
+                        let Some(BusMessage::Event(next)) = rest.next() else {
+                            unreachable!("peeked an event")
+                        };
+                        run.push(next);
+                    }
+                    // Outside tokio's cooperative budget: a task gets 128
+                    // I/O operations per poll, after which every socket
+                    // answers `Pending`, so the direct writes of a round to
+                    // thousands of connections would fall back to their
+                    // writer tasks after the first 128.
+                    tokio::task::unconstrained(inner.on_events(run)).await;
+                }
+                BusMessage::Reconnected => inner.on_reconnected().await,
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+#[path = "dispatch_tests.rs"]
+mod tests;

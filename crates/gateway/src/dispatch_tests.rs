@@ -1,0 +1,264 @@
+//! The coalescing window, on tokio's paused clock: how long a round waits,
+//! when it ends early, and that it never waits when the fan-out is behind
+//! or the room is quiet.
+
+use super::*;
+use applause_core::EventEnvelope;
+use tokio::sync::mpsc;
+
+const MS: Duration = Duration::from_millis(1);
+
+fn event(room: &str, seq: u64) -> BusMessage {
+    BusMessage::Event(Arc::new(EventEnvelope {
+        room_id: room.into(),
+        epoch: 1,
+        seq,
+        frame: format!("{{\"seq\":{seq}}}"),
+        broadcaster_frame: None,
+        broadcaster_id: "b".into(),
+        committed_at_ms: 0,
+        ends_room: false,
+    }))
+}
+
+fn ids(batch: &[BusMessage]) -> Vec<(String, u64)> {
+    batch
+        .iter()
+        .map(|m| match m {
+            BusMessage::Event(e) => (e.room_id.clone(), e.seq),
+            BusMessage::Reconnected => ("reconnected".into(), 0),
+        })
+        .collect()
+}
+
+/// Sends `(delay after the previous one, message)` in order from a task.
+fn send_later(tx: mpsc::Sender<BusMessage>, plan: Vec<(Duration, BusMessage)>) {
+    tokio::spawn(async move {
+        for (after, m) in plan {
+            tokio::time::sleep(after).await;
+            tx.send(m).await.unwrap();
+        }
+        // Keep the channel open: the round must end by its own rules.
+        std::future::pending::<()>().await;
+    });
+}
+
+#[test]
+fn the_window_follows_the_rate_within_its_bound() {
+    let w = Window {
+        max: 10 * MS,
+        rate_min: 100,
+        events: 4,
+    };
+    assert_eq!(w.wait_for(0), Duration::ZERO, "a quiet room");
+    assert_eq!(w.wait_for(99), Duration::ZERO, "below the busy rate");
+    // Three more events take 20 ms at 150/s: the bound applies.
+    assert_eq!(w.wait_for(150), 10 * MS);
+    assert_eq!(w.wait_for(300), 10 * MS);
+    // At 1,000/s three more events take 3 ms.
+    assert_eq!(w.wait_for(1_000), 3 * MS);
+    assert!(w.wait_for(u32::MAX) < Duration::from_micros(1));
+    let off = Window {
+        max: Duration::ZERO,
+        ..w
+    };
+    assert_eq!(off.wait_for(1_000), Duration::ZERO, "off");
+    let every_room = Window { rate_min: 0, ..w };
+    assert_eq!(every_room.wait_for(0), 10 * MS, "rate_min 0: every room");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_idle_round_of_a_busy_room_waits_its_window_once() {
+    let (tx, mut rx) = mpsc::channel(64);
+    send_later(
+        tx,
+        vec![
+            (MS, event("r1", 1)),
+            (4 * MS, event("r1", 2)),
+            (20 * MS, event("r1", 3)),
+        ],
+    );
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    // The first event came at 1 ms, the window closed 10 ms later.
+    assert_eq!(start.elapsed(), 11 * MS);
+    assert_eq!(round.waited, 10 * MS);
+    assert!(!round.behind);
+    assert_eq!(ids(&batch), [("r1".into(), 1), ("r1".into(), 2)]);
+    // The next round starts with the next event: its own window, not more.
+    batch.clear();
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), 35 * MS);
+    assert_eq!(round.waited, 10 * MS);
+    assert_eq!(ids(&batch), [("r1".into(), 3)]);
+}
+
+#[tokio::test(start_paused = true)]
+async fn the_window_ends_once_the_round_holds_enough_events() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let plan = (1..=6).map(|s| (MS, event("r1", s))).collect();
+    send_later(tx, plan);
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), 4 * MS, "the fourth event ended the wait");
+    assert_eq!(round.waited, 3 * MS);
+    assert_eq!(batch.len(), 4);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_backlog_older_than_the_window_never_waits() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let previous = Instant::now();
+    // The previous round took 12 ms to write; these came meanwhile.
+    tokio::time::advance(12 * MS).await;
+    for s in 1..=3 {
+        tx.send(event("r1", s)).await.unwrap();
+    }
+    send_later(tx, vec![(MS, event("r1", 4))]);
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 8, Some(previous), |_| 10 * MS)
+        .await
+        .unwrap();
+    assert!(round.behind);
+    assert_eq!(round.waited, Duration::ZERO);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(batch.len(), 3, "what had queued up, at once");
+}
+
+#[tokio::test(start_paused = true)]
+async fn an_event_that_came_during_the_last_round_waits_only_the_rest_of_its_window() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let previous = Instant::now();
+    tokio::time::advance(4 * MS).await;
+    tx.send(event("r1", 1)).await.unwrap();
+    send_later(
+        tx,
+        vec![(2 * MS, event("r1", 2)), (20 * MS, event("r1", 3))],
+    );
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 4, Some(previous), |_| 10 * MS)
+        .await
+        .unwrap();
+    // It may have come right after the last round: 10 ms from then at most.
+    assert!(round.behind);
+    assert_eq!(start.elapsed(), 6 * MS);
+    assert_eq!(round.waited, 6 * MS);
+    assert_eq!(batch.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn after_a_round_cut_by_the_batch_bound_the_next_does_not_wait() {
+    let (tx, mut rx) = mpsc::channel(64);
+    for s in 1..=5 {
+        tx.send(event("r1", s)).await.unwrap();
+    }
+    send_later(tx, vec![(MS, event("r1", 6))]);
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 3, 4, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(round.ended, None, "cut by the bound");
+    batch.clear();
+    let start = Instant::now();
+    let mut asked = false;
+    let round = gather(&mut rx, &mut batch, 3, 4, round.ended, |_| {
+        asked = true;
+        10 * MS
+    })
+    .await
+    .unwrap();
+    assert!(!asked, "no window is even looked up");
+    assert_eq!(round.waited, Duration::ZERO);
+    assert_eq!(start.elapsed(), Duration::ZERO);
+    assert_eq!(batch.len(), 2);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_quiet_room_is_fanned_out_at_once() {
+    let (tx, mut rx) = mpsc::channel(64);
+    send_later(tx, vec![(MS, event("r1", 1)), (MS, event("r1", 2))]);
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| Duration::ZERO)
+        .await
+        .unwrap();
+    assert_eq!(start.elapsed(), MS);
+    assert_eq!(round.waited, Duration::ZERO);
+    assert_eq!(batch.len(), 1);
+}
+
+#[tokio::test(start_paused = true)]
+async fn other_messages_join_the_round_in_order_but_do_not_end_it() {
+    let (tx, mut rx) = mpsc::channel(64);
+    send_later(
+        tx,
+        vec![
+            (MS, event("hot", 1)),
+            (MS, event("other", 7)),
+            (MS, BusMessage::Reconnected),
+            (MS, event("other", 8)),
+            (MS, event("hot", 2)),
+        ],
+    );
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, 2, None, |m| match m {
+        BusMessage::Event(e) if e.room_id == "hot" => 10 * MS,
+        _ => Duration::ZERO,
+    })
+    .await
+    .unwrap();
+    assert_eq!(start.elapsed(), 5 * MS, "the hot room's second event");
+    assert_eq!(round.waited, 4 * MS);
+    assert_eq!(
+        ids(&batch),
+        [
+            ("hot".into(), 1),
+            ("other".into(), 7),
+            ("reconnected".into(), 0),
+            ("other".into(), 8),
+            ("hot".into(), 2),
+        ]
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_round_never_exceeds_the_batch_bound() {
+    let (tx, mut rx) = mpsc::channel(64);
+    let plan = (1..=10).map(|s| (MS, event("r1", s))).collect();
+    send_later(tx, plan);
+    let mut batch = Vec::new();
+    let start = Instant::now();
+    gather(&mut rx, &mut batch, 3, 8, None, |_| 10 * MS)
+        .await
+        .unwrap();
+    assert_eq!(batch.len(), 3);
+    assert_eq!(start.elapsed(), 3 * MS);
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_closed_bus_ends_the_dispatcher() {
+    let (tx, mut rx) = mpsc::channel::<BusMessage>(4);
+    tx.send(event("r1", 1)).await.unwrap();
+    drop(tx);
+    let mut batch = Vec::new();
+    // What was sent is still taken; then the end.
+    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+        .await
+        .is_some());
+    batch.clear();
+    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+        .await
+        .is_none());
+}
