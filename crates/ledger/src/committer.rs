@@ -170,7 +170,7 @@ async fn run(
             }
             Err(e) => {
                 metrics.batches.with_label_values(&["error"]).inc();
-                tracing::warn!(error = %e, commands = commands.len(), "ledger batch failed; nothing was written");
+                tracing::warn!(error = %e, commands = commands.len(), "ledger batch failed");
                 let e = Arc::new(e);
                 for req in batch.drain(..) {
                     let _ = req.reply.send(Err(e.clone()));

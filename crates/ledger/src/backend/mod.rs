@@ -2,8 +2,9 @@
 //! (load and lock, plan, write, commit) and the read queries. Only the
 //! modules under `backend/` know SQL: [`sqlite`] and [`postgres`] (schema,
 //! batch load and write, error codes), [`shared`] (the reads both run),
-//! [`rows`] (row decoding), [`schema`] (shared tables, migrations) and
-//! [`batch_json`] (a batch's rows as JSON).
+//! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
+//! [`batch_json`] (a batch's rows as JSON) and [`lost_commit`] (what became
+//! of a PostgreSQL COMMIT whose answer was lost).
 
 use std::sync::Arc;
 
@@ -13,6 +14,7 @@ use crate::plan::{Command, Loaded, Outcome, PlanError, WriteSet};
 use crate::LedgerError;
 
 pub(crate) mod batch_json;
+pub(crate) mod lost_commit;
 pub(crate) mod postgres;
 pub(crate) mod rows;
 pub(crate) mod schema;

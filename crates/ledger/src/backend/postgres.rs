@@ -17,6 +17,7 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
 use super::batch_json::BatchJson;
+use super::lost_commit::{self, Fate, RESOLVE_WITHIN};
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
@@ -127,10 +128,17 @@ pub(crate) fn error(e: sqlx::Error) -> LedgerError {
     super::shared::ledger_error(e, unavailable_code)
 }
 
-/// Why one attempt at a batch did not commit.
+/// Why one attempt at a batch did not commit, or may not have.
 enum Attempt {
     Retry(String),
     Fail(LedgerError),
+    /// The COMMIT of transaction `xid` went unanswered: `outcomes` hold if
+    /// it took effect (see [`lost_commit`]).
+    Unanswered {
+        xid: i64,
+        outcomes: Vec<Outcome>,
+        why: String,
+    },
 }
 
 impl From<sqlx::Error> for Attempt {
@@ -183,8 +191,20 @@ impl Pg {
         if !writes.is_empty() {
             write(&mut tx, &writes).await?;
         }
-        tx.commit().await?;
-        Ok(outcomes)
+        // What to ask the database about should the COMMIT's answer be lost
+        // (none when the batch wrote and locked nothing).
+        let xid: Option<i64> = sqlx::query_scalar("SELECT txid_current_if_assigned()")
+            .fetch_one(&mut *tx)
+            .await?;
+        match (tx.commit().await, xid) {
+            (Ok(()), _) => Ok(outcomes),
+            (Err(e), Some(xid)) if lost_commit::outcome_unknown(&e) => Err(Attempt::Unanswered {
+                xid,
+                outcomes,
+                why: e.to_string(),
+            }),
+            (Err(e), _) => Err(e.into()),
+        }
     }
 }
 
@@ -537,6 +557,21 @@ impl Backend for Pg {
                 Err(Attempt::Retry(why)) => {
                     tracing::debug!(%why, "retrying ledger batch");
                     last = why;
+                }
+                Err(Attempt::Unanswered { xid, outcomes, why }) => {
+                    tracing::warn!(%why, xid, "a COMMIT went unanswered; asking the database whether it took effect");
+                    let fate = lost_commit::resolve(&self.reads.pool, xid, RESOLVE_WITHIN).await;
+                    tracing::warn!(?fate, xid, "the unanswered COMMIT");
+                    return match fate {
+                        Fate::Committed => Ok(outcomes),
+                        Fate::Aborted => Err(LedgerError::Unavailable(format!(
+                            "{why} (the transaction did not commit)"
+                        ))),
+                        Fate::Unknown(still) => Err(LedgerError::Unavailable(format!(
+                            "{why}; whether the transaction committed is unknown ({still}): \
+                             a retry with the same idempotency key tells"
+                        ))),
+                    };
                 }
             }
         }

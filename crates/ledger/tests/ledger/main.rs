@@ -7,6 +7,7 @@ mod common;
 mod concurrency;
 mod idempotency;
 mod invariants;
+mod lost_commit;
 mod outbox;
 mod redpackets;
 mod refunds;

@@ -1,0 +1,200 @@
+//! A COMMIT whose outcome the ledger never heard (PostgreSQL): the connection
+//! dies after the COMMIT was sent, before its answer came back, as when the
+//! server crashes or the network fails at that moment. The ledger must tell
+//! what happened from the database afterwards: a commit that took effect is
+//! the purchase's outcome (not a 503 "nothing was charged" while it was),
+//! one that did not is `Unavailable` and charged nothing.
+//!
+//! A proxy between the ledger and PostgreSQL plays the fault, exactly once:
+//! it either forwards the COMMIT, waits for the server's "COMMIT" answer
+//! (so it is durable) and drops the connection instead of passing the answer
+//! on, or drops the connection instead of forwarding the COMMIT.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+
+use applause_core::Channel;
+use applause_ledger::*;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+
+use crate::common::*;
+
+/// The simple-query message `COMMIT` (sqlx commits that way), and the
+/// server's CommandComplete for it.
+const COMMIT_QUERY: &[u8] = b"Q\0\0\0\x0bCOMMIT\0";
+const COMMIT_DONE: &[u8] = b"C\0\0\0\x0bCOMMIT\0";
+
+#[derive(Clone, Copy, Debug)]
+enum Fault {
+    /// The COMMIT reaches the server and commits; its answer is lost.
+    LoseAnswer,
+    /// The COMMIT never reaches the server.
+    LoseRequest,
+}
+
+/// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that plays one armed fault.
+struct Trap {
+    port: u16,
+    armed: Arc<Mutex<Option<Fault>>>,
+    fired: Arc<AtomicBool>,
+    accept: tokio::task::AbortHandle,
+}
+
+impl Trap {
+    async fn start() -> Trap {
+        let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let armed: Arc<Mutex<Option<Fault>>> = Arc::default();
+        let fired = Arc::new(AtomicBool::new(false));
+        let (a, f) = (armed.clone(), fired.clone());
+        let accept = tokio::spawn(async move {
+            while let Ok((client, _)) = listener.accept().await {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", 5432)).await else {
+                    continue;
+                };
+                tokio::spawn(pipe(client, server, a.clone(), f.clone()));
+            }
+        })
+        .abort_handle();
+        Trap {
+            port,
+            armed,
+            fired,
+            accept,
+        }
+    }
+
+    fn arm(&self, fault: Fault) {
+        *self.armed.lock().unwrap() = Some(fault);
+    }
+
+    fn fired(&self) -> bool {
+        self.fired.load(Ordering::SeqCst)
+    }
+}
+
+impl Drop for Trap {
+    fn drop(&mut self) {
+        self.accept.abort();
+    }
+}
+
+fn contains(haystack: &[u8], needle: &[u8]) -> bool {
+    haystack.windows(needle.len()).any(|w| w == needle)
+}
+
+/// Relays one connection; returning drops both sides.
+async fn pipe(
+    mut client: TcpStream,
+    mut server: TcpStream,
+    armed: Arc<Mutex<Option<Fault>>>,
+    fired: Arc<AtomicBool>,
+) {
+    let (mut cr, mut cw) = client.split();
+    let (mut sr, mut sw) = server.split();
+    let (mut up, mut down) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
+    // Set once this connection's COMMIT was let through to be answered
+    // into the void: what the server says from then on.
+    let mut swallowed: Option<Vec<u8>> = None;
+    loop {
+        tokio::select! {
+            n = cr.read(&mut up) => {
+                let Ok(n @ 1..) = n else { return };
+                if swallowed.is_none() && contains(&up[..n], COMMIT_QUERY) {
+                    let fault = armed.lock().unwrap().take();
+                    match fault {
+                        Some(Fault::LoseRequest) => {
+                            fired.store(true, Ordering::SeqCst);
+                            return;
+                        }
+                        Some(Fault::LoseAnswer) => swallowed = Some(Vec::new()),
+                        None => {}
+                    }
+                }
+                if sw.write_all(&up[..n]).await.is_err() {
+                    return;
+                }
+            }
+            n = sr.read(&mut down) => {
+                let Ok(n @ 1..) = n else { return };
+                if let Some(said) = swallowed.as_mut() {
+                    said.extend_from_slice(&down[..n]);
+                    if contains(said, COMMIT_DONE) {
+                        // Committed, and the ledger will never hear it.
+                        fired.store(true, Ordering::SeqCst);
+                        return;
+                    }
+                    continue;
+                }
+                if cw.write_all(&down[..n]).await.is_err() {
+                    return;
+                }
+            }
+        }
+    }
+}
+
+/// A ledger on a fresh PostgreSQL database, reached through a trap.
+async fn trapped() -> (TestStore, Trap, Ledger) {
+    let store = TestStore::new(Kind::Postgres).await;
+    let trap = Trap::start().await;
+    let url = store.url.replace(":5432/", &format!(":{}/", trap.port));
+    let ledger = Ledger::open(&url, LedgerOptions::default(), &prometheus::Registry::new())
+        .await
+        .unwrap();
+    (store, trap, ledger)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_whose_commit_answer_is_lost_is_the_gift_it_committed() {
+    let (store, trap, ledger) = trapped().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    trap.arm(Fault::LoseAnswer);
+    let out = ledger.purchase(buy("v", &r.room_id, 300, "k1")).await;
+    assert!(trap.fired(), "the fault was not played");
+    // It was charged, so it must not be answered "unavailable" (which
+    // promises that nothing was charged).
+    let Ok(PurchaseOutcome::Charged(gift, _)) = out else {
+        panic!("a committed purchase answered {out:?}")
+    };
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    let again = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert_eq!(
+        again,
+        PurchaseOutcome::Replay(StoredOutcome::Gift(gift.gift_id.clone()))
+    );
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    assert_check(&ledger).await;
+    drop(ledger);
+    store.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_purchase_whose_commit_never_arrived_is_unavailable_and_charged_nothing() {
+    let (store, trap, ledger) = trapped().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    trap.arm(Fault::LoseRequest);
+    let out = ledger.purchase(buy("v", &r.room_id, 300, "k1")).await;
+    assert!(trap.fired(), "the fault was not played");
+    assert!(
+        matches!(out, Err(LedgerError::Unavailable(_))),
+        "an uncommitted purchase answered {out:?}"
+    );
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 1_000);
+    // The same key then buys, once.
+    let again = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert!(matches!(again, PurchaseOutcome::Charged(..)), "{again:?}");
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    assert_check(&ledger).await;
+    drop(ledger);
+    store.finish().await;
+}
