@@ -10,11 +10,17 @@
 //! exactly this), for as long as [`RESOLVE_WITHIN`]: committed, the batch's
 //! outcomes stand; aborted, nothing was written. Only when the database does
 //! not come back in time does the batch fail without knowing, and says so.
+//! The committer goes on with later batches meanwhile (they load what the
+//! database holds, whichever way this one went): only this batch's callers
+//! wait for the answer.
 
 use std::time::Duration;
 
 use sqlx::PgPool;
 use tokio::time::Instant;
+
+use crate::plan::Outcome;
+use crate::LedgerError;
 
 /// How long a batch waits for the database to tell whether its commit took
 /// effect: longer than a crash recovery usually takes, shorter than the time
@@ -72,5 +78,28 @@ pub(crate) async fn resolve(pool: &PgPool, xid: i64, within: Duration) -> Fate {
             return Fate::Unknown(why);
         }
         tokio::time::sleep(ASK_EVERY).await;
+    }
+}
+
+/// The answer to a batch whose COMMIT of transaction `xid` went unanswered
+/// (`why`): its `outcomes` if it committed, else `Unavailable`.
+pub(crate) async fn settle(
+    pool: PgPool,
+    xid: i64,
+    outcomes: Vec<Outcome>,
+    why: String,
+) -> Result<Vec<Outcome>, LedgerError> {
+    tracing::warn!(%why, xid, "a COMMIT went unanswered; asking the database whether it took effect");
+    let fate = resolve(&pool, xid, RESOLVE_WITHIN).await;
+    tracing::warn!(?fate, xid, "the unanswered COMMIT");
+    match fate {
+        Fate::Committed => Ok(outcomes),
+        Fate::Aborted => Err(LedgerError::Unavailable(format!(
+            "{why} (the transaction did not commit)"
+        ))),
+        Fate::Unknown(still) => Err(LedgerError::Unavailable(format!(
+            "{why}; whether the transaction committed is unknown ({still}): \
+             a retry with the same idempotency key tells"
+        ))),
     }
 }

@@ -17,11 +17,11 @@ use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
 use super::batch_json::BatchJson;
-use super::lost_commit::{self, Fate, RESOLVE_WITHIN};
+use super::lost_commit;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
-use super::{Backend, PlanFn};
+use super::{Backend, PlanFn, Ran};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
 
@@ -544,40 +544,27 @@ impl Backend for Pg {
         Ok(())
     }
 
-    async fn run_batch(
-        &self,
-        commands: &[Command],
-        plan: PlanFn<'_>,
-    ) -> Result<Vec<Outcome>, LedgerError> {
+    async fn run_batch(&self, commands: &[Command], plan: PlanFn<'_>) -> Ran {
         let mut last = String::new();
         for _ in 0..BATCH_ATTEMPTS_MAX {
             match self.attempt(commands, plan).await {
-                Ok(o) => return Ok(o),
-                Err(Attempt::Fail(e)) => return Err(e),
+                Ok(o) => return Ran::Done(Ok(o)),
+                Err(Attempt::Fail(e)) => return Ran::Done(Err(e)),
                 Err(Attempt::Retry(why)) => {
                     tracing::debug!(%why, "retrying ledger batch");
                     last = why;
                 }
                 Err(Attempt::Unanswered { xid, outcomes, why }) => {
-                    tracing::warn!(%why, xid, "a COMMIT went unanswered; asking the database whether it took effect");
-                    let fate = lost_commit::resolve(&self.reads.pool, xid, RESOLVE_WITHIN).await;
-                    tracing::warn!(?fate, xid, "the unanswered COMMIT");
-                    return match fate {
-                        Fate::Committed => Ok(outcomes),
-                        Fate::Aborted => Err(LedgerError::Unavailable(format!(
-                            "{why} (the transaction did not commit)"
-                        ))),
-                        Fate::Unknown(still) => Err(LedgerError::Unavailable(format!(
-                            "{why}; whether the transaction committed is unknown ({still}): \
-                             a retry with the same idempotency key tells"
-                        ))),
-                    };
+                    let pool = self.reads.pool.clone();
+                    return Ran::Unanswered(Box::pin(lost_commit::settle(
+                        pool, xid, outcomes, why,
+                    )));
                 }
             }
         }
-        Err(LedgerError::Unavailable(format!(
+        Ran::Done(Err(LedgerError::Unavailable(format!(
             "batch kept conflicting: {last}"
-        )))
+        ))))
     }
 
     fn reads(&self) -> &dyn ReadQueries {

@@ -12,6 +12,7 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 use applause_core::Channel;
 use applause_ledger::*;
@@ -33,11 +34,34 @@ enum Fault {
     LoseRequest,
 }
 
+/// What the trap's connections share.
+#[derive(Default)]
+struct State {
+    armed: Mutex<Option<Fault>>,
+    fired: AtomicBool,
+    /// Once fired, whether the database then stays away (every connection
+    /// dropped, new ones closed at once) until released.
+    away_after: AtomicBool,
+    away: AtomicBool,
+    conns: Mutex<Vec<tokio::task::AbortHandle>>,
+}
+
+impl State {
+    fn fire(&self) {
+        if self.away_after.load(Ordering::SeqCst) {
+            self.away.store(true, Ordering::SeqCst);
+            for c in self.conns.lock().unwrap().drain(..) {
+                c.abort();
+            }
+        }
+        self.fired.store(true, Ordering::SeqCst);
+    }
+}
+
 /// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that plays one armed fault.
 struct Trap {
     port: u16,
-    armed: Arc<Mutex<Option<Fault>>>,
-    fired: Arc<AtomicBool>,
+    state: Arc<State>,
     accept: tokio::task::AbortHandle,
 }
 
@@ -45,38 +69,52 @@ impl Trap {
     async fn start() -> Trap {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
-        let armed: Arc<Mutex<Option<Fault>>> = Arc::default();
-        let fired = Arc::new(AtomicBool::new(false));
-        let (a, f) = (armed.clone(), fired.clone());
+        let state: Arc<State> = Arc::default();
+        let st = state.clone();
         let accept = tokio::spawn(async move {
             while let Ok((client, _)) = listener.accept().await {
+                if st.away.load(Ordering::SeqCst) {
+                    continue;
+                }
                 let Ok(server) = TcpStream::connect(("127.0.0.1", 5432)).await else {
                     continue;
                 };
-                tokio::spawn(pipe(client, server, a.clone(), f.clone()));
+                let task = tokio::spawn(pipe(client, server, st.clone()));
+                st.conns.lock().unwrap().push(task.abort_handle());
             }
         })
         .abort_handle();
         Trap {
             port,
-            armed,
-            fired,
+            state,
             accept,
         }
     }
 
     fn arm(&self, fault: Fault) {
-        *self.armed.lock().unwrap() = Some(fault);
+        *self.state.armed.lock().unwrap() = Some(fault);
+    }
+
+    /// After the fault, the database stays away until [`Trap::come_back`].
+    fn stay_away_after(&self) {
+        self.state.away_after.store(true, Ordering::SeqCst);
+    }
+
+    fn come_back(&self) {
+        self.state.away.store(false, Ordering::SeqCst);
     }
 
     fn fired(&self) -> bool {
-        self.fired.load(Ordering::SeqCst)
+        self.state.fired.load(Ordering::SeqCst)
     }
 }
 
 impl Drop for Trap {
     fn drop(&mut self) {
         self.accept.abort();
+        for c in self.state.conns.lock().unwrap().drain(..) {
+            c.abort();
+        }
     }
 }
 
@@ -85,12 +123,7 @@ fn contains(haystack: &[u8], needle: &[u8]) -> bool {
 }
 
 /// Relays one connection; returning drops both sides.
-async fn pipe(
-    mut client: TcpStream,
-    mut server: TcpStream,
-    armed: Arc<Mutex<Option<Fault>>>,
-    fired: Arc<AtomicBool>,
-) {
+async fn pipe(mut client: TcpStream, mut server: TcpStream, state: Arc<State>) {
     let (mut cr, mut cw) = client.split();
     let (mut sr, mut sw) = server.split();
     let (mut up, mut down) = ([0u8; 16 * 1024], [0u8; 16 * 1024]);
@@ -102,10 +135,10 @@ async fn pipe(
             n = cr.read(&mut up) => {
                 let Ok(n @ 1..) = n else { return };
                 if swallowed.is_none() && contains(&up[..n], COMMIT_QUERY) {
-                    let fault = armed.lock().unwrap().take();
+                    let fault = state.armed.lock().unwrap().take();
                     match fault {
                         Some(Fault::LoseRequest) => {
-                            fired.store(true, Ordering::SeqCst);
+                            state.fire();
                             return;
                         }
                         Some(Fault::LoseAnswer) => swallowed = Some(Vec::new()),
@@ -122,7 +155,7 @@ async fn pipe(
                     said.extend_from_slice(&down[..n]);
                     if contains(said, COMMIT_DONE) {
                         // Committed, and the ledger will never hear it.
-                        fired.store(true, Ordering::SeqCst);
+                        state.fire();
                         return;
                     }
                     continue;
@@ -193,6 +226,50 @@ async fn a_purchase_whose_commit_never_arrived_is_unavailable_and_charged_nothin
         .await
         .unwrap();
     assert!(matches!(again, PurchaseOutcome::Charged(..)), "{again:?}");
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    assert_check(&ledger).await;
+    drop(ledger);
+    store.finish().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unanswered_commit_holds_up_only_its_own_batch() {
+    let (store, trap, ledger) = trapped().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    trap.arm(Fault::LoseAnswer);
+    trap.stay_away_after();
+    let first = tokio::spawn({
+        let (ledger, room_id) = (ledger.clone(), r.room_id.clone());
+        async move { ledger.purchase(buy("v", &room_id, 300, "k1")).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trap.fired() {
+        assert!(Instant::now() < deadline, "the fault was not played");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    // The database is away: a later purchase is told so at once, while the
+    // first still waits to learn what became of its commit.
+    let later = tokio::time::timeout(
+        Duration::from_secs(5),
+        ledger.purchase(buy("v", &r.room_id, 100, "k2")),
+    )
+    .await
+    .expect("a later purchase waited for the unanswered commit");
+    assert!(
+        matches!(later, Err(LedgerError::Unavailable(_))),
+        "{later:?}"
+    );
+    assert!(
+        !first.is_finished(),
+        "answered before the database could tell"
+    );
+    trap.come_back();
+    let first = first.await.unwrap();
+    assert!(
+        matches!(first, Ok(PurchaseOutcome::Charged(..))),
+        "a committed purchase answered {first:?}"
+    );
     assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
     assert_check(&ledger).await;
     drop(ledger);
