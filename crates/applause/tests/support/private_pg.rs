@@ -31,6 +31,8 @@ pub struct PrivatePg {
     /// (uid, gid) the server runs as: `postgres` when the test is root.
     owner: Option<(u32, u32)>,
     postmaster: Option<Child>,
+    /// `name=value` server settings of the test's own, on every start.
+    settings: Vec<String>,
     /// Every start so far (the first is 1).
     pub starts: usize,
 }
@@ -38,6 +40,11 @@ pub struct PrivatePg {
 impl PrivatePg {
     /// `initdb`, then the server started and accepting connections.
     pub async fn start() -> PrivatePg {
+        PrivatePg::start_with(&[]).await
+    }
+
+    /// The same, with server settings of the test's own (`name=value`).
+    pub async fn start_with(settings: &[&str]) -> PrivatePg {
         let bin = bindir();
         let owner = server_owner();
         sweep_leftovers(&bin, owner);
@@ -57,6 +64,7 @@ impl PrivatePg {
             dir: Some(dir),
             owner,
             postmaster: None,
+            settings: settings.iter().map(|s| s.to_string()).collect(),
             starts: 0,
         };
         let out = pg
@@ -133,6 +141,7 @@ impl PrivatePg {
                 .arg(format!("unix_socket_directories={}", self.dir().display()))
                 .args(["-c", "fsync=on", "-c", "synchronous_commit=on"])
                 .args(["-c", "shared_buffers=16MB", "-c", "max_connections=60"])
+                .args(self.settings.iter().flat_map(|s| ["-c", s.as_str()]))
                 .stdin(Stdio::null())
                 .stdout(log_file.try_clone().expect("log"))
                 .stderr(log_file)

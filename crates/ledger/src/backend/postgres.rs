@@ -113,6 +113,7 @@ const BATCH_ATTEMPTS_MAX: u32 = 5;
 pub(crate) struct Pg {
     writer: PgPool,
     reads: Reads<Postgres>,
+    marks: lost_commit::Marks,
 }
 
 /// SQLSTATEs that mean "cannot commit now" rather than a broken answer:
@@ -132,10 +133,10 @@ pub(crate) fn error(e: sqlx::Error) -> LedgerError {
 enum Attempt {
     Retry(String),
     Fail(LedgerError),
-    /// The COMMIT of transaction `xid` went unanswered: `outcomes` hold if
-    /// it took effect (see [`lost_commit`]).
+    /// The COMMIT of the batch that wrote commit mark `mark` went
+    /// unanswered: `outcomes` hold if it took effect (see [`lost_commit`]).
     Unanswered {
-        xid: i64,
+        mark: i64,
         outcomes: Vec<Outcome>,
         why: String,
     },
@@ -176,6 +177,7 @@ impl Pg {
                 pool: reader,
                 error,
             },
+            marks: lost_commit::Marks::new(),
         })
     }
 
@@ -188,18 +190,16 @@ impl Pg {
         let loaded = load(&mut tx, commands).await?;
         let (writes, outcomes) =
             plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e.to_string())))?;
+        let mut mark = None;
         if !writes.is_empty() {
             write(&mut tx, &writes).await?;
+            // What to look for should the COMMIT's answer be lost.
+            mark = Some(self.marks.next(&mut tx).await?);
         }
-        // What to ask the database about should the COMMIT's answer be lost
-        // (none when the batch wrote and locked nothing).
-        let xid: Option<i64> = sqlx::query_scalar("SELECT txid_current_if_assigned()")
-            .fetch_one(&mut *tx)
-            .await?;
-        match (tx.commit().await, xid) {
+        match (tx.commit().await, mark) {
             (Ok(()), _) => Ok(outcomes),
-            (Err(e), Some(xid)) if lost_commit::outcome_unknown(&e) => Err(Attempt::Unanswered {
-                xid,
+            (Err(e), Some(mark)) if lost_commit::outcome_unknown(&e) => Err(Attempt::Unanswered {
+                mark,
                 outcomes,
                 why: e.to_string(),
             }),
@@ -540,6 +540,9 @@ impl Backend for Pg {
         tx.execute(SCHEMA).await.map_err(error)?;
         tx.execute(MONEY_SCHEMA).await.map_err(error)?;
         apply_migrations::<Postgres>(&mut tx).await.map_err(error)?;
+        lost_commit::forget_old_marks(&mut tx)
+            .await
+            .map_err(error)?;
         tx.commit().await.map_err(error)?;
         Ok(())
     }
@@ -554,10 +557,14 @@ impl Backend for Pg {
                     tracing::debug!(%why, "retrying ledger batch");
                     last = why;
                 }
-                Err(Attempt::Unanswered { xid, outcomes, why }) => {
-                    let pool = self.reads.pool.clone();
+                Err(Attempt::Unanswered {
+                    mark,
+                    outcomes,
+                    why,
+                }) => {
+                    let (pool, marks) = (self.reads.pool.clone(), self.marks.clone());
                     return Ran::Unanswered(Box::pin(lost_commit::settle(
-                        pool, xid, outcomes, why,
+                        pool, marks, mark, outcomes, why,
                     )));
                 }
             }

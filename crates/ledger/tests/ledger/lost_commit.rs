@@ -8,7 +8,8 @@
 //! A proxy between the ledger and PostgreSQL plays the fault, exactly once:
 //! it either forwards the COMMIT, waits for the server's "COMMIT" answer
 //! (so it is durable) and drops the connection instead of passing the answer
-//! on, or drops the connection instead of forwarding the COMMIT.
+//! on, or drops the connection instead of forwarding the COMMIT. The last
+//! test also crashes the server then, which needs one of its own.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -20,6 +21,7 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpListener, TcpStream};
 
 use crate::common::*;
+use crate::private_pg::PrivatePg;
 
 /// The simple-query message `COMMIT` (sqlx commits that way), and the
 /// server's CommandComplete for it.
@@ -58,7 +60,7 @@ impl State {
     }
 }
 
-/// A TCP proxy to PostgreSQL on 127.0.0.1:5432 that plays one armed fault.
+/// A TCP proxy to a PostgreSQL on 127.0.0.1 that plays one armed fault.
 struct Trap {
     port: u16,
     state: Arc<State>,
@@ -66,7 +68,7 @@ struct Trap {
 }
 
 impl Trap {
-    async fn start() -> Trap {
+    async fn start(target_port: u16) -> Trap {
         let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
         let port = listener.local_addr().unwrap().port();
         let state: Arc<State> = Arc::default();
@@ -76,7 +78,7 @@ impl Trap {
                 if st.away.load(Ordering::SeqCst) {
                     continue;
                 }
-                let Ok(server) = TcpStream::connect(("127.0.0.1", 5432)).await else {
+                let Ok(server) = TcpStream::connect(("127.0.0.1", target_port)).await else {
                     continue;
                 };
                 let task = tokio::spawn(pipe(client, server, st.clone()));
@@ -171,7 +173,7 @@ async fn pipe(mut client: TcpStream, mut server: TcpStream, state: Arc<State>) {
 /// A ledger on a fresh PostgreSQL database, reached through a trap.
 async fn trapped() -> (TestStore, Trap, Ledger) {
     let store = TestStore::new(Kind::Postgres).await;
-    let trap = Trap::start().await;
+    let trap = Trap::start(5432).await;
     let url = store.url.replace(":5432/", &format!(":{}/", trap.port));
     let ledger = Ledger::open(&url, LedgerOptions::default(), &prometheus::Registry::new())
         .await
@@ -274,4 +276,62 @@ async fn an_unanswered_commit_holds_up_only_its_own_batch() {
     assert_check(&ledger).await;
     drop(ledger);
     store.finish().await;
+}
+
+/// The COMMIT never arrives, then the server crashes before any of the
+/// transaction's WAL reached the disk: after the restart its transaction id
+/// is given to the next transaction, which commits. The purchase did not
+/// take effect and must say so (asking `txid_status` about that id would
+/// hear "committed").
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_commit_lost_in_a_crash_is_not_mistaken_for_a_later_transaction() {
+    // WAL reaches the disk only when a commit flushes it: no background
+    // writer or WAL writer flushes the lost transaction's records first.
+    let mut pg = PrivatePg::start_with(&["wal_writer_delay=10s", "bgwriter_lru_maxpages=0"]).await;
+    pg.create_database("ledger").await;
+    let trap = Trap::start(pg.port).await;
+    let url = format!("postgres://postgres@127.0.0.1:{}/ledger", trap.port);
+    let ledger = Ledger::open(&url, LedgerOptions::default(), &prometheus::Registry::new())
+        .await
+        .unwrap();
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    trap.arm(Fault::LoseRequest);
+    trap.stay_away_after();
+    let first = tokio::spawn({
+        let (ledger, room_id) = (ledger.clone(), r.room_id.clone());
+        async move { ledger.purchase(buy("v", &room_id, 300, "k1")).await }
+    });
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !trap.fired() {
+        assert!(Instant::now() < deadline, "the fault was not played");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    pg.stop_immediate();
+    pg.start_again().await;
+    // Transactions of someone else, straight to the server: the first takes
+    // the lost transaction's id.
+    {
+        use sqlx::{Connection, Executor};
+        let mut c = sqlx::PgConnection::connect(&pg.url("ledger"))
+            .await
+            .unwrap();
+        c.execute("CREATE TABLE someone_else (x BIGINT)")
+            .await
+            .unwrap();
+        for x in 0..3 {
+            c.execute(format!("INSERT INTO someone_else VALUES ({x})").as_str())
+                .await
+                .unwrap();
+        }
+        let _ = c.close().await;
+    }
+    trap.come_back();
+    let first = first.await.unwrap();
+    assert!(
+        matches!(first, Err(LedgerError::Unavailable(_))),
+        "a purchase that never committed answered {first:?}"
+    );
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 1_000);
+    assert_check(&ledger).await;
 }
