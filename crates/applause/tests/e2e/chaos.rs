@@ -288,8 +288,22 @@ pub(crate) async fn settle(
                     .filter_map(|b| b["seq"].as_u64())
                     .filter(|s| !got.contains(s))
                     .collect();
+                // A seq answered twice (two 201s for one gift, or two gifts
+                // with one seq) shows as nothing missing and yet too few.
+                let mut answered: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+                let bought = bought.lock().await;
+                for (i, b) in bought.bodies.iter().enumerate() {
+                    let key = bought.keys.get(i).map(|k| k.1.as_str()).unwrap_or("?");
+                    let node = bought.nodes.get(i).map(String::as_str).unwrap_or("?");
+                    answered
+                        .entry(b["seq"].as_u64().unwrap_or(0))
+                        .or_default()
+                        .push(format!("{key} at {node}: {b}"));
+                }
+                answered.retain(|_, v| v.len() > 1);
                 panic!(
-                    "{why}: the viewers never caught up: missing seqs {missing:?}\n{}",
+                    "{why}: the viewers never caught up ({} of {want}): missing seqs {missing:?}, answered more than once {answered:?}\n{}",
+                    gift_count(&v.frames),
                     diagnosis(cluster, port).await
                 );
             }
