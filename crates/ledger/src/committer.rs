@@ -2,7 +2,9 @@
 //! channel; it takes whatever has queued (up to `batch_max`), has the backend
 //! load and lock what they touch, plans them in memory and commits them as one
 //! transaction — one fsync for many gifts (group commit) — then announces what
-//! it committed and answers every request of the batch.
+//! it committed and answers every request of the batch. A batch whose COMMIT
+//! went unanswered (PostgreSQL gone mid-commit) is answered once the database
+//! tells whether it took effect, while the committer goes on with the next.
 
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
@@ -11,10 +13,10 @@ use std::time::{Duration, Instant};
 use applause_core::{Currency, SplitPolicy};
 use prometheus::{Histogram, HistogramOpts, IntCounterVec, Opts, Registry};
 use tokio::sync::{mpsc, oneshot};
-use tokio::task::JoinHandle;
+use tokio::task::{JoinHandle, JoinSet};
 use tokio_util::sync::CancellationToken;
 
-use crate::backend::Backend;
+use crate::backend::{Backend, Ran};
 use crate::model::*;
 use crate::plan::{self, Command, Outcome};
 use crate::LedgerError;
@@ -41,6 +43,7 @@ pub struct CommitNotice {
 /// them) and the leaderboards are rebuilt from the ledger.
 pub(crate) const NOTICES_QUEUED_MAX: usize = 4_096;
 
+#[derive(Clone)]
 struct Metrics {
     commit_seconds: Histogram,
     batch_size: Histogram,
@@ -90,6 +93,7 @@ impl Metrics {
 }
 
 /// The committer's settings and outputs.
+#[derive(Clone)]
 pub(crate) struct Committer {
     pub batch_max: usize,
     pub currency: Currency,
@@ -127,7 +131,11 @@ async fn run(
     let mut replies = Vec::with_capacity(c.batch_max);
     let mut last_ms = 0i64;
     let mut stopping = false;
+    // Batches whose COMMIT went unanswered, answered once the database
+    // tells what became of them (while later batches go on).
+    let mut unanswered: JoinSet<()> = JoinSet::new();
     loop {
+        while unanswered.try_join_next().is_some() {}
         let taken = if stopping {
             rx.recv_many(&mut batch, c.batch_max).await
         } else {
@@ -143,6 +151,8 @@ async fn run(
             }
         };
         if taken == 0 {
+            // Their callers are answered before the committer ends.
+            while unanswered.join_next().await.is_some() {}
             return;
         }
         // Moved out, not cloned: the commands go to the planner, the
@@ -158,35 +168,63 @@ async fn run(
         last_ms = now_ms;
         let started = Instant::now();
         let plan_fn = |loaded| plan::plan(&commands, loaded, now_ms, &c.currency, &c.policy);
-        let result = backend.run_batch(&commands, &plan_fn).await;
+        let ran = backend.run_batch(&commands, &plan_fn).await;
         metrics
             .commit_seconds
             .observe(started.elapsed().as_secs_f64());
         metrics.batch_size.observe(commands.len() as f64);
-        match result {
-            Ok(outcomes) => {
-                metrics.batches.with_label_values(&["ok"]).inc();
-                let notice = notice_of(&outcomes);
-                let any = !notice.events.is_empty() || !notice.refunds.is_empty();
-                if any && c.notices.try_send(notice).is_err() {
-                    c.notices_dropped.fetch_add(1, Ordering::Relaxed);
-                }
-                for (reply, o) in replies.drain(..).zip(outcomes) {
-                    let _ = reply.send(Ok(o));
-                }
+        commands.clear();
+        let failed = match ran {
+            Ran::Done(result) => {
+                let failed = result.is_err();
+                answer(&c, &metrics, std::mem::take(&mut replies), result);
+                failed
             }
-            Err(e) => {
-                metrics.batches.with_label_values(&["error"]).inc();
-                tracing::warn!(error = %e, commands = commands.len(), "ledger batch failed; nothing was written");
-                let e = Arc::new(e);
-                for reply in replies.drain(..) {
-                    let _ = reply.send(Err(e.clone()));
-                }
-                // Do not spin against a database that is down.
-                tokio::time::sleep(Duration::from_millis(50)).await;
+            Ran::Unanswered(fate) => {
+                metrics.batches.with_label_values(&["unanswered"]).inc();
+                let (c, metrics) = (c.clone(), metrics.clone());
+                let waiting = std::mem::take(&mut replies);
+                unanswered.spawn(async move { answer(&c, &metrics, waiting, fate.await) });
+                true
+            }
+        };
+        if failed {
+            // Do not spin against a database that is down.
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    }
+}
+
+/// Where one request's outcome goes.
+type Reply = oneshot::Sender<Result<Outcome, Arc<LedgerError>>>;
+
+/// Announces what a batch committed and answers each of its requests.
+fn answer(
+    c: &Committer,
+    metrics: &Metrics,
+    replies: Vec<Reply>,
+    result: Result<Vec<Outcome>, LedgerError>,
+) {
+    match result {
+        Ok(outcomes) => {
+            metrics.batches.with_label_values(&["ok"]).inc();
+            let notice = notice_of(&outcomes);
+            let any = !notice.events.is_empty() || !notice.refunds.is_empty();
+            if any && c.notices.try_send(notice).is_err() {
+                c.notices_dropped.fetch_add(1, Ordering::Relaxed);
+            }
+            for (reply, o) in replies.into_iter().zip(outcomes) {
+                let _ = reply.send(Ok(o));
             }
         }
-        commands.clear();
+        Err(e) => {
+            metrics.batches.with_label_values(&["error"]).inc();
+            tracing::warn!(error = %e, commands = replies.len(), "ledger batch failed");
+            let e = Arc::new(e);
+            for reply in replies {
+                let _ = reply.send(Err(e.clone()));
+            }
+        }
     }
 }
 

@@ -5,6 +5,10 @@
 #[derive(Debug, thiserror::Error)]
 pub enum LedgerError {
     /// The database cannot be reached or cannot commit: nothing was written.
+    /// (One exception, which the message names: a PostgreSQL COMMIT whose
+    /// answer was lost and whose fate the database could not tell within
+    /// `backend::lost_commit::RESOLVE_WITHIN`; a retry with the same
+    /// idempotency key then tells.)
     #[error("ledger unavailable: {0}")]
     Unavailable(String),
     /// A broken invariant or an unexpected database answer.

@@ -104,16 +104,22 @@ impl Drop for Database {
     }
 }
 
-/// What the buyers saw: every 201, and how many 503s the outage cost.
+/// What the buyers saw: every 201 (with the node that answered it and its
+/// key), how many 503s the outages cost, and the keys that met one.
 #[derive(Default)]
-struct Bought {
-    bodies: Vec<Value>,
-    unavailable: usize,
+pub(crate) struct Bought {
+    pub bodies: Vec<Value>,
+    pub nodes: Vec<String>,
+    pub keys: Vec<(String, String)>,
+    pub unavailable: usize,
+    pub retried_after_503: Vec<usize>,
 }
 
 /// Buys back to back through the gifts nodes in turn, retrying each key
 /// (another node on a dead one, later on a 503) until it is answered for good.
-async fn buyer(
+/// Any answer but 201, 503 `unavailable` or 409 `idempotency_key_in_flight`
+/// fails the test (so does a 503 with another code, or any other 5xx).
+pub(crate) async fn buyer(
     user: String,
     nodes: Vec<Api>,
     room: String,
@@ -133,20 +139,31 @@ async fn buyer(
         }
         let key = format!("{user}-{i}");
         let deadline = Instant::now() + Duration::from_secs(60);
+        let mut met_503 = false;
         loop {
             assert!(Instant::now() < deadline, "{key} was never answered");
             let api = &nodes[attempt % nodes.len()];
             let path = format!("/v1/rooms/{room}/gifts");
             match api.try_post(&path, &tok, Some(&key), &body).await {
                 Ok((201, b)) => {
-                    bought.lock().await.bodies.push(b);
+                    let mut bought = bought.lock().await;
+                    if met_503 {
+                        let i = bought.bodies.len();
+                        bought.retried_after_503.push(i);
+                    }
+                    bought.bodies.push(b);
+                    bought.nodes.push(api.base.clone());
+                    bought.keys.push((user.clone(), key.clone()));
+                    drop(bought);
                     // Paced: an outage of a few seconds stays inside the
                     // gateways' resume history (1,000 events), beyond which
                     // a resync is the documented answer, not a loss.
                     tokio::time::sleep(BUY_PAUSE).await;
                     break;
                 }
-                Ok((503, _)) => {
+                Ok((503, b)) => {
+                    assert_eq!(b["error"]["code"], "unavailable", "{key}: 503 {b}");
+                    met_503 = true;
                     bought.lock().await.unavailable += 1;
                     tokio::time::sleep(Duration::from_millis(100)).await;
                 }
@@ -165,15 +182,15 @@ async fn buyer(
 
 /// What one viewer received, across its reconnects.
 #[derive(Default)]
-struct Watched {
-    frames: Vec<Value>,
-    welcome_seq: u64,
-    reconnects: usize,
+pub(crate) struct Watched {
+    pub frames: Vec<Value>,
+    pub welcome_seq: u64,
+    pub reconnects: usize,
 }
 
 /// Watches the room through gateway deaths: on a closed connection it
 /// reconnects to the next gateway and resumes after the last seq it saw.
-async fn viewer(
+pub(crate) async fn viewer(
     gateways: Vec<String>,
     first: usize,
     mut v: Viewer,
@@ -237,7 +254,7 @@ async fn diagnosis(cluster: &Cluster, redis_port: u16) -> String {
 }
 
 /// Waits until every viewer holds every gift bought so far.
-async fn settle(
+pub(crate) async fn settle(
     cluster: &Cluster,
     port: u16,
     viewers: &[Arc<Mutex<Watched>>],
@@ -271,8 +288,22 @@ async fn settle(
                     .filter_map(|b| b["seq"].as_u64())
                     .filter(|s| !got.contains(s))
                     .collect();
+                // A seq answered twice (two 201s for one gift, or two gifts
+                // with one seq) shows as nothing missing and yet too few.
+                let mut answered: BTreeMap<u64, Vec<String>> = BTreeMap::new();
+                let bought = bought.lock().await;
+                for (i, b) in bought.bodies.iter().enumerate() {
+                    let key = bought.keys.get(i).map(|k| k.1.as_str()).unwrap_or("?");
+                    let node = bought.nodes.get(i).map(String::as_str).unwrap_or("?");
+                    answered
+                        .entry(b["seq"].as_u64().unwrap_or(0))
+                        .or_default()
+                        .push(format!("{key} at {node}: {b}"));
+                }
+                answered.retain(|_, v| v.len() > 1);
                 panic!(
-                    "{why}: the viewers never caught up: missing seqs {missing:?}\n{}",
+                    "{why}: the viewers never caught up ({} of {want}): missing seqs {missing:?}, answered more than once {answered:?}\n{}",
+                    gift_count(&v.frames),
                     diagnosis(cluster, port).await
                 );
             }

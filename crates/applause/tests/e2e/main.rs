@@ -7,9 +7,12 @@
 
 mod acks;
 mod chaos;
+mod chaos_pg;
 mod common;
 mod delivery;
 mod leaderboard;
+#[path = "../support/private_pg.rs"]
+mod private_pg;
 #[path = "../support/proxy.rs"]
 mod proxy;
 mod redis_cluster;

@@ -4,9 +4,13 @@
 //! batch load and write, error codes), [`shared`] (the reads both run),
 //! [`rows`] (row decoding), [`schema`] (shared tables, migrations),
 //! [`sqlite_batch`] (SQLite's batch keys and rows bound as parameters),
-//! [`postgres_batch`] (PostgreSQL's batch rows as column arrays) and
-//! [`batch_json`] (PostgreSQL's rare tables as JSON arrays).
+//! [`postgres_batch`] (PostgreSQL's batch rows as column arrays),
+//! [`batch_json`] (PostgreSQL's rare tables as JSON arrays) and
+//! [`lost_commit`] (what became of a PostgreSQL COMMIT whose answer was
+//! lost).
 
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::Arc;
 
 use async_trait::async_trait;
@@ -15,6 +19,7 @@ use crate::plan::{Command, Loaded, Outcome, PlanError, WriteSet};
 use crate::LedgerError;
 
 pub(crate) mod batch_json;
+pub(crate) mod lost_commit;
 pub(crate) mod postgres;
 mod postgres_batch;
 pub(crate) mod rows;
@@ -29,6 +34,16 @@ use shared::ReadQueries;
 pub(crate) type PlanFn<'a> =
     &'a (dyn Fn(Loaded) -> Result<(WriteSet, Vec<Outcome>), PlanError> + Send + Sync);
 
+/// What running a batch came to.
+pub(crate) enum Ran {
+    /// Committed (its outcomes), or not (why).
+    Done(Result<Vec<Outcome>, LedgerError>),
+    /// Its COMMIT went unanswered: the database tells later whether it took
+    /// effect, and this resolves to the outcomes or to why not (see
+    /// [`lost_commit`]). Later batches need not wait for it.
+    Unanswered(Pin<Box<dyn Future<Output = Result<Vec<Outcome>, LedgerError>> + Send>>),
+}
+
 #[async_trait]
 pub(crate) trait Backend: Send + Sync + 'static {
     async fn migrate(&self) -> Result<(), LedgerError>;
@@ -36,11 +51,7 @@ pub(crate) trait Backend: Send + Sync + 'static {
     /// Runs one batch in one transaction: load (and lock) what `commands`
     /// touch, call `plan`, write the result, commit. Retries the whole batch
     /// on a serialization failure, a deadlock or a lost idempotency race.
-    async fn run_batch(
-        &self,
-        commands: &[Command],
-        plan: PlanFn<'_>,
-    ) -> Result<Vec<Outcome>, LedgerError>;
+    async fn run_batch(&self, commands: &[Command], plan: PlanFn<'_>) -> Ran;
 
     /// The reads, answered from the read pool.
     fn reads(&self) -> &dyn ReadQueries;

@@ -16,11 +16,12 @@ use async_trait::async_trait;
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions};
 use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 
+use super::lost_commit;
 use super::postgres_batch::write;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
-use super::{Backend, PlanFn};
+use super::{Backend, PlanFn, Ran};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
 
@@ -112,6 +113,7 @@ const BATCH_ATTEMPTS_MAX: u32 = 5;
 pub(crate) struct Pg {
     writer: PgPool,
     reads: Reads<Postgres>,
+    marks: lost_commit::Marks,
 }
 
 /// SQLSTATEs that mean "cannot commit now" rather than a broken answer:
@@ -127,10 +129,17 @@ pub(crate) fn error(e: sqlx::Error) -> LedgerError {
     super::shared::ledger_error(e, unavailable_code)
 }
 
-/// Why one attempt at a batch did not commit.
+/// Why one attempt at a batch did not commit, or may not have.
 pub(super) enum Attempt {
     Retry(String),
     Fail(LedgerError),
+    /// The COMMIT of the batch that wrote commit mark `mark` went
+    /// unanswered: `outcomes` hold if it took effect (see [`lost_commit`]).
+    Unanswered {
+        mark: i64,
+        outcomes: Vec<Outcome>,
+        why: String,
+    },
 }
 
 impl From<sqlx::Error> for Attempt {
@@ -168,6 +177,7 @@ impl Pg {
                 pool: reader,
                 error,
             },
+            marks: lost_commit::Marks::new(),
         })
     }
 
@@ -180,11 +190,21 @@ impl Pg {
         let loaded = load(&mut tx, commands).await?;
         let (writes, outcomes) =
             plan(loaded).map_err(|e| Attempt::Fail(LedgerError::Internal(e.to_string())))?;
+        let mut mark = None;
         if !writes.is_empty() {
             write(&mut tx, &writes).await?;
+            // What to look for should the COMMIT's answer be lost.
+            mark = Some(self.marks.next(&mut tx).await?);
         }
-        tx.commit().await?;
-        Ok(outcomes)
+        match (tx.commit().await, mark) {
+            (Ok(()), _) => Ok(outcomes),
+            (Err(e), Some(mark)) if lost_commit::outcome_unknown(&e) => Err(Attempt::Unanswered {
+                mark,
+                outcomes,
+                why: e.to_string(),
+            }),
+            (Err(e), _) => Err(e.into()),
+        }
     }
 }
 
@@ -345,29 +365,38 @@ impl Backend for Pg {
         tx.execute(SCHEMA).await.map_err(error)?;
         tx.execute(MONEY_SCHEMA).await.map_err(error)?;
         apply_migrations::<Postgres>(&mut tx).await.map_err(error)?;
+        lost_commit::forget_old_marks(&mut tx)
+            .await
+            .map_err(error)?;
         tx.commit().await.map_err(error)?;
         Ok(())
     }
 
-    async fn run_batch(
-        &self,
-        commands: &[Command],
-        plan: PlanFn<'_>,
-    ) -> Result<Vec<Outcome>, LedgerError> {
+    async fn run_batch(&self, commands: &[Command], plan: PlanFn<'_>) -> Ran {
         let mut last = String::new();
         for _ in 0..BATCH_ATTEMPTS_MAX {
             match self.attempt(commands, plan).await {
-                Ok(o) => return Ok(o),
-                Err(Attempt::Fail(e)) => return Err(e),
+                Ok(o) => return Ran::Done(Ok(o)),
+                Err(Attempt::Fail(e)) => return Ran::Done(Err(e)),
                 Err(Attempt::Retry(why)) => {
                     tracing::debug!(%why, "retrying ledger batch");
                     last = why;
                 }
+                Err(Attempt::Unanswered {
+                    mark,
+                    outcomes,
+                    why,
+                }) => {
+                    let (pool, marks) = (self.reads.pool.clone(), self.marks.clone());
+                    return Ran::Unanswered(Box::pin(lost_commit::settle(
+                        pool, marks, mark, outcomes, why,
+                    )));
+                }
             }
         }
-        Err(LedgerError::Unavailable(format!(
+        Ran::Done(Err(LedgerError::Unavailable(format!(
             "batch kept conflicting: {last}"
-        )))
+        ))))
     }
 
     fn reads(&self) -> &dyn ReadQueries {

@@ -53,8 +53,9 @@ CREATE TABLE IF NOT EXISTS red_packet_claims (
 "#;
 
 /// The migrations after version 1, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[(
-    2,
+const MIGRATIONS: &[(i64, &str)] = &[
+    (
+        2,
     // The outbox row names its gift, so the relay reads the gift id instead
     // of parsing the rendered frame. Events not yet published get it from
     // their gift (same room, same seq); published ones are never read again.
@@ -62,7 +63,20 @@ const MIGRATIONS: &[(i64, &str)] = &[(
      UPDATE room_events SET gift_id = (
          SELECT g.gift_id FROM gifts g WHERE g.room_id = room_events.room_id AND g.seq = room_events.seq
      ) WHERE seq > (SELECT r.published_seq FROM rooms r WHERE r.room_id = room_events.room_id);",
-)];
+    ),
+    (
+        3,
+        // One row per recent batch of each PostgreSQL committer, written in
+        // the batch's transaction: whether a batch whose COMMIT went
+        // unanswered took effect (`backend::lost_commit`). Unused on SQLite.
+        "CREATE TABLE commit_marks (
+             committer TEXT NOT NULL,
+             batch BIGINT NOT NULL,
+             created_at_ms BIGINT NOT NULL,
+             PRIMARY KEY (committer, batch)
+         );",
+    ),
+];
 
 /// Applies every migration the store has not recorded. The caller holds the
 /// store's write lock in an open transaction (SQLite `BEGIN IMMEDIATE`,

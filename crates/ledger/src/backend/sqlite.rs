@@ -18,7 +18,7 @@ use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
 use super::schema::{apply_migrations, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
 use super::sqlite_batch::{bind_one, bind_pair, select_in, write, STATEMENT_CACHE};
-use super::{Backend, PlanFn};
+use super::{Backend, PlanFn, Ran};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
 
@@ -263,7 +263,18 @@ impl Backend for Lite {
         }
     }
 
-    async fn run_batch(
+    async fn run_batch(&self, commands: &[Command], plan: PlanFn<'_>) -> Ran {
+        // A local file: a failed COMMIT did not take effect.
+        Ran::Done(self.batch(commands, plan).await)
+    }
+
+    fn reads(&self) -> &dyn ReadQueries {
+        &self.reads
+    }
+}
+
+impl Lite {
+    async fn batch(
         &self,
         commands: &[Command],
         plan: PlanFn<'_>,
@@ -290,9 +301,5 @@ impl Backend for Lite {
                 Err(e)
             }
         }
-    }
-
-    fn reads(&self) -> &dyn ReadQueries {
-        &self.reads
     }
 }

@@ -7,7 +7,12 @@ mod common;
 mod concurrency;
 mod idempotency;
 mod invariants;
+mod lost_commit;
+// A PostgreSQL server of the test's own (the applause crate's test support).
 mod outbox;
+#[allow(dead_code)]
+#[path = "../../../applause/tests/support/private_pg.rs"]
+mod private_pg;
 mod redpackets;
 mod refunds;
 mod reports;
