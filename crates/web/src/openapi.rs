@@ -243,7 +243,7 @@ fn complete(mut doc: OpenApi, version: &str) -> OpenApi {
         .insert(BEARER.to_owned(), bearer_scheme());
     components
         .schemas
-        .insert("Error".to_owned(), RefOr::T(error_schema(&ErrorCode::ALL)));
+        .insert("Error".to_owned(), RefOr::T(error_schema(ErrorCode::ALL)));
     let mut tags: Vec<Tag> = Vec::new();
     for (name, what) in [
         ("catalog", "The sticker catalog."),
