@@ -6,6 +6,15 @@ import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import { startServer, launch, openPage, eventually } from './lib/harness.mjs';
 
+/** Waits until #room-title is no longer loading, then asserts its text. */
+async function titled(page, expected) {
+  await page.waitForFunction(() => {
+    const t = document.querySelector('#room-title')?.textContent ?? '';
+    return t !== '' && !t.startsWith('Loading');
+  });
+  assert.equal(await page.textContent('#room-title'), expected);
+}
+
 test('the links printed by applause demo open signed-in pages', async () => {
   const server = await startServer({ command: 'demo' });
   const browser = await launch();
@@ -23,11 +32,13 @@ test('the links printed by applause demo open signed-in pages', async () => {
     const alice = await openPage(browser);
     await alice.page.goto(watch);
     await alice.page.waitForSelector('#balance[data-amount="500.00"]');
-    assert.equal(await alice.page.textContent('#room-title'), 'Demo stream');
+    // The balance and the room load separately: wait for the room's title
+    // (it reads "Loading…" until the room arrives), then check it.
+    await titled(alice.page, 'Demo stream');
     const star = await openPage(browser);
     await star.page.goto(studio);
     await star.page.waitForFunction(() => window.applause?.feed?.status === 'live');
-    assert.equal(await star.page.textContent('#room-title'), 'Demo stream');
+    await titled(star.page, 'Demo stream');
     // Alice's click shows up in the studio with its split.
     await alice.page.click('[data-sticker="rose"]');
     await alice.page.click('#send');
