@@ -147,15 +147,40 @@ pub fn entries(v: &Value) -> Vec<(String, String)> {
         .collect()
 }
 
-/// The board a set of 201 bodies implies: total per sender, amount desc, id asc.
-pub fn expected_board(bodies: &[Value]) -> Vec<(String, String)> {
-    let mut cents: BTreeMap<String, i64> = BTreeMap::new();
+/// What each sender spent, by the 201 bodies they were answered.
+pub fn spent_by_sender(bodies: &[Value]) -> BTreeMap<String, i64> {
+    let mut spent: BTreeMap<String, i64> = BTreeMap::new();
     for b in bodies {
-        *cents
+        *spent
             .entry(b["sender_id"].as_str().expect("sender_id").to_owned())
             .or_default() += minor(b["amount"].as_str().expect("amount"));
     }
-    let mut v: Vec<_> = cents.into_iter().collect();
+    spent
+}
+
+/// One charge per 201: each buyer, funded with `funded_minor`, holds that
+/// less what their 201s bought (read through `api` as an admin).
+pub async fn assert_charged_once(
+    api: &Api,
+    buyers: &[String],
+    bodies: &[Value],
+    funded_minor: i64,
+) {
+    let spent = spent_by_sender(bodies);
+    let admin = token("admin", Role::Admin);
+    for b in buyers {
+        let (s, w) = api
+            .get(&format!("/v1/wallet?user_id={b}"), Some(&admin))
+            .await;
+        assert_eq!(s, 200, "{w}");
+        let want = funded_minor - spent.get(b).copied().unwrap_or(0);
+        assert_eq!(minor(w["balance"].as_str().unwrap()), want, "{b}: {w}");
+    }
+}
+
+/// The board a set of 201 bodies implies: total per sender, amount desc, id asc.
+pub fn expected_board(bodies: &[Value]) -> Vec<(String, String)> {
+    let mut v: Vec<_> = spent_by_sender(bodies).into_iter().collect();
     v.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(&b.0)));
     v.into_iter()
         .map(|(u, c)| (u, format!("{}.{:02}", c / 100, c % 100)))
