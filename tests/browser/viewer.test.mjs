@@ -131,6 +131,10 @@ test('five identical gifts show one card ×5, and the broadcaster’s ack appear
   assert.deepEqual((await cards(dave.page))[0].acks, [{ text: 'Thank you Dave!', mine: true }]);
   await erin.page.waitForSelector('#feed .ack');
   assert.deepEqual((await cards(erin.page))[0].acks, [{ text: 'Thank you Dave!', mine: false }]);
+  // Dave leads the live board (its push lands within a second), and his own
+  // rank beside it says so.
+  await dave.page.waitForSelector('#podium li.podium-1.me');
+  await dave.page.waitForFunction(() => document.querySelector('#my-rank')?.textContent === 'Your rank: #1 · $4.95');
   await screenshot(dave.page, 'watch-combo-ack');
   for (const p of [dave, erin]) { assert.deepEqual(p.problems(), []); await p.close(); }
 });

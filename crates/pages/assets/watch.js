@@ -225,6 +225,8 @@ function onPacketExpired(x) {
 
 // ---------- leaderboard ----------
 
+let rankTimer = null;
+
 function renderBoard(entries) {
   const medal = ['🥇', '🥈', '🥉'];
   $('#podium').replaceChildren(...entries.slice(0, 3).map((e, i) =>
@@ -232,10 +234,23 @@ function renderBoard(entries) {
   $('#board').replaceChildren(...entries.map((e) =>
     h(`li${me()?.sub === e.user_id ? '.me' : ''}`, h('span.rank', `#${e.rank}`), h('span.name', e.name), h('span.amount', show(e.amount, state.currency)))));
   if (!entries.length) $('#podium').append(h('li.empty', 'No gifts this stream yet.'));
-  scheduleMyRank();
+  // On the board just shown: the rank is right here, with no request and no
+  // moment of "not on the board" beside one's own highlighted line.
+  const mine = me() && entries.find((e) => e.user_id === me().sub);
+  if (mine) {
+    clearTimeout(rankTimer);
+    showMyRank(mine);
+  } else {
+    scheduleMyRank();
+  }
 }
 
-let rankTimer = null;
+function showMyRank(r) {
+  const el = $('#my-rank');
+  el.hidden = false;
+  el.textContent = r.rank ? `Your rank: #${r.rank} · ${show(r.amount, state.currency)}` : 'You are not on the board yet — send a gift!';
+}
+
 function scheduleMyRank() {
   clearTimeout(rankTimer);
   rankTimer = setTimeout(loadMyRank, 300);
@@ -245,9 +260,7 @@ async function loadMyRank() {
   const el = $('#my-rank');
   if (!me()) { el.hidden = true; return; }
   try {
-    const r = await get(`/v1/rooms/${encodeURIComponent(roomId)}/leaderboard/me?window=live`);
-    el.hidden = false;
-    el.textContent = r.rank ? `Your rank: #${r.rank} · ${show(r.amount, state.currency)}` : 'You are not on the board yet — send a gift!';
+    showMyRank(await get(`/v1/rooms/${encodeURIComponent(roomId)}/leaderboard/me?window=live`));
   } catch {
     el.hidden = true;
   }
