@@ -36,7 +36,7 @@ for i in "${!GW_URLS[@]}"; do
   # Distinct source addresses per generator: 127.0.(i+1).1-8.
   lt run --target "$GIFTS_URL" --gifts "$GIFTS_URL" --gateway "${GW_URLS[$i]}" \
     --rooms 1 --viewers "$per" --senders 5 --rate "$RATE" --duration "$HOLD" --warmup 0s \
-    --connect-rate 4000 --ack-share 0 --source-ips "127.0.$((i + 1)).1-127.0.$((i + 1)).8" \
+    --connect-rate "${CONNECT_RATE:-4000}" --ack-share 0 --source-ips "127.0.$((i + 1)).1-127.0.$((i + 1)).8" \
     --shared-deployment --quiet --json "$RESULTS/idle-$i.json" >"$RESULTS/idle-$i.txt" 2>&1 &
   LT_PIDS+=("$!"); PIDS+=("$!")
   # Staggered, so the gateways are not all in a connection storm at once.

@@ -18,7 +18,7 @@ wait_port 127.0.0.1 "$PORT" 30
 BASE_RSS="$(awk '/VmRSS/ {print $2}' "/proc/$SERVER_PID/status")"
 status=0
 lt run --target "http://127.0.0.1:$PORT" --rooms 1 --viewers "$IDLE_VIEWERS" --senders 5 \
-  --rate 1 --duration 30s --warmup 0s --connect-rate 5000 --ack-share 0 \
+  --rate 1 --duration 30s --warmup 0s --connect-rate "${CONNECT_RATE:-5000}" --ack-share 0 \
   --server-pid "$SERVER_PID" --quiet --json "$RESULTS/idle.json" | tee "$RESULTS/idle.txt" || status=$?
 jq -r --argjson base "$BASE_RSS" '"\(.viewers.connected) connections held; server RSS \(.server.rss_kib_max) KiB (\(($base)) KiB before) → \(((.server.rss_kib_max - $base) * 1024 / .viewers.connected)|floor) bytes per connection; verify ok=\(.verification.ok)"' \
   "$RESULTS/idle.json" | tee "$RESULTS/summary.txt"

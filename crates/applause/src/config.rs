@@ -134,6 +134,12 @@ pub struct CommonArgs {
     /// frame to every viewer, so a shorter interval costs CPU and bandwidth.
     #[arg(long, env = "APPLAUSE_LEADERBOARD_PUSH_MS", default_value_t = defaults::relay().leaderboard_push_interval.as_millis() as u64)]
     pub leaderboard_push_ms: u64,
+    /// Run the WebSocket fan-out on a thread of its own (`true`), so a big
+    /// room's rounds of writes never hold up HTTP requests and ledger
+    /// commits queued on the same runtime; `false` runs it as a task
+    /// among them (for comparisons).
+    #[arg(long, env = "APPLAUSE_FANOUT_THREAD", default_value_t = defaults::gateway().fanout_thread, action = clap::ArgAction::Set)]
+    pub fanout_thread: bool,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = defaults::ledger().batch_max)]
     pub batch_max: usize,
@@ -290,6 +296,7 @@ impl CommonArgs {
             idle_timeout_ms: self.ws_idle_timeout_s.saturating_mul(1000),
             resume_grace_ms: self.ws_resume_grace_ms,
             allowed_origins: self.ws_allowed_origins.clone(),
+            fanout_thread: self.fanout_thread,
             ..GatewayConfig::default()
         };
         gateway.validate()?;

@@ -11,6 +11,10 @@ use applause_core::Role;
 use applause_ledger::GroupBy;
 use clap::{Parser, Subcommand};
 
+#[cfg(feature = "jemalloc")]
+#[global_allocator]
+static GLOBAL: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 #[derive(Parser)]
 #[command(
     name = "applause",

@@ -111,6 +111,9 @@ async fn main() {
     if let Some(n) = env_u64("COALESCE_EVENTS") {
         config.fanout_coalesce_events = n as usize;
     }
+    if let Some(on) = env_u64("FANOUT_THREAD") {
+        config.fanout_thread = on != 0;
+    }
     // knobs-end
     let bus = Arc::new(InProcessBus::new(HistoryBounds::default()));
     let registry = prometheus::Registry::new();

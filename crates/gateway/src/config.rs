@@ -89,6 +89,14 @@ pub struct GatewayConfig {
     /// Events of the room a coalesced round aims to hold; the window ends
     /// early when it has them.
     pub fanout_coalesce_events: usize,
+    /// Run the fan-out (the bus dispatcher) on a thread of its own, with
+    /// its own single-threaded runtime, instead of as a task among the
+    /// process's others. A round of a big room is one long poll (5,000
+    /// writes take ~20 ms); on its own thread the kernel's scheduler
+    /// interleaves it with the HTTP handlers and the ledger's committer
+    /// instead of their tasks waiting behind it in the runtime's queues.
+    /// Off: a task on the caller's runtime (benchmark comparisons).
+    pub fanout_thread: bool,
 }
 
 impl Default for GatewayConfig {
@@ -120,6 +128,7 @@ impl Default for GatewayConfig {
             fanout_coalesce_ms: 10,
             fanout_coalesce_rate_min: 100,
             fanout_coalesce_events: 4,
+            fanout_thread: true,
         }
     }
 }

@@ -133,6 +133,42 @@ pub(crate) async fn gather(
     Some(round)
 }
 
+/// Runs [`dispatch`] on a thread of its own (`fanout_thread`), on a
+/// single-threaded runtime with its own timer for the coalescing window.
+/// The sockets stay registered with the caller's runtime, whose I/O driver
+/// keeps serving their writer and reader tasks; a direct write needs none.
+/// A task on the gateway's tracker stands for the thread: it ends when the
+/// dispatcher does, so whoever waits for the gateway's tasks waits for it,
+/// and when the caller's runtime drops it (shut down without cancelling),
+/// the thread stops too instead of outliving its process's runtime.
+pub(crate) fn spawn_thread(
+    inner: Arc<Inner>,
+    messages: Receiver<BusMessage>,
+) -> std::io::Result<std::thread::JoinHandle<()>> {
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()?;
+    let (ended, on_end) = tokio::sync::oneshot::channel::<()>();
+    let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
+    let tasks = inner.tasks.clone();
+    let thread = std::thread::Builder::new()
+        .name("applause-fanout".into())
+        .spawn(move || {
+            runtime.block_on(async move {
+                tokio::select! {
+                    () = dispatch(inner, messages) => {}
+                    _ = dropped => {}
+                }
+            });
+            let _ = ended.send(());
+        })?;
+    tasks.spawn(async move {
+        let _alive = alive;
+        let _ = on_end.await;
+    });
+    Ok(thread)
+}
+
 /// The dispatcher task: rounds until shutdown or the bus closes.
 pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessage>) {
     let config = &inner.config;

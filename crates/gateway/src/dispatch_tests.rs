@@ -262,3 +262,106 @@ async fn a_closed_bus_ends_the_dispatcher() {
         .await
         .is_none());
 }
+
+struct NoRooms;
+
+#[async_trait::async_trait]
+impl crate::RoomDirectory for NoRooms {
+    async fn room(&self, _: &str) -> Result<Option<crate::RoomInfo>, applause_web::ApiError> {
+        Ok(None)
+    }
+}
+
+struct NoAcks;
+
+#[async_trait::async_trait]
+impl crate::AckHandler for NoAcks {
+    async fn ack(
+        &self,
+        _: &applause_web::Principal,
+        _: &str,
+        _: &str,
+    ) -> Result<(), applause_web::ApiError> {
+        Ok(())
+    }
+}
+
+fn ends_within_10_s(thread: &std::thread::JoinHandle<()>) -> bool {
+    for _ in 0..1_000 {
+        if thread.is_finished() {
+            return true;
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    false
+}
+
+/// The fan-out's own thread (on by default) ends with its gateway: at
+/// shutdown, and when the runtime that built the gateway is dropped without
+/// one, instead of outliving it.
+#[test]
+fn the_fanout_thread_ends_at_shutdown_and_with_its_runtime() {
+    for shut_down in [true, false] {
+        let runtime = tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+            .unwrap();
+        let gw = runtime.block_on(async {
+            crate::Gateway::new(
+                crate::GatewayConfig::default(),
+                applause_web::Authenticator::new(&[1u8; 32]).unwrap(),
+                Arc::new(applause_bus::InProcessBus::default()),
+                Arc::new(NoRooms),
+                Arc::new(NoAcks),
+                &prometheus::Registry::new(),
+            )
+            .unwrap()
+        });
+        let thread = gw
+            .inner
+            .fanout_thread
+            .lock()
+            .take()
+            .expect("the fan-out runs on its own thread by default");
+        assert_eq!(thread.thread().name(), Some("applause-fanout"));
+        assert!(!thread.is_finished());
+        if shut_down {
+            runtime.block_on(gw.shutdown());
+            assert!(ends_within_10_s(&thread), "ended at shutdown");
+            // The task standing for the thread ends with it.
+            runtime.block_on(async {
+                for _ in 0..1_000 {
+                    if gw.tasks_running() == 0 {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(10)).await;
+                }
+            });
+            assert_eq!(gw.tasks_running(), 0);
+        } else {
+            drop(runtime);
+            assert!(ends_within_10_s(&thread), "ended with its runtime");
+        }
+        thread.join().unwrap();
+    }
+}
+
+/// Off, the dispatcher is a task on the caller's runtime: no thread.
+#[tokio::test]
+async fn the_dispatcher_can_run_as_a_task() {
+    let gw = crate::Gateway::new(
+        crate::GatewayConfig {
+            fanout_thread: false,
+            ..crate::GatewayConfig::default()
+        },
+        applause_web::Authenticator::new(&[1u8; 32]).unwrap(),
+        Arc::new(applause_bus::InProcessBus::default()),
+        Arc::new(NoRooms),
+        Arc::new(NoAcks),
+        &prometheus::Registry::new(),
+    )
+    .unwrap();
+    assert!(gw.inner.fanout_thread.lock().is_none());
+    assert_eq!(gw.tasks_running(), 2, "the dispatcher and the sweeper");
+}

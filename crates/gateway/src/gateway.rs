@@ -28,6 +28,8 @@ pub enum GatewayError {
     BusTaken,
     #[error("cannot register gateway metrics: {0}")]
     Metrics(#[from] prometheus::Error),
+    #[error("cannot start the fan-out thread: {0}")]
+    Thread(#[from] std::io::Error),
 }
 
 pub(crate) struct Inner {
@@ -49,6 +51,9 @@ pub(crate) struct Inner {
     /// Serialises bus joins and leaves, so a leave of a retired room can never
     /// land after the join of its successor.
     membership: tokio::sync::Mutex<()>,
+    /// The fan-out's own thread (`fanout_thread`), kept so a test can see
+    /// it end; nobody joins it (it ends with the dispatcher).
+    pub fanout_thread: parking_lot::Mutex<Option<std::thread::JoinHandle<()>>>,
 }
 
 /// The WebSocket fan-out. Cheap to clone.
@@ -109,10 +114,16 @@ impl Gateway {
             connections: AtomicUsize::new(0),
             next_id: AtomicU64::new(1),
             membership: tokio::sync::Mutex::new(()),
+            fanout_thread: parking_lot::Mutex::new(None),
         });
-        inner
-            .tasks
-            .spawn(crate::dispatch::dispatch(inner.clone(), messages));
+        if inner.config.fanout_thread {
+            let thread = crate::dispatch::spawn_thread(inner.clone(), messages)?;
+            *inner.fanout_thread.lock() = Some(thread);
+        } else {
+            inner
+                .tasks
+                .spawn(crate::dispatch::dispatch(inner.clone(), messages));
+        }
         inner.tasks.spawn(sweep(inner.clone()));
         Ok(Self { inner })
     }

@@ -314,7 +314,8 @@ pub(crate) fn periods(at_ms: i64) -> Periods {
     let iso = date.iso_week();
     let monday_index = day_index - i64::from(date.weekday().num_days_from_monday());
     Periods {
-        day: date.format("%Y%m%d").to_string(),
+        // `%Y%m%d` without chrono's format parser (years are 1970..=9999).
+        day: format!("{:04}{:02}{:02}", date.year(), date.month(), date.day()),
         day_expire_s: (day_index + 1) * 86_400 + PERIOD_GRACE_SECS,
         week: format!("{:04}W{:02}", iso.year(), iso.week()),
         week_expire_s: (monday_index + 7) * 86_400 + PERIOD_GRACE_SECS,

@@ -103,6 +103,25 @@ async fn coalesced_writes_keep_every_event_in_order() {
     }
 }
 
+/// The dispatcher as a task on the caller's runtime (`fanout_thread` off,
+/// the comparison mode) delivers the same: every event once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_fanout_as_a_task_keeps_every_event_in_order() {
+    let h = Harness::with(
+        config(|c| c.fanout_thread = false),
+        applause_bus::HistoryBounds::default(),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..20 {
+        clients.push(h.connect(ROOM, None).await.0);
+    }
+    h.publish_range(ROOM, 1..=200).await;
+    for c in &mut clients {
+        assert_eq!(c.seqs(200).await, range(1, 200));
+    }
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_room_coalescing_keeps_every_event_in_order() {
     // Every room counts as busy: each fan-out round waits 5 ms for more.
