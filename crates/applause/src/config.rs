@@ -136,10 +136,11 @@ pub struct CommonArgs {
     pub leaderboard_push_ms: u64,
     /// Run the WebSocket fan-out on a thread of its own (`true`), so a big
     /// room's rounds of writes never hold up HTTP requests and ledger
-    /// commits queued on the same runtime; `false` runs it as a task
-    /// among them (for comparisons).
-    #[arg(long, env = "APPLAUSE_FANOUT_THREAD", default_value_t = defaults::gateway().fanout_thread, action = clap::ArgAction::Set)]
-    pub fanout_thread: bool,
+    /// commits queued on the same runtime, or as a task among them
+    /// (`false`). Default: `true` for `serve`, `false` for gateway nodes,
+    /// which serve no purchases.
+    #[arg(long, env = "APPLAUSE_FANOUT_THREAD", action = clap::ArgAction::Set)]
+    pub fanout_thread: Option<bool>,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = defaults::ledger().batch_max)]
     pub batch_max: usize,
@@ -163,6 +164,9 @@ pub struct Settings {
     pub gateway: GatewayConfig,
     pub history: applause_bus::HistoryBounds,
     pub json_logs: bool,
+    /// `--fanout-thread`, when given (the default depends on the process's
+    /// kind: `gateway_config`).
+    pub fanout_thread: Option<bool>,
 }
 
 fn rate(name: &str, text: &str) -> Result<Ppm, String> {
@@ -296,7 +300,6 @@ impl CommonArgs {
             idle_timeout_ms: self.ws_idle_timeout_s.saturating_mul(1000),
             resume_grace_ms: self.ws_resume_grace_ms,
             allowed_origins: self.ws_allowed_origins.clone(),
-            fanout_thread: self.fanout_thread,
             ..GatewayConfig::default()
         };
         gateway.validate()?;
@@ -321,6 +324,7 @@ impl CommonArgs {
             },
             gateway,
             json_logs,
+            fanout_thread: self.fanout_thread,
         })
     }
 }

@@ -16,7 +16,7 @@ use std::time::Duration;
 use anyhow::Context;
 use applause_bus::{EventBus, InProcessBus, RedisBus};
 use applause_core::clock::{SharedClock, SystemClock};
-use applause_gateway::{AckHandler, Gateway, RoomDirectory, RoomInfo, Spawner};
+use applause_gateway::{AckHandler, Gateway, GatewayConfig, RoomDirectory, RoomInfo, Spawner};
 use applause_gifts::GiftService;
 use applause_leaderboard::{Leaderboard, MemoryBoards, RedisBoards};
 use applause_ledger::Ledger;
@@ -233,7 +233,7 @@ pub async fn build(settings: &Settings, secret: &[u8], mode: Mode) -> anyhow::Re
         Mode::Gifts => None,
         Mode::Embedded | Mode::Gateway => Some(
             Gateway::new_on(
-                settings.gateway.clone(),
+                gateway_config(mode, settings),
                 auth,
                 bus.clone(),
                 Arc::new(LedgerRooms(ledger.clone())),
@@ -287,6 +287,18 @@ pub fn relay_config(mode: Mode, settings: &RelayConfig) -> RelayConfig {
         rebuild_boards: gifts_node,
         sweepers: gifts_node,
         ..settings.clone()
+    }
+}
+
+/// The gateway of a process of this kind: unless `--fanout-thread` says
+/// otherwise, the fan-out gets a thread of its own only where it shares the
+/// process with the HTTP API and the committer (embedded). A gateway node
+/// serves no purchases, and there the thread would only cost CPU per
+/// delivery (docs/benchmarks.md, "the fan-out's own thread").
+pub fn gateway_config(mode: Mode, settings: &Settings) -> GatewayConfig {
+    GatewayConfig {
+        fanout_thread: settings.fanout_thread.unwrap_or(mode == Mode::Embedded),
+        ..settings.gateway.clone()
     }
 }
 
@@ -378,6 +390,37 @@ mod tests {
             assert_eq!(c.sweepers, gifts_node, "{mode:?}");
             assert_eq!(c.leaderboard_push_interval, base.leaderboard_push_interval);
         }
+    }
+
+    #[test]
+    fn only_embedded_processes_fan_out_on_a_thread_of_their_own_unless_told() {
+        let settings = |flag: &[&str]| {
+            let args = [&["applause"][..], flag].concat();
+            Cli::try_parse_from(args)
+                .unwrap()
+                .common
+                .settings()
+                .unwrap()
+        };
+        for (mode, default) in [
+            (Mode::Embedded, true),
+            (Mode::Gifts, false),
+            (Mode::Gateway, false),
+        ] {
+            let c = gateway_config(mode, &settings(&[]));
+            assert_eq!(c.fanout_thread, default, "{mode:?}");
+            for told in [true, false] {
+                let flag = format!("--fanout-thread={told}");
+                let c = gateway_config(mode, &settings(&[&flag]));
+                assert_eq!(c.fanout_thread, told, "{mode:?} {flag}");
+            }
+        }
+        let bad = Cli::try_parse_from(["applause", "--fanout-thread", "maybe"]);
+        let err = bad.err().expect("a bad value is refused").to_string();
+        assert!(
+            err.contains("maybe") && err.contains("--fanout-thread"),
+            "{err}"
+        );
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
