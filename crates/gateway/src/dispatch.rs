@@ -133,10 +133,13 @@ pub(crate) async fn gather(
     Some(round)
 }
 
-/// Runs [`dispatch`] on a thread of its own (`fanout_thread`), on a
-/// single-threaded runtime with its own timer for the coalescing window.
-/// The sockets stay registered with the caller's runtime, whose I/O driver
-/// keeps serving their writer and reader tasks; a direct write needs none.
+/// Runs [`dispatch`] on a thread of its own (`fanout_thread`), driven there
+/// with [`tokio::runtime::Handle::block_on`] of the caller's runtime: the
+/// future is polled on the new thread, but everything it touches belongs to
+/// the caller's runtime — the sockets its direct writes go to, the timer of
+/// the coalescing window (paused clocks included), and whatever it spawns or
+/// connects while filling a gap (a Redis reconnect, a new database
+/// connection), which the runtime's workers then drive, not this thread.
 /// A task on the gateway's tracker stands for the thread: it ends when the
 /// dispatcher does, so whoever waits for the gateway's tasks waits for it,
 /// and when the caller's runtime drops it (shut down without cancelling),
@@ -145,9 +148,7 @@ pub(crate) fn spawn_thread(
     inner: Arc<Inner>,
     messages: Receiver<BusMessage>,
 ) -> std::io::Result<std::thread::JoinHandle<()>> {
-    let runtime = tokio::runtime::Builder::new_current_thread()
-        .enable_all()
-        .build()?;
+    let runtime = tokio::runtime::Handle::current();
     let (ended, on_end) = tokio::sync::oneshot::channel::<()>();
     let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
     let tasks = inner.tasks.clone();
@@ -156,8 +157,9 @@ pub(crate) fn spawn_thread(
         .spawn(move || {
             runtime.block_on(async move {
                 tokio::select! {
-                    () = dispatch(inner, messages) => {}
+                    biased;
                     _ = dropped => {}
+                    () = dispatch(inner, messages) => {}
                 }
             });
             let _ = ended.send(());

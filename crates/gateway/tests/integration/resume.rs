@@ -18,6 +18,9 @@ async fn reconnect_and_resume_gets_exactly_the_missed_events() {
     drop(c);
 
     h.publish_range(ROOM, 11..=20).await;
+    // Once the viewer that stayed has them, the gateway has applied them
+    // (a busy room's round may wait for more events before it writes).
+    assert_eq!(keep.seqs(20).await, range(1, 20));
     let (mut c, welcome) = h.connect(ROOM, None).await;
     assert_eq!(welcome["seq"], 20);
     c.send_json(json!({"type": "resume", "epoch": EPOCH, "since_seq": 10}))
@@ -30,7 +33,7 @@ async fn reconnect_and_resume_gets_exactly_the_missed_events() {
         "live events follow the replay, no duplicates"
     );
     assert_eq!(c.maybe_json(Duration::from_millis(200)).await, None);
-    assert_eq!(keep.seqs(21).await, range(1, 21));
+    assert_eq!(keep.seqs(1).await, vec![21]);
     assert_eq!(
         h.metric_with("applause_gateway_resumes_total", "outcome", "replayed"),
         1.0
