@@ -89,10 +89,11 @@ pub struct GatewayConfig {
     /// Events of the room a coalesced round aims to hold; the window ends
     /// early when it has them.
     pub fanout_coalesce_events: usize,
-    /// Run the fan-out (the bus dispatcher) on a thread of its own, with
-    /// its own single-threaded runtime, instead of as a task among the
+    /// Run the fan-out (the bus dispatcher) on a thread of its own (driven
+    /// with the caller's runtime handle, so its sockets, timer and whatever
+    /// it spawns stay with that runtime), instead of as a task among the
     /// process's others. A round of a big room is one long poll (5,000
-    /// writes take ~20 ms); on its own thread the kernel's scheduler
+    /// writes take 20–40 ms); on its own thread the kernel's scheduler
     /// interleaves it with the HTTP handlers and the ledger's committer
     /// instead of their tasks waiting behind it in the runtime's queues.
     /// Off: a task on the caller's runtime (benchmark comparisons).
