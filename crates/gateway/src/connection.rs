@@ -393,30 +393,10 @@ mod tests {
     //! tokio's paused clock (timeouts pass without waiting).
 
     use super::*;
-    use crate::ports::{AckHandler, RoomDirectory};
-    use crate::{Gateway, GatewayConfig};
-    use applause_web::{ApiError, Authenticator};
+    use crate::GatewayConfig;
     use futures_util::{SinkExt, StreamExt};
     use tokio_tungstenite::tungstenite::protocol::Role;
     use tokio_tungstenite::tungstenite::Message;
-
-    struct Rooms;
-
-    #[async_trait::async_trait]
-    impl RoomDirectory for Rooms {
-        async fn room(&self, _: &str) -> Result<Option<RoomInfo>, ApiError> {
-            Ok(None)
-        }
-    }
-
-    struct Acks;
-
-    #[async_trait::async_trait]
-    impl AckHandler for Acks {
-        async fn ack(&self, _: &Principal, _: &str, _: &str) -> Result<(), ApiError> {
-            Ok(())
-        }
-    }
 
     type Client = tokio_tungstenite::WebSocketStream<tokio::io::DuplexStream>;
 
@@ -429,15 +409,7 @@ mod tests {
 
     /// The same, returning the client's end of the pipe as bytes.
     async fn start_raw(config: GatewayConfig) -> tokio::io::DuplexStream {
-        let gw = Gateway::new(
-            config,
-            Authenticator::new(&[1u8; 32]).unwrap(),
-            Arc::new(applause_bus::InProcessBus::default()),
-            Arc::new(Rooms),
-            Arc::new(Acks),
-            &prometheus::Registry::new(),
-        )
-        .unwrap();
+        let gw = crate::test_gateway::gateway(config);
         let info = RoomInfo {
             room_id: "r".into(),
             broadcaster_id: "b".into(),

@@ -263,29 +263,6 @@ async fn a_closed_bus_ends_the_dispatcher() {
         .is_none());
 }
 
-struct NoRooms;
-
-#[async_trait::async_trait]
-impl crate::RoomDirectory for NoRooms {
-    async fn room(&self, _: &str) -> Result<Option<crate::RoomInfo>, applause_web::ApiError> {
-        Ok(None)
-    }
-}
-
-struct NoAcks;
-
-#[async_trait::async_trait]
-impl crate::AckHandler for NoAcks {
-    async fn ack(
-        &self,
-        _: &applause_web::Principal,
-        _: &str,
-        _: &str,
-    ) -> Result<(), applause_web::ApiError> {
-        Ok(())
-    }
-}
-
 fn ends_within_10_s(thread: &std::thread::JoinHandle<()>) -> bool {
     for _ in 0..1_000 {
         if thread.is_finished() {
@@ -307,17 +284,8 @@ fn the_fanout_thread_ends_at_shutdown_and_with_its_runtime() {
             .enable_all()
             .build()
             .unwrap();
-        let gw = runtime.block_on(async {
-            crate::Gateway::new(
-                crate::GatewayConfig::default(),
-                applause_web::Authenticator::new(&[1u8; 32]).unwrap(),
-                Arc::new(applause_bus::InProcessBus::default()),
-                Arc::new(NoRooms),
-                Arc::new(NoAcks),
-                &prometheus::Registry::new(),
-            )
-            .unwrap()
-        });
+        let gw = runtime
+            .block_on(async { crate::test_gateway::gateway(crate::GatewayConfig::default()) });
         let thread = gw
             .inner
             .fanout_thread
@@ -350,18 +318,10 @@ fn the_fanout_thread_ends_at_shutdown_and_with_its_runtime() {
 /// Off, the dispatcher is a task on the caller's runtime: no thread.
 #[tokio::test]
 async fn the_dispatcher_can_run_as_a_task() {
-    let gw = crate::Gateway::new(
-        crate::GatewayConfig {
-            fanout_thread: false,
-            ..crate::GatewayConfig::default()
-        },
-        applause_web::Authenticator::new(&[1u8; 32]).unwrap(),
-        Arc::new(applause_bus::InProcessBus::default()),
-        Arc::new(NoRooms),
-        Arc::new(NoAcks),
-        &prometheus::Registry::new(),
-    )
-    .unwrap();
+    let gw = crate::test_gateway::gateway(crate::GatewayConfig {
+        fanout_thread: false,
+        ..crate::GatewayConfig::default()
+    });
     assert!(gw.inner.fanout_thread.lock().is_none());
     assert_eq!(gw.tasks_running(), 2, "the dispatcher and the sweeper");
 }

@@ -53,6 +53,8 @@ mod ports;
 pub mod protocol;
 mod room;
 mod server;
+#[cfg(test)]
+mod test_gateway;
 
 pub use config::GatewayConfig;
 pub use gateway::{Gateway, GatewayError, Spawner};
