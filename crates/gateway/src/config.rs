@@ -89,6 +89,17 @@ pub struct GatewayConfig {
     /// Events of the room a coalesced round aims to hold; the window ends
     /// early when it has them.
     pub fanout_coalesce_events: usize,
+    /// Deliveries per second (a room's events a second times its
+    /// connections) from which a room below the busy rate counts as heavy:
+    /// a fan-out round of it waits for the room's next event when that is
+    /// due within `fanout_heavy_coalesce_ms`, so each connection gets the
+    /// pair in one write — half the sends, for up to one gap between events
+    /// of latency. 0: no room is heavy.
+    pub fanout_heavy_deliveries_min: u32,
+    /// The longest a round of a heavy room waits for its next event; 0
+    /// turns the heavy window off. Rooms whose events come further apart
+    /// never wait.
+    pub fanout_heavy_coalesce_ms: u64,
     /// Run the fan-out (the bus dispatcher) on a thread of its own (driven
     /// with the caller's runtime handle, so its sockets, timer and whatever
     /// it spawns stay with that runtime), instead of as a task among the
@@ -132,6 +143,11 @@ impl Default for GatewayConfig {
             fanout_coalesce_ms: 20,
             fanout_coalesce_rate_min: 100,
             fanout_coalesce_events: 6,
+            // On: a room costing 10,000 deliveries a second (a tenth of a
+            // core here) pairs its events when they come at most 60 ms
+            // apart (docs/benchmarks.md, "heavy rooms").
+            fanout_heavy_deliveries_min: 10_000,
+            fanout_heavy_coalesce_ms: 60,
             fanout_thread: true,
         }
     }
@@ -218,6 +234,12 @@ impl GatewayConfig {
         at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 20)?;
         at_least("fanout_coalesce_events", u(self.fanout_coalesce_events), 2)?;
         at_most("fanout_coalesce_events", u(self.fanout_coalesce_events), 64)?;
+        // Bounded like the busy window: a heavy room's events pay it.
+        at_most(
+            "fanout_heavy_coalesce_ms",
+            self.fanout_heavy_coalesce_ms,
+            100,
+        )?;
         at_least("close_grace_ms", self.close_grace_ms, 1)?;
         at_least("shutdown_grace_ms", self.shutdown_grace_ms, 1)?;
         for origin in &self.allowed_origins {

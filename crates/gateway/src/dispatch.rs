@@ -19,6 +19,16 @@
 //!   window in all, and a backlog older than the window never waits: it
 //!   is batched by the backlog itself. After a round cut short by the
 //!   batch bound (a backlog), the next one does not wait either.
+//!
+//! A *heavy* room — one whose fan-out costs at least
+//! `fanout_heavy_deliveries_min` deliveries a second (events a second ×
+//! its connections), such as 1,000 viewers at 20 gifts a second — waits
+//! too when it is below the busy rate: for its next event (one pair per
+//! round), when the room's rate says that event comes within
+//! `fanout_heavy_coalesce_ms`. Each of those sends costs the kernel the same
+//! whatever it carries, so a pair per write halves the fan-out's CPU, and
+//! the first event of a pair pays the gap to the second (at 20 events a
+//! second, about 50 ms) in latency.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -33,26 +43,66 @@ use crate::gateway::Inner;
 /// The coalescing window's bounds (see the module doc).
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Window {
-    /// The longest wait; zero turns the window off.
+    /// The longest wait of a busy room; zero turns that window off.
     pub max: Duration,
-    /// Rooms below this many events a second never wait.
+    /// Rooms below this many events a second are not busy.
     pub rate_min: u32,
-    /// Events of the room a round aims to hold.
+    /// Events of a busy room a round aims to hold.
     pub events: usize,
+    /// Deliveries a second from which a room is heavy; 0: none is.
+    pub heavy_deliveries_min: u32,
+    /// The longest wait of a heavy room (for its next event); zero turns
+    /// that window off.
+    pub heavy_max: Duration,
+}
+
+/// How long a round waits, and for how many events of its first room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct Wait {
+    pub time: Duration,
+    pub events: usize,
+}
+
+impl Wait {
+    pub(crate) const NONE: Wait = Wait {
+        time: Duration::ZERO,
+        events: 1,
+    };
 }
 
 impl Window {
     /// How long a round that starts with an event of a room producing
-    /// `per_s` events a second waits for more of them.
-    pub(crate) fn wait_for(&self, per_s: u32) -> Duration {
-        if self.max.is_zero() || per_s < self.rate_min || self.events < 2 {
-            return Duration::ZERO;
+    /// `per_s` events and `deliveries_per_s` deliveries a second waits for
+    /// more of its events, and how many it aims to hold.
+    pub(crate) fn wait_for(&self, per_s: u32, deliveries_per_s: u32) -> Wait {
+        if !self.max.is_zero() && per_s >= self.rate_min && self.events >= 2 {
+            if per_s == 0 {
+                return Wait {
+                    time: self.max,
+                    events: self.events,
+                };
+            }
+            let needed = Duration::from_secs_f64((self.events - 1) as f64 / f64::from(per_s));
+            return Wait {
+                time: needed.min(self.max),
+                events: self.events,
+            };
         }
-        if per_s == 0 {
-            return self.max;
+        let heavy = self.heavy_deliveries_min > 0 && deliveries_per_s >= self.heavy_deliveries_min;
+        if !heavy || self.heavy_max.is_zero() || per_s == 0 {
+            return Wait::NONE;
         }
-        let needed = Duration::from_secs_f64((self.events - 1) as f64 / f64::from(per_s));
-        needed.min(self.max)
+        // The next event is due in one period; a round waits only when that
+        // is within the bound, and up to half a period late (jitter) within
+        // it. It ends as soon as the pair is there.
+        let period = Duration::from_secs_f64(1.0 / f64::from(per_s));
+        if period > self.heavy_max {
+            return Wait::NONE;
+        }
+        Wait {
+            time: (period * 3 / 2).min(self.heavy_max),
+            events: 2,
+        }
     }
 }
 
@@ -71,16 +121,15 @@ pub(crate) struct Round {
 /// Gathers the next round into `batch` (which must be empty): the first
 /// message (waiting for it if none is queued), whatever else has queued up,
 /// and, when `window_of` gives the first message's room a window, that
-/// room's next events until the window closes or the round holds `events`
-/// of them. `previous` is the last round's [`Round::ended`] (`None` for
+/// room's next events until the window closes or the round holds the
+/// window's `events` of them. `previous` is the last round's [`Round::ended`] (`None` for
 /// the first). `None` when the channel is closed and empty.
 pub(crate) async fn gather(
     messages: &mut Receiver<BusMessage>,
     batch: &mut Vec<BusMessage>,
     batch_max: usize,
-    events: usize,
     previous: Option<Instant>,
-    window_of: impl FnOnce(&BusMessage) -> Duration,
+    window_of: impl FnOnce(&BusMessage) -> Wait,
 ) -> Option<Round> {
     let (first, since, behind) = match messages.try_recv() {
         // It came while the previous round was written, or before (then
@@ -95,7 +144,9 @@ pub(crate) async fn gather(
         ended: None,
     };
     let start = Instant::now();
-    let deadline = since.map(|t| t + window_of(&first)).filter(|d| *d > start);
+    let wait = since.map_or(Wait::NONE, |_| window_of(&first));
+    let deadline = since.map(|t| t + wait.time).filter(|d| *d > start);
+    let events = wait.events;
     let window = deadline.map_or(Duration::ZERO, |d| d - start);
     let room = match &first {
         BusMessage::Event(env) if !window.is_zero() => Some(env.room_id.clone()),
@@ -178,6 +229,8 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
         max: Duration::from_millis(config.fanout_coalesce_ms),
         rate_min: config.fanout_coalesce_rate_min,
         events: config.fanout_coalesce_events,
+        heavy_deliveries_min: config.fanout_heavy_deliveries_min,
+        heavy_max: Duration::from_millis(config.fanout_heavy_coalesce_ms),
     };
     let batch_max = config.fanout_batch_events_max;
     let mut batch = Vec::with_capacity(batch_max);
@@ -185,12 +238,12 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
     loop {
         let gathered = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            r = gather(&mut messages, &mut batch, batch_max, window.events, previous, |m| match m {
+            r = gather(&mut messages, &mut batch, batch_max, previous, |m| match m {
                 BusMessage::Event(env) => inner
                     .rooms
                     .get(env.room_id.as_str())
-                    .map_or(Duration::ZERO, |r| window.wait_for(r.events_per_s())),
-                BusMessage::Reconnected => Duration::ZERO,
+                    .map_or(Wait::NONE, |r| window.wait_for(r.events_per_s(), r.deliveries_per_s())),
+                BusMessage::Reconnected => Wait::NONE,
             }) => r,
         };
         let Some(round) = gathered else {

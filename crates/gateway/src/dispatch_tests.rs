@@ -8,6 +8,10 @@ use tokio::sync::mpsc;
 
 const MS: Duration = Duration::from_millis(1);
 
+fn w(time: Duration, events: usize) -> Wait {
+    Wait { time, events }
+}
+
 fn event(room: &str, seq: u64) -> BusMessage {
     BusMessage::Event(Arc::new(EventEnvelope {
         room_id: room.into(),
@@ -45,26 +49,94 @@ fn send_later(tx: mpsc::Sender<BusMessage>, plan: Vec<(Duration, BusMessage)>) {
 
 #[test]
 fn the_window_follows_the_rate_within_its_bound() {
-    let w = Window {
+    let win = Window {
         max: 10 * MS,
         rate_min: 100,
         events: 4,
+        heavy_deliveries_min: 0,
+        heavy_max: Duration::ZERO,
     };
-    assert_eq!(w.wait_for(0), Duration::ZERO, "a quiet room");
-    assert_eq!(w.wait_for(99), Duration::ZERO, "below the busy rate");
+    let time = |w: &Window, per_s| w.wait_for(per_s, 0).time;
+    assert_eq!(win.wait_for(0, 0), Wait::NONE, "a quiet room");
+    assert_eq!(win.wait_for(99, 0), Wait::NONE, "below the busy rate");
     // Three more events take 20 ms at 150/s: the bound applies.
-    assert_eq!(w.wait_for(150), 10 * MS);
-    assert_eq!(w.wait_for(300), 10 * MS);
+    assert_eq!(win.wait_for(150, 0), w(10 * MS, 4));
+    assert_eq!(time(&win, 300), 10 * MS);
     // At 1,000/s three more events take 3 ms.
-    assert_eq!(w.wait_for(1_000), 3 * MS);
-    assert!(w.wait_for(u32::MAX) < Duration::from_micros(1));
+    assert_eq!(time(&win, 1_000), 3 * MS);
+    assert!(time(&win, u32::MAX) < Duration::from_micros(1));
     let off = Window {
         max: Duration::ZERO,
-        ..w
+        ..win
     };
-    assert_eq!(off.wait_for(1_000), Duration::ZERO, "off");
-    let every_room = Window { rate_min: 0, ..w };
-    assert_eq!(every_room.wait_for(0), 10 * MS, "rate_min 0: every room");
+    assert_eq!(off.wait_for(1_000, 0), Wait::NONE, "off");
+    let every_room = Window { rate_min: 0, ..win };
+    assert_eq!(time(&every_room, 0), 10 * MS, "rate_min 0: every room");
+}
+
+#[test]
+fn a_heavy_room_below_the_busy_rate_waits_for_a_pair_when_it_is_due_in_time() {
+    let win = Window {
+        max: 20 * MS,
+        rate_min: 100,
+        events: 6,
+        heavy_deliveries_min: 10_000,
+        heavy_max: 60 * MS,
+    };
+    // 1,000 viewers at 20 events/s: the next event is due in 50 ms; the
+    // round waits up to 60 ms (75 ms of slack, bounded) for a pair.
+    assert_eq!(win.wait_for(20, 20_000), w(60 * MS, 2));
+    // 40 events/s: due in 25 ms, up to 37.5 ms allowed.
+    assert_eq!(
+        win.wait_for(40, 40_000),
+        w(Duration::from_micros(37_500), 2)
+    );
+    // The same rates in a room whose fan-out is cheap: no wait.
+    assert_eq!(win.wait_for(20, 9_999), Wait::NONE, "not heavy");
+    // Heavy, but its events come 100 ms apart: waiting would catch nothing.
+    assert_eq!(win.wait_for(10, 50_000), Wait::NONE, "too far apart");
+    assert_eq!(win.wait_for(0, 50_000), Wait::NONE, "no recent events");
+    // A busy room keeps the busy window, heavy or not.
+    assert_eq!(win.wait_for(200, 200_000), w(20 * MS, 6));
+    let off = Window {
+        heavy_max: Duration::ZERO,
+        ..win
+    };
+    assert_eq!(off.wait_for(20, 20_000), Wait::NONE, "heavy window off");
+    let none_heavy = Window {
+        heavy_deliveries_min: 0,
+        ..win
+    };
+    assert_eq!(
+        none_heavy.wait_for(20, u32::MAX),
+        Wait::NONE,
+        "no room is heavy"
+    );
+}
+
+#[tokio::test(start_paused = true)]
+async fn a_heavy_round_ends_with_the_pair() {
+    let (tx, mut rx) = mpsc::channel(64);
+    send_later(
+        tx,
+        vec![
+            (MS, event("r1", 1)),
+            (50 * MS, event("r1", 2)),
+            (MS, event("r1", 3)),
+        ],
+    );
+    let start = Instant::now();
+    let mut batch = Vec::new();
+    let round = gather(&mut rx, &mut batch, 64, None, |_| w(60 * MS, 2))
+        .await
+        .unwrap();
+    assert_eq!(
+        start.elapsed(),
+        51 * MS,
+        "the pair is there 50 ms after the first"
+    );
+    assert_eq!(round.waited, 50 * MS);
+    assert_eq!(ids(&batch), [("r1".into(), 1), ("r1".into(), 2)]);
 }
 
 #[tokio::test(start_paused = true)]
@@ -80,7 +152,7 @@ async fn an_idle_round_of_a_busy_room_waits_its_window_once() {
     );
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, None, |_| w(10 * MS, 4))
         .await
         .unwrap();
     // The first event came at 1 ms, the window closed 10 ms later.
@@ -90,7 +162,7 @@ async fn an_idle_round_of_a_busy_room_waits_its_window_once() {
     assert_eq!(ids(&batch), [("r1".into(), 1), ("r1".into(), 2)]);
     // The next round starts with the next event: its own window, not more.
     batch.clear();
-    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, None, |_| w(10 * MS, 4))
         .await
         .unwrap();
     assert_eq!(start.elapsed(), 35 * MS);
@@ -105,7 +177,7 @@ async fn the_window_ends_once_the_round_holds_enough_events() {
     send_later(tx, plan);
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, None, |_| w(10 * MS, 4))
         .await
         .unwrap();
     assert_eq!(start.elapsed(), 4 * MS, "the fourth event ended the wait");
@@ -125,7 +197,7 @@ async fn a_backlog_older_than_the_window_never_waits() {
     send_later(tx, vec![(MS, event("r1", 4))]);
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 8, Some(previous), |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, Some(previous), |_| w(10 * MS, 8))
         .await
         .unwrap();
     assert!(round.behind);
@@ -146,7 +218,7 @@ async fn an_event_that_came_during_the_last_round_waits_only_the_rest_of_its_win
     );
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, Some(previous), |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 64, Some(previous), |_| w(10 * MS, 4))
         .await
         .unwrap();
     // It may have come right after the last round: 10 ms from then at most.
@@ -164,7 +236,7 @@ async fn after_a_round_cut_by_the_batch_bound_the_next_does_not_wait() {
     }
     send_later(tx, vec![(MS, event("r1", 6))]);
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 3, 4, None, |_| 10 * MS)
+    let round = gather(&mut rx, &mut batch, 3, None, |_| w(10 * MS, 4))
         .await
         .unwrap();
     assert_eq!(batch.len(), 3);
@@ -172,9 +244,9 @@ async fn after_a_round_cut_by_the_batch_bound_the_next_does_not_wait() {
     batch.clear();
     let start = Instant::now();
     let mut asked = false;
-    let round = gather(&mut rx, &mut batch, 3, 4, round.ended, |_| {
+    let round = gather(&mut rx, &mut batch, 3, round.ended, |_| {
         asked = true;
-        10 * MS
+        w(10 * MS, 4)
     })
     .await
     .unwrap();
@@ -190,7 +262,7 @@ async fn a_quiet_room_is_fanned_out_at_once() {
     send_later(tx, vec![(MS, event("r1", 1)), (MS, event("r1", 2))]);
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 4, None, |_| Duration::ZERO)
+    let round = gather(&mut rx, &mut batch, 64, None, |_| w(Duration::ZERO, 4))
         .await
         .unwrap();
     assert_eq!(start.elapsed(), MS);
@@ -213,9 +285,9 @@ async fn other_messages_join_the_round_in_order_but_do_not_end_it() {
     );
     let start = Instant::now();
     let mut batch = Vec::new();
-    let round = gather(&mut rx, &mut batch, 64, 2, None, |m| match m {
-        BusMessage::Event(e) if e.room_id == "hot" => 10 * MS,
-        _ => Duration::ZERO,
+    let round = gather(&mut rx, &mut batch, 64, None, |m| match m {
+        BusMessage::Event(e) if e.room_id == "hot" => w(10 * MS, 2),
+        _ => Wait::NONE,
     })
     .await
     .unwrap();
@@ -240,7 +312,7 @@ async fn a_round_never_exceeds_the_batch_bound() {
     send_later(tx, plan);
     let mut batch = Vec::new();
     let start = Instant::now();
-    gather(&mut rx, &mut batch, 3, 8, None, |_| 10 * MS)
+    gather(&mut rx, &mut batch, 3, None, |_| w(10 * MS, 8))
         .await
         .unwrap();
     assert_eq!(batch.len(), 3);
@@ -254,11 +326,11 @@ async fn a_closed_bus_ends_the_dispatcher() {
     drop(tx);
     let mut batch = Vec::new();
     // What was sent is still taken; then the end.
-    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+    assert!(gather(&mut rx, &mut batch, 64, None, |_| w(10 * MS, 4))
         .await
         .is_some());
     batch.clear();
-    assert!(gather(&mut rx, &mut batch, 64, 4, None, |_| 10 * MS)
+    assert!(gather(&mut rx, &mut batch, 64, None, |_| w(10 * MS, 4))
         .await
         .is_none());
 }

@@ -14,7 +14,9 @@
 //! and gives each connection a room's consecutive events in one write; a
 //! room of 100 events/s and more first waits a short adaptive window for
 //! more of its events (bounded by `fanout_coalesce_ms`, once per round, never
-//! on top of a backlog; see `dispatch`). Serve the router on
+//! on top of a backlog), and a heavy room (`fanout_heavy_deliveries_min`
+//! deliveries a second) waits for its next event when it is due within
+//! `fanout_heavy_coalesce_ms` (see `dispatch`). Serve the router on
 //! [`nodelay_listener`], so no write waits for a viewer's delayed ACK.
 //!
 //! Delivery: the dispatcher keeps each room's last delivered `seq`, drops

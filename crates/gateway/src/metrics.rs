@@ -119,7 +119,7 @@ impl Metrics {
             .expect("valid metric"),
             fanout_window_waits: IntCounter::new(
                 "applause_gateway_fanout_window_waits_total",
-                "Fan-out rounds of a busy room that waited for more of its events",
+                "Fan-out rounds of a busy or heavy room that waited for more of its events",
             )
             .expect("valid metric"),
             fanout_window_seconds: Counter::new(

@@ -110,11 +110,13 @@ pub(crate) struct Room {
     age_max: Duration,
     rate: Mutex<RateWindow>,
     per_s: AtomicU32,
+    deliveries_per_s: AtomicU32,
 }
 
 struct RateWindow {
     since: Instant,
     count: u64,
+    deliveries: u64,
 }
 
 impl Room {
@@ -136,8 +138,10 @@ impl Room {
             rate: Mutex::new(RateWindow {
                 since: Instant::now(),
                 count: 0,
+                deliveries: 0,
             }),
             per_s: AtomicU32::new(0),
+            deliveries_per_s: AtomicU32::new(0),
         }
     }
 
@@ -251,7 +255,7 @@ impl Room {
         }
         let run = &evs[..n];
         s.last_seq = Some(run[n - 1].seq);
-        self.count_rate(run.len());
+        self.count_rate(run.len(), run.len() * s.members.len());
         let events_max = self.events_max;
         let mut frames = Vec::new();
         // One clock read for the round's latency figures, not one per frame.
@@ -323,17 +327,20 @@ impl Room {
         (n, out)
     }
 
-    /// Updates the room's event rate (events per second over the last
-    /// second or so), which decides whether its fan-out coalesces.
-    fn count_rate(&self, events: usize) {
+    /// Updates the room's event and delivery rates (per second over the
+    /// last second or so), which decide whether its fan-out coalesces.
+    fn count_rate(&self, events: usize, deliveries: usize) {
         let mut r = self.rate.lock();
         r.count += events as u64;
+        r.deliveries += deliveries as u64;
         let elapsed = r.since.elapsed();
         if elapsed >= Duration::from_secs(1) {
-            let per_s = r.count as f64 / elapsed.as_secs_f64();
-            self.per_s
-                .store(per_s.min(f64::from(u32::MAX)) as u32, Ordering::Relaxed);
+            let per_s = |n: u64| (n as f64 / elapsed.as_secs_f64()).min(f64::from(u32::MAX)) as u32;
+            self.per_s.store(per_s(r.count), Ordering::Relaxed);
+            self.deliveries_per_s
+                .store(per_s(r.deliveries), Ordering::Relaxed);
             r.count = 0;
+            r.deliveries = 0;
             r.since = Instant::now();
         }
     }
@@ -341,6 +348,11 @@ impl Room {
     /// The room's recent event rate, per second.
     pub(crate) fn events_per_s(&self) -> u32 {
         self.per_s.load(Ordering::Relaxed)
+    }
+
+    /// The room's recent fan-out: events times connections, per second.
+    pub(crate) fn deliveries_per_s(&self) -> u32 {
+        self.deliveries_per_s.load(Ordering::Relaxed)
     }
 
     /// After events were lost for good: starts over at the next event and

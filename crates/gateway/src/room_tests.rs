@@ -191,3 +191,31 @@ async fn the_rate_that_decides_coalescing_counts_the_last_second() {
     room.apply(ev(151));
     assert_eq!(room.events_per_s(), 1);
 }
+
+#[tokio::test(start_paused = true)]
+async fn the_delivery_rate_that_makes_a_room_heavy_counts_events_times_connections() {
+    let room = Room::new(&info(), 1_000, Duration::from_secs(60));
+    room.set_cursor(0);
+    let sockets: Vec<_> = (0..3)
+        .map(|id| {
+            let (o, socket) = outbox();
+            room.register(id, o, false, "t", false).unwrap();
+            socket
+        })
+        .collect();
+    for s in 1..=19 {
+        room.apply(ev(s));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    room.apply(ev(20));
+    assert_eq!(room.events_per_s(), 20);
+    assert_eq!(room.deliveries_per_s(), 60, "20 events to each of 3");
+    room.unregister(0);
+    for s in 21..=30 {
+        room.apply(ev(s));
+    }
+    tokio::time::advance(Duration::from_secs(1)).await;
+    room.apply(ev(31));
+    assert_eq!(room.deliveries_per_s(), 22, "11 events to each of 2");
+    drop(sockets);
+}

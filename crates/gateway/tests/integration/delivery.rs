@@ -123,6 +123,35 @@ async fn the_fanout_as_a_task_keeps_every_event_in_order() {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_room_pairing_keeps_every_event_in_order() {
+    // Every room with a delivery a second is heavy: once its rate is known
+    // (after a second), an idle round waits up to 100 ms for the next event.
+    let h = Harness::with(
+        config(|c| {
+            c.fanout_heavy_deliveries_min = 1;
+            c.fanout_heavy_coalesce_ms = 100;
+        }),
+        applause_bus::HistoryBounds::default(),
+    )
+    .await;
+    let mut clients = Vec::new();
+    for _ in 0..10 {
+        clients.push(h.connect(ROOM, None).await.0);
+    }
+    for seq in 1..=80 {
+        h.publish_range(ROOM, seq..=seq).await;
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    for c in &mut clients {
+        assert_eq!(c.seqs(80).await, range(1, 80));
+    }
+    assert!(
+        h.metric("applause_gateway_fanout_window_waits_total") > 0.0,
+        "the heavy room's rounds waited for pairs"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn busy_room_coalescing_keeps_every_event_in_order() {
     // Every room counts as busy: each fan-out round waits 5 ms for more.
     let h = Harness::with(
