@@ -141,6 +141,17 @@ pub struct CommonArgs {
     /// which serve no purchases.
     #[arg(long, env = "APPLAUSE_FANOUT_THREAD", action = clap::ArgAction::Set)]
     pub fanout_thread: Option<bool>,
+    /// Deliveries a second (a room's events a second times its viewers)
+    /// from which a room's fan-out pairs its events: each viewer gets two
+    /// gifts per write, half the sends, and the first of a pair waits for
+    /// the second (at most `--fanout-heavy-coalesce-ms`). 0: never.
+    #[arg(long, env = "APPLAUSE_FANOUT_HEAVY_DELIVERIES_MIN", default_value_t = defaults::gateway().fanout_heavy_deliveries_min)]
+    pub fanout_heavy_deliveries_min: u32,
+    /// The longest the first event of a heavy room's pair waits for the
+    /// second, in milliseconds (0–100; 0 turns pairing off). Rooms whose
+    /// events come further apart never wait.
+    #[arg(long, env = "APPLAUSE_FANOUT_HEAVY_COALESCE_MS", default_value_t = defaults::gateway().fanout_heavy_coalesce_ms)]
+    pub fanout_heavy_coalesce_ms: u64,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = defaults::ledger().batch_max)]
     pub batch_max: usize,
@@ -291,7 +302,15 @@ impl CommonArgs {
         relay
             .validate()
             .map_err(|e| format!("--leaderboard-push-ms: {e}"))?;
+        if self.fanout_heavy_coalesce_ms > 100 {
+            return Err(format!(
+                "--fanout-heavy-coalesce-ms {} must be between 0 and 100",
+                self.fanout_heavy_coalesce_ms
+            ));
+        }
         let gateway = GatewayConfig {
+            fanout_heavy_deliveries_min: self.fanout_heavy_deliveries_min,
+            fanout_heavy_coalesce_ms: self.fanout_heavy_coalesce_ms,
             outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             history_events_max: self.history_events_max,
             history_age_ms_max: self.history_age_s.saturating_mul(1000),
@@ -457,12 +476,37 @@ mod tests {
     }
 
     #[test]
+    fn the_heavy_room_pairing_is_set_by_flags_and_bounded() {
+        let parse = |args: &[&str]| {
+            Cli::try_parse_from([&["applause"][..], args].concat())
+                .unwrap()
+                .common
+                .settings()
+        };
+        let s = parse(&[
+            "--fanout-heavy-deliveries-min",
+            "50000",
+            "--fanout-heavy-coalesce-ms",
+            "0",
+        ])
+        .unwrap();
+        assert_eq!(s.gateway.fanout_heavy_deliveries_min, 50_000);
+        assert_eq!(s.gateway.fanout_heavy_coalesce_ms, 0);
+        let err = parse(&["--fanout-heavy-coalesce-ms", "101"]).unwrap_err();
+        assert!(err.contains("--fanout-heavy-coalesce-ms 101"), "{err}");
+        let bad = Cli::try_parse_from(["applause", "--fanout-heavy-deliveries-min", "-1"]);
+        assert!(bad.is_err(), "a negative rate is refused");
+    }
+
+    #[test]
     fn the_defaults_are_the_documented_ones() {
         // README's configuration table states these; the crates own them.
         let g = GatewayConfig::default();
         assert_eq!(g.outbound_queue_bytes_max, 262_144);
         assert_eq!(g.connects_per_ip_per_s, 2_000);
         assert_eq!(g.resume_grace_ms, 300);
+        assert_eq!(g.fanout_heavy_deliveries_min, 10_000);
+        assert_eq!(g.fanout_heavy_coalesce_ms, 60);
         assert_eq!(
             RelayConfig::default().leaderboard_push_interval,
             Duration::from_millis(1_000)
