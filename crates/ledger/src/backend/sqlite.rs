@@ -5,8 +5,22 @@
 //! connection and opens every batch with `BEGIN IMMEDIATE`, so the state it
 //! loads cannot change before it commits. Reads use a separate pool (WAL lets
 //! them run beside the writer).
+//!
+//! Checkpoints (copying the WAL's pages back into the database file) run on
+//! a connection of their own, every [`CHECKPOINT_EVERY`]: left to the writer
+//! (SQLite's auto-checkpoint), one COMMIT in every few hundred would also
+//! copy tens of megabytes and fsync the database before it returned, and
+//! every purchase queued behind it would wait. The checkpointer copies the
+//! bulk while the writer goes on committing, then takes the writer's lock
+//! between two batches for a last short checkpoint of what those committed
+//! meanwhile: a WAL wholly copied when the writer's next transaction begins
+//! starts over from its beginning instead of growing. The writer still
+//! checkpoints by itself past [`WAL_PAGES_BACKSTOP`] pages, should the
+//! checkpointer fall behind.
 
 use std::str::FromStr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
@@ -104,9 +118,22 @@ CREATE TABLE IF NOT EXISTS room_events (
 ) WITHOUT ROWID;
 "#;
 
+/// How often the checkpointer copies the WAL back into the database.
+const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
+/// Checkpoints in a row, at most, while the writer keeps adding to the WAL.
+const CHECKPOINT_CATCH_UP_MAX: usize = 8;
+/// WAL pages (4 KiB) past which the writer checkpoints by itself (1 GiB).
+const WAL_PAGES_BACKSTOP: &str = "262144";
+
 pub(crate) struct Lite {
-    writer: Mutex<SqliteConnection>,
+    writer: Arc<Mutex<SqliteConnection>>,
     reads: Reads<sqlx::Sqlite>,
+    /// Dropped with the backend: the checkpointer then stops and closes its
+    /// connection.
+    _checkpoints: tokio::sync::oneshot::Sender<()>,
+    /// Checkpoints that left the WAL wholly copied between two batches.
+    #[cfg_attr(not(test), allow(dead_code))]
+    caught_up: Arc<AtomicU64>,
 }
 
 /// SQLite's result codes that mean "cannot commit now" rather than a broken
@@ -129,14 +156,15 @@ impl Lite {
             .synchronous(SqliteSynchronous::Full)
             .busy_timeout(Duration::from_secs(5))
             .pragma("cache_size", "-65536")
-            // Checkpoint every ~64 MiB of WAL instead of ~4 MiB: wallet and
-            // idempotency pages rewritten by many batches are copied back to
-            // the database once. Durability is unchanged (every commit still
-            // fsyncs the WAL).
-            .pragma("wal_autocheckpoint", "16384")
             .pragma("temp_store", "memory");
+        // The checkpointer keeps the WAL short; the writer's own
+        // auto-checkpoint is only the backstop. Durability is unchanged:
+        // every commit still fsyncs the WAL.
         let mut writer = SqliteConnection::connect_with(
-            &options.clone().statement_cache_capacity(STATEMENT_CACHE),
+            &options
+                .clone()
+                .pragma("wal_autocheckpoint", WAL_PAGES_BACKSTOP)
+                .statement_cache_capacity(STATEMENT_CACHE),
         )
         .await
         .map_err(error)?;
@@ -144,15 +172,29 @@ impl Lite {
         writer.execute(MONEY_SCHEMA).await.map_err(error)?;
         let reader = SqlitePoolOptions::new()
             .max_connections(read_connections.max(1))
-            .connect_with(options.read_only(true))
+            .connect_with(options.clone().read_only(true))
             .await
             .map_err(error)?;
+        let checkpointer = SqliteConnection::connect_with(&options)
+            .await
+            .map_err(error)?;
+        let writer = Arc::new(Mutex::new(writer));
+        let (checkpoints, stop) = tokio::sync::oneshot::channel();
+        let caught_up = Arc::new(AtomicU64::new(0));
+        tokio::spawn(checkpoint_loop(
+            checkpointer,
+            Arc::downgrade(&writer),
+            caught_up.clone(),
+            stop,
+        ));
         Ok(Lite {
-            writer: Mutex::new(writer),
+            writer,
             reads: Reads {
                 pool: reader,
                 error,
             },
+            _checkpoints: checkpoints,
+            caught_up,
         })
     }
 
@@ -246,6 +288,68 @@ impl Lite {
     }
 }
 
+/// Checkpoints every [`CHECKPOINT_EVERY`] until `stop` resolves (its
+/// sender, the backend, is dropped): `PASSIVE` checkpoints, which copy what
+/// no reader still needs and never wait for the writer, repeated while the
+/// writer adds to the WAL, each with only what was committed during the
+/// last; then one more under the writer's lock, so the WAL is wholly copied
+/// when the next transaction begins (and that one starts it over). A
+/// failure is logged and the next tick tries again.
+async fn checkpoint_loop(
+    mut conn: SqliteConnection,
+    writer: Weak<Mutex<SqliteConnection>>,
+    caught_up: Arc<AtomicU64>,
+    mut stop: tokio::sync::oneshot::Receiver<()>,
+) {
+    let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = &mut stop => break,
+            _ = tick.tick() => {}
+        }
+        let result = async {
+            let mut copied = 0;
+            for _ in 0..CHECKPOINT_CATCH_UP_MAX {
+                let (log, done) = checkpoint(&mut conn).await?;
+                copied = done;
+                if done >= log {
+                    break;
+                }
+            }
+            if copied == 0 {
+                return Ok(()); // an empty WAL (or one just started over)
+            }
+            let Some(writer) = writer.upgrade() else {
+                return Ok(());
+            };
+            let _between_batches = writer.lock().await;
+            let (log, done) = checkpoint(&mut conn).await?;
+            if done >= log {
+                caught_up.fetch_add(1, Ordering::Relaxed);
+            }
+            Ok::<_, sqlx::Error>(())
+        }
+        .await;
+        if let Err(e) = result {
+            tracing::warn!(error = %e, "SQLite checkpoint failed; retrying at the next tick");
+        }
+    }
+    let _ = conn.close().await;
+}
+
+/// Checkpoints passively: the frames in the WAL and how many of them are
+/// now in the database (`wal_checkpoint` answers busy, log, checkpointed;
+/// -1 and -1 when the database is not in WAL mode).
+async fn checkpoint(conn: &mut SqliteConnection) -> Result<(i64, i64), sqlx::Error> {
+    let row = sqlx::query("PRAGMA wal_checkpoint(PASSIVE)")
+        .fetch_one(&mut *conn)
+        .await?;
+    let (log, done): (i64, i64) = (row.try_get(1)?, row.try_get(2)?);
+    tracing::debug!(log, done, "SQLite checkpoint");
+    Ok((log, done))
+}
+
 #[async_trait]
 impl Backend for Lite {
     async fn migrate(&self) -> Result<(), LedgerError> {
@@ -301,5 +405,76 @@ impl Lite {
                 Err(e)
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    async fn commit_rounds(lite: &Lite, first: i64, n: i64) {
+        let mut w = lite.writer.lock().await;
+        for i in first..first + n {
+            sqlx::query("INSERT INTO scratch (id, body) VALUES (?1, zeroblob(8000))")
+                .bind(i)
+                .execute(&mut *w)
+                .await
+                .unwrap();
+        }
+    }
+
+    /// Waits (generously: the machine may be busy) until the checkpointer has
+    /// caught up more than `seen` times.
+    async fn caught_up_after(lite: &Lite, seen: u64) -> u64 {
+        for _ in 0..600 {
+            let n = lite.caught_up.load(Ordering::Relaxed);
+            if n > seen {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!("the checkpointer never caught up");
+    }
+
+    #[tokio::test]
+    async fn the_checkpointer_copies_the_wal_back_and_it_starts_over_instead_of_growing() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("ledger.db");
+        let lite = Lite::open(path.to_str().unwrap(), 1).await.unwrap();
+        lite.writer
+            .lock()
+            .await
+            .execute("CREATE TABLE scratch (id INTEGER PRIMARY KEY, body BLOB)")
+            .await
+            .unwrap();
+        let wal = || {
+            std::fs::metadata(dir.path().join("ledger.db-wal"))
+                .unwrap()
+                .len()
+        };
+        let seen = lite.caught_up.load(Ordering::Relaxed);
+        // 300 commits of two or three pages each: ~3 MB of WAL, far below
+        // the writer's own auto-checkpoint (1 GiB).
+        commit_rounds(&lite, 0, 300).await;
+        let one_round = wal();
+        assert!(
+            one_round > 2_000_000,
+            "the WAL holds the round: {one_round}"
+        );
+        let seen = caught_up_after(&lite, seen).await;
+        // Copied back: the next round overwrites the WAL from its start.
+        commit_rounds(&lite, 300, 300).await;
+        caught_up_after(&lite, seen).await;
+        commit_rounds(&lite, 600, 300).await;
+        let three_rounds = wal();
+        assert!(
+            three_rounds < one_round * 3 / 2,
+            "the WAL grew from {one_round} to {three_rounds} bytes over three rounds"
+        );
+        let n: i64 = sqlx::query_scalar("SELECT count(*) FROM scratch")
+            .fetch_one(&mut *lite.writer.lock().await)
+            .await
+            .unwrap();
+        assert_eq!(n, 900);
     }
 }
