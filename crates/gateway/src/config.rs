@@ -135,17 +135,17 @@ impl Default for GatewayConfig {
             direct_write: true,
             vectored_write: true,
             fanout_batch_events_max: 64,
-            // On: only rooms of 100 events/s and more wait, at most 20 ms
-            // per round, for up to 6 events (docs/benchmarks.md, "adaptive
-            // window" and "the fan-out's own thread": with the dispatcher on
-            // its own thread, 10 ms / 4 events cost a busy room 40 % more
-            // CPU per delivery than 20 ms / 6, which keeps p99 near 31 ms).
-            fanout_coalesce_ms: 20,
+            // On: only rooms of 100 events/s and more wait, at most 25 ms
+            // per round, for up to 8 events (docs/benchmarks.md, "adaptive
+            // window", "the fan-out's own thread" and "fourth pass": at
+            // 1,000 viewers × 200 events/s, 20 ms / 6 cost 2.4 µs per
+            // delivery at p99 33 ms, 25 ms / 8 1.9 µs at p99 39 ms).
+            fanout_coalesce_ms: 25,
+            fanout_coalesce_events: 8,
             fanout_coalesce_rate_min: 100,
-            fanout_coalesce_events: 6,
             // On: a room costing 10,000 deliveries a second (a tenth of a
             // core here) pairs its events when they come at most 60 ms
-            // apart (docs/benchmarks.md, "heavy rooms").
+            // apart (docs/benchmarks.md, "fourth pass").
             fanout_heavy_deliveries_min: 10_000,
             fanout_heavy_coalesce_ms: 60,
             fanout_thread: true,
@@ -231,7 +231,7 @@ impl GatewayConfig {
             64,
         )?;
         // Bounded: the window is latency every event of a busy room pays.
-        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 20)?;
+        at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 50)?;
         at_least("fanout_coalesce_events", u(self.fanout_coalesce_events), 2)?;
         at_most("fanout_coalesce_events", u(self.fanout_coalesce_events), 64)?;
         // Bounded like the busy window: a heavy room's events pay it.
