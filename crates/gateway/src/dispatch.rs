@@ -1,8 +1,8 @@
 //! The dispatcher: one task takes bus messages in rounds and fans them out,
 //! so events of a room are applied strictly in the order the bus delivers
 //! them. A round is whatever has queued up (up to `fanout_batch_events_max`
-//! messages); consecutive events of one room in it go to each connection in
-//! one write.
+//! messages); the events of one room in it go to each connection in one
+//! write, whatever other rooms' events came between them ([`steps`]).
 //!
 //! The coalescing window: a round that begins while the dispatcher was idle
 //! with an event of a busy room (at least `fanout_coalesce_rate_min`
@@ -252,31 +252,66 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
         };
         previous = round.ended;
         inner.metrics.fanout_round(batch.len(), round.waited);
-        let mut rest = batch.drain(..).peekable();
-        while let Some(msg) = rest.next() {
-            match msg {
-                BusMessage::Event(env) => {
-                    let mut run = vec![env];
-                    while let Some(BusMessage::Event(next)) = rest.peek() {
-                        if next.room_id != run[0].room_id {
-                            break;
-                        }
-                        let Some(BusMessage::Event(next)) = rest.next() else {
-                            unreachable!("peeked an event")
-                        };
-                        run.push(next);
-                    }
-                    // Outside tokio's cooperative budget: a task gets 128
-                    // I/O operations per poll, after which every socket
-                    // answers `Pending`, so the direct writes of a round to
-                    // thousands of connections would fall back to their
-                    // writer tasks after the first 128.
-                    tokio::task::unconstrained(inner.on_events(run)).await;
-                }
-                BusMessage::Reconnected => inner.on_reconnected().await,
+        for step in steps(batch.drain(..)) {
+            match step {
+                // Outside tokio's cooperative budget: a task gets 128 I/O
+                // operations per poll, after which every socket answers
+                // `Pending`, so the direct writes of a round to thousands of
+                // connections would fall back to their writer tasks after
+                // the first 128.
+                Step::Events(run) => tokio::task::unconstrained(inner.on_events(run)).await,
+                Step::Reconnected => inner.on_reconnected().await,
             }
         }
     }
+}
+
+/// What the dispatcher does with a round, in order.
+#[derive(Debug)]
+pub(crate) enum Step {
+    /// A room's events of the round, in bus order: each connection gets
+    /// them in one write.
+    Events(Vec<Arc<applause_core::EventEnvelope>>),
+    /// The bus reconnected: every room's gaps are filled.
+    Reconnected,
+}
+
+/// Groups a round by room: each room's events in bus order, the rooms in
+/// the order of their first event, so a room's events go to its
+/// connections in one write even when other rooms' events came between
+/// them (every connection is in one room, so only each room's own order
+/// matters). A reconnect stays where it was against every room: what came
+/// before it is fanned out before it.
+pub(crate) fn steps(round: impl Iterator<Item = BusMessage>) -> Vec<Step> {
+    let mut out: Vec<Step> = Vec::new();
+    // Where in `out` each room's run since the last reconnect is.
+    let mut runs: Vec<usize> = Vec::new();
+    for msg in round {
+        match msg {
+            BusMessage::Event(env) => {
+                let run = runs.iter().find_map(|&i| match &mut out[i] {
+                    Step::Events(run) if run[0].room_id == env.room_id => Some(i),
+                    _ => None,
+                });
+                match run {
+                    Some(i) => {
+                        if let Step::Events(run) = &mut out[i] {
+                            run.push(env);
+                        }
+                    }
+                    None => {
+                        runs.push(out.len());
+                        out.push(Step::Events(vec![env]));
+                    }
+                }
+            }
+            BusMessage::Reconnected => {
+                runs.clear();
+                out.push(Step::Reconnected);
+            }
+        }
+    }
+    out
 }
 
 #[cfg(test)]

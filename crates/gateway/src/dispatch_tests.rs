@@ -397,3 +397,43 @@ async fn the_dispatcher_can_run_as_a_task() {
     assert!(gw.inner.fanout_thread.lock().is_none());
     assert_eq!(gw.tasks_running(), 2, "the dispatcher and the sweeper");
 }
+
+/// The rooms and seqs of each step.
+fn shape(steps: &[Step]) -> Vec<Vec<(String, u64)>> {
+    steps
+        .iter()
+        .map(|s| match s {
+            Step::Events(run) => run.iter().map(|e| (e.room_id.clone(), e.seq)).collect(),
+            Step::Reconnected => vec![("reconnected".into(), 0)],
+        })
+        .collect()
+}
+
+#[test]
+fn a_round_goes_out_room_by_room_in_each_rooms_order_with_reconnects_in_place() {
+    let round = vec![
+        event("a", 1),
+        event("b", 7),
+        event("a", 2),
+        event("c", 3),
+        event("b", 8),
+        event("a", 3),
+        BusMessage::Reconnected,
+        event("b", 9),
+        event("a", 4),
+        event("b", 10),
+    ];
+    let s = |room: &str, seq| (room.to_string(), seq);
+    assert_eq!(
+        shape(&steps(round.into_iter())),
+        [
+            vec![s("a", 1), s("a", 2), s("a", 3)],
+            vec![s("b", 7), s("b", 8)],
+            vec![s("c", 3)],
+            vec![s("reconnected", 0)],
+            vec![s("b", 9), s("b", 10)],
+            vec![s("a", 4)],
+        ]
+    );
+    assert!(steps(std::iter::empty()).is_empty());
+}
