@@ -283,34 +283,22 @@ pub(crate) enum Step {
 /// matters). A reconnect stays where it was against every room: what came
 /// before it is fanned out before it.
 pub(crate) fn steps(round: impl Iterator<Item = BusMessage>) -> Vec<Step> {
-    let mut out: Vec<Step> = Vec::new();
-    // Where in `out` each room's run since the last reconnect is.
-    let mut runs: Vec<usize> = Vec::new();
+    let mut out = Vec::new();
+    // Each room's run since the last reconnect, rooms in first-event order.
+    let mut runs: Vec<Vec<Arc<applause_core::EventEnvelope>>> = Vec::new();
     for msg in round {
         match msg {
-            BusMessage::Event(env) => {
-                let run = runs.iter().find_map(|&i| match &mut out[i] {
-                    Step::Events(run) if run[0].room_id == env.room_id => Some(i),
-                    _ => None,
-                });
-                match run {
-                    Some(i) => {
-                        if let Step::Events(run) = &mut out[i] {
-                            run.push(env);
-                        }
-                    }
-                    None => {
-                        runs.push(out.len());
-                        out.push(Step::Events(vec![env]));
-                    }
-                }
-            }
+            BusMessage::Event(env) => match runs.iter_mut().find(|r| r[0].room_id == env.room_id) {
+                Some(run) => run.push(env),
+                None => runs.push(vec![env]),
+            },
             BusMessage::Reconnected => {
-                runs.clear();
+                out.extend(runs.drain(..).map(Step::Events));
                 out.push(Step::Reconnected);
             }
         }
     }
+    out.extend(runs.into_iter().map(Step::Events));
     out
 }
 

@@ -303,29 +303,30 @@ async fn checkpoint_loop(
 ) {
     let mut tick = tokio::time::interval(CHECKPOINT_EVERY);
     tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    // The WAL as the last tick left it: nothing committed since, nothing to do.
+    let mut left = (0, 0);
     loop {
         tokio::select! {
             _ = &mut stop => break,
             _ = tick.tick() => {}
         }
         let result = async {
-            let mut copied = 0;
-            for _ in 0..CHECKPOINT_CATCH_UP_MAX {
-                let (log, done) = checkpoint(&mut conn).await?;
-                copied = done;
-                if done >= log {
+            let mut wal = checkpoint(&mut conn).await?;
+            if wal == left || wal.1 == 0 {
+                return Ok(()); // unchanged, or empty (just started over)
+            }
+            for _ in 1..CHECKPOINT_CATCH_UP_MAX {
+                if wal.1 >= wal.0 {
                     break;
                 }
-            }
-            if copied == 0 {
-                return Ok(()); // an empty WAL (or one just started over)
+                wal = checkpoint(&mut conn).await?;
             }
             let Some(writer) = writer.upgrade() else {
                 return Ok(());
             };
             let _between_batches = writer.lock().await;
-            let (log, done) = checkpoint(&mut conn).await?;
-            if done >= log {
+            left = checkpoint(&mut conn).await?;
+            if left.1 >= left.0 {
                 caught_up.fetch_add(1, Ordering::Relaxed);
             }
             Ok::<_, sqlx::Error>(())
