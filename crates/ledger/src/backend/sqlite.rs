@@ -413,7 +413,11 @@ impl Lite {
 mod tests {
     use super::*;
 
-    async fn commit_rounds(lite: &Lite, first: i64, n: i64) {
+    /// Commits `n` rows under the writer's lock and answers how many times
+    /// the checkpointer had caught up when the last one committed: it
+    /// counts only under that lock, so every later count is of a
+    /// checkpoint that began after this round.
+    async fn commit_rounds(lite: &Lite, first: i64, n: i64) -> u64 {
         let mut w = lite.writer.lock().await;
         for i in first..first + n {
             sqlx::query("INSERT INTO scratch (id, body) VALUES (?1, zeroblob(8000))")
@@ -422,6 +426,7 @@ mod tests {
                 .await
                 .unwrap();
         }
+        lite.caught_up.load(Ordering::Relaxed)
     }
 
     /// Waits (generously: the machine may be busy) until the checkpointer has
@@ -453,18 +458,17 @@ mod tests {
                 .unwrap()
                 .len()
         };
-        let seen = lite.caught_up.load(Ordering::Relaxed);
         // 300 commits of two or three pages each: ~3 MB of WAL, far below
         // the writer's own auto-checkpoint (1 GiB).
-        commit_rounds(&lite, 0, 300).await;
+        let seen = commit_rounds(&lite, 0, 300).await;
         let one_round = wal();
         assert!(
             one_round > 2_000_000,
             "the WAL holds the round: {one_round}"
         );
-        let seen = caught_up_after(&lite, seen).await;
+        caught_up_after(&lite, seen).await;
         // Copied back: the next round overwrites the WAL from its start.
-        commit_rounds(&lite, 300, 300).await;
+        let seen = commit_rounds(&lite, 300, 300).await;
         caught_up_after(&lite, seen).await;
         commit_rounds(&lite, 600, 300).await;
         let three_rounds = wal();
