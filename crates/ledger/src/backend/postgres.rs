@@ -19,7 +19,7 @@ use sqlx::{Executor, PgPool, Postgres, Row, Transaction};
 use super::lost_commit;
 use super::postgres_batch::write;
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
-use super::schema::{apply_migrations, MONEY_SCHEMA};
+use super::schema::{apply_migrations, Dialect, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
 use super::{Backend, PlanFn, Ran};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
@@ -364,7 +364,9 @@ impl Backend for Pg {
             .map_err(error)?;
         tx.execute(SCHEMA).await.map_err(error)?;
         tx.execute(MONEY_SCHEMA).await.map_err(error)?;
-        apply_migrations::<Postgres>(&mut tx).await.map_err(error)?;
+        apply_migrations::<Postgres>(&mut tx, Dialect::Postgres)
+            .await
+            .map_err(error)?;
         lost_commit::forget_old_marks(&mut tx)
             .await
             .map_err(error)?;

@@ -1,5 +1,6 @@
 //! The schema both backends share: the tables added after the first
-//! release (same DDL on SQLite and PostgreSQL) and the numbered migrations.
+//! release (same DDL on SQLite and PostgreSQL) and the numbered migrations
+//! (the same SQL on both, or each store's own where their storage differs).
 //!
 //! The first tables are created by each backend's own `SCHEMA` (`CREATE …
 //! IF NOT EXISTS`, so that is version 1 on any store). Later changes are
@@ -52,19 +53,52 @@ CREATE TABLE IF NOT EXISTS red_packet_claims (
 );
 "#;
 
-/// The migrations after version 1, in order: (version, SQL).
-const MIGRATIONS: &[(i64, &str)] = &[
-    (
+/// The store a migration's SQL is for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Dialect {
+    Sqlite,
+    Postgres,
+}
+
+/// One schema change: its SQL on each store (empty: nothing to change
+/// there, the version is only recorded).
+struct Migration {
+    version: i64,
+    sqlite: &'static str,
+    postgres: &'static str,
+}
+
+impl Migration {
+    /// The same SQL on both stores.
+    const fn both(version: i64, sql: &'static str) -> Migration {
+        Migration {
+            version,
+            sqlite: sql,
+            postgres: sql,
+        }
+    }
+
+    fn sql(&self, dialect: Dialect) -> &'static str {
+        match dialect {
+            Dialect::Sqlite => self.sqlite,
+            Dialect::Postgres => self.postgres,
+        }
+    }
+}
+
+/// The migrations after version 1, in order.
+const MIGRATIONS: &[Migration] = &[
+    Migration::both(
         2,
-    // The outbox row names its gift, so the relay reads the gift id instead
-    // of parsing the rendered frame. Events not yet published get it from
-    // their gift (same room, same seq); published ones are never read again.
-    "ALTER TABLE room_events ADD COLUMN gift_id TEXT;
+        // The outbox row names its gift, so the relay reads the gift id instead
+        // of parsing the rendered frame. Events not yet published get it from
+        // their gift (same room, same seq); published ones are never read again.
+        "ALTER TABLE room_events ADD COLUMN gift_id TEXT;
      UPDATE room_events SET gift_id = (
          SELECT g.gift_id FROM gifts g WHERE g.room_id = room_events.room_id AND g.seq = room_events.seq
      ) WHERE seq > (SELECT r.published_seq FROM rooms r WHERE r.room_id = room_events.room_id);",
     ),
-    (
+    Migration::both(
         3,
         // One row per recent batch of each PostgreSQL committer, written in
         // the batch's transaction: whether a batch whose COMMIT went
@@ -76,12 +110,43 @@ const MIGRATIONS: &[(i64, &str)] = &[
              PRIMARY KEY (committer, batch)
          );",
     ),
+    Migration {
+        version: 4,
+        // SQLite's idempotency records leave their `WITHOUT ROWID` table
+        // (rows and key in one B-tree, whose interior pages hold whole rows
+        // too: 24 to a page) for a rowid table in the order they were made,
+        // with the key in a unique index of its own (small entries, ~100
+        // to a page) and the creation time in another (for the expiry
+        // sweep, which scanned the whole table). Every purchase's random
+        // key used to dirty about two 4 KiB pages, three quarters of each
+        // batch's WAL (docs/benchmarks.md); now one small-entry leaf.
+        // PostgreSQL's heap and primary-key index are that shape already.
+        sqlite: "CREATE TABLE idempotency_v4 (
+             user_id TEXT NOT NULL,
+             key TEXT NOT NULL,
+             request_hash TEXT NOT NULL,
+             gift_id TEXT,
+             error_code TEXT,
+             created_at_ms INTEGER NOT NULL
+         );
+         INSERT INTO idempotency_v4 (user_id, key, request_hash, gift_id, error_code, created_at_ms)
+             SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms
+             FROM idempotency ORDER BY created_at_ms;
+         DROP TABLE idempotency;
+         ALTER TABLE idempotency_v4 RENAME TO idempotency;
+         CREATE UNIQUE INDEX idempotency_key ON idempotency (user_id, key);
+         CREATE INDEX idempotency_by_time ON idempotency (created_at_ms);",
+        postgres: "",
+    },
 ];
 
 /// Applies every migration the store has not recorded. The caller holds the
 /// store's write lock in an open transaction (SQLite `BEGIN IMMEDIATE`,
 /// PostgreSQL an advisory lock), so concurrent openers apply each once.
-pub(crate) async fn apply_migrations<DB>(conn: &mut DB::Connection) -> Result<(), sqlx::Error>
+pub(crate) async fn apply_migrations<DB>(
+    conn: &mut DB::Connection,
+    dialect: Dialect,
+) -> Result<(), sqlx::Error>
 where
     DB: Database,
     for<'c> &'c mut DB::Connection: Executor<'c, Database = DB>,
@@ -97,10 +162,13 @@ where
             .fetch_one(&mut *conn)
             .await?
             .try_get(0)?;
-    for (version, sql) in MIGRATIONS.iter().filter(|(v, _)| *v > applied) {
-        conn.execute(*sql).await?;
+    for m in MIGRATIONS.iter().filter(|m| m.version > applied) {
+        let sql = m.sql(dialect);
+        if !sql.is_empty() {
+            conn.execute(sql).await?;
+        }
         sqlx::query("INSERT INTO ledger_migrations (version) VALUES ($1)")
-            .bind(*version)
+            .bind(m.version)
             .execute(&mut *conn)
             .await?;
     }

@@ -24,14 +24,15 @@ use std::sync::{Arc, Weak};
 use std::time::Duration;
 
 use async_trait::async_trait;
+use sqlx::sqlite::SqliteRow;
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteSynchronous};
-use sqlx::{Connection, Executor, Row, SqliteConnection};
+use sqlx::{Connection, Executor, QueryBuilder, Row, Sqlite, SqliteConnection};
 use tokio::sync::Mutex;
 
 use super::rows::{self, GIFT_COLUMNS, PACKET_COLUMNS, ROOM_COLUMNS};
-use super::schema::{apply_migrations, MONEY_SCHEMA};
+use super::schema::{apply_migrations, Dialect, MONEY_SCHEMA};
 use super::shared::{ReadQueries, Reads};
-use super::sqlite_batch::{bind_one, bind_pair, select_in, write, STATEMENT_CACHE};
+use super::sqlite_batch::{bind_one, bind_pair, select_in, write_and_commit, STATEMENT_CACHE};
 use super::{Backend, PlanFn, Ran};
 use crate::plan::{self, Command, GiftAckInfo, Loaded, Outcome};
 use crate::LedgerError;
@@ -122,6 +123,11 @@ CREATE TABLE IF NOT EXISTS room_events (
 const CHECKPOINT_EVERY: Duration = Duration::from_millis(500);
 /// Checkpoints in a row, at most, while the writer keeps adding to the WAL.
 const CHECKPOINT_CATCH_UP_MAX: usize = 8;
+/// Rows the writer's worker thread hands over before it waits for them to
+/// be taken. sqlx's default, 50, made a batch's load of some 250 wallet
+/// rows five round trips between that thread and the committer.
+const ROW_CHANNEL: usize = 4096;
+
 /// WAL pages (4 KiB) past which the writer checkpoints by itself (1 GiB).
 const WAL_PAGES_BACKSTOP: &str = "262144";
 
@@ -164,7 +170,8 @@ impl Lite {
             &options
                 .clone()
                 .pragma("wal_autocheckpoint", WAL_PAGES_BACKSTOP)
-                .statement_cache_capacity(STATEMENT_CACHE),
+                .statement_cache_capacity(STATEMENT_CACHE)
+                .row_buffer_size(ROW_CHANNEL),
         )
         .await
         .map_err(error)?;
@@ -198,91 +205,102 @@ impl Lite {
         })
     }
 
-    async fn load(
+    /// Begins the batch's transaction and loads what its commands read,
+    /// in one round trip to the writer's worker thread (each statement used
+    /// to be one, and under load each waited for a core). Acks, refunds
+    /// and red packets name rooms and users only known once their gift or
+    /// packet is loaded: those batches take a trip for those first.
+    async fn begin_and_load(
         conn: &mut SqliteConnection,
         commands: &[Command],
     ) -> Result<Loaded, sqlx::Error> {
         let mut keys = plan::keys_of(commands);
         let mut loaded = Loaded::default();
-        if !keys.gifts.is_empty() {
-            let ids: Vec<&String> = keys.gifts.iter().collect();
-            let q = format!("SELECT {GIFT_COLUMNS} FROM gifts WHERE gift_id");
-            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
-                let g = rows::gift(&r)?;
-                loaded.gifts.insert(g.gift_id.clone(), GiftAckInfo::of(&g));
-                loaded.gift_records.insert(g.gift_id.clone(), g);
-            }
+        let dependent = !keys.gifts.is_empty() || !keys.packets.is_empty();
+        if dependent {
+            let gift_ids: Vec<&String> = keys.gifts.iter().collect();
+            let packet_ids: Vec<&String> = keys.packets.iter().collect();
+            let gift_q = format!("{GIFT_COLUMNS} FROM gifts WHERE gift_id");
+            let packet_q = format!("{PACKET_COLUMNS} FROM red_packets WHERE packet_id");
+            let mut script = QueryBuilder::<Sqlite>::new("BEGIN IMMEDIATE; ");
+            select_in(&mut script, Read::GIFTS, &gift_q, 1, &gift_ids, bind_one);
+            select_in(
+                &mut script,
+                Read::PACKETS,
+                &packet_q,
+                1,
+                &packet_ids,
+                bind_one,
+            );
+            let rows = script
+                .build()
+                .persistent(true)
+                .fetch_all(&mut *conn)
+                .await?;
+            take_all(&mut loaded, rows)?;
             plan::add_ack_rooms(&mut keys, &loaded.gifts);
-        }
-        if !keys.packets.is_empty() {
-            let ids: Vec<&String> = keys.packets.iter().collect();
-            let q = format!("SELECT {PACKET_COLUMNS} FROM red_packets WHERE packet_id");
-            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
-                let p = rows::packet(&r)?;
-                loaded.packets.insert(p.packet_id.clone(), p);
-            }
             plan::add_packet_keys(&mut keys, &loaded.packets);
-            let pairs: Vec<&(String, String)> = keys.claims.iter().collect();
-            let q = "SELECT packet_id, user_id FROM red_packet_claims WHERE (packet_id, user_id)";
-            for r in select_in(conn, q, 2, &pairs, bind_pair).await? {
-                loaded
-                    .claimed
-                    .insert((r.try_get("packet_id")?, r.try_get("user_id")?));
-            }
         }
-        if !keys.rooms.is_empty() {
-            let ids: Vec<&String> = keys.rooms.iter().collect();
-            let q = format!("SELECT {ROOM_COLUMNS} FROM rooms WHERE room_id");
-            for r in select_in(conn, &q, 1, &ids, bind_one).await? {
-                let room = rows::room(&r)?;
-                loaded.rooms.insert(room.room_id.clone(), room);
-            }
-        }
-        if !keys.users.is_empty() {
-            let ids: Vec<&String> = keys.users.iter().collect();
-            let q = "SELECT user_id, channel, balance_minor FROM wallets WHERE user_id";
-            for r in select_in(conn, q, 1, &ids, bind_one).await? {
-                let channel: String = r.try_get("channel")?;
-                let channel: applause_core::Channel = channel
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
-                loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
-                    r.try_get("balance_minor")?;
-            }
-        }
-        if !keys.idempotency.is_empty() {
-            let pairs: Vec<&(String, String)> = keys.idempotency.iter().collect();
-            let q = "SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
-                     WHERE (user_id, key)";
-            for r in select_in(conn, q, 2, &pairs, bind_pair).await? {
-                let rec = rows::idempotency(&r)?;
-                loaded
-                    .idempotency
-                    .insert((rec.user_id.clone(), rec.key.clone()), rec);
-            }
-        }
-        if !keys.receipts.is_empty() {
-            let ids: Vec<&String> = keys.receipts.iter().collect();
-            let q = "SELECT receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts WHERE receipt_id";
-            for r in select_in(conn, q, 1, &ids, bind_one).await? {
-                let rec = rows::receipt(&r)?;
-                loaded.receipts.insert(rec.receipt_id.clone(), rec);
-            }
-        }
+        let claims: Vec<&(String, String)> = keys.claims.iter().collect();
+        let room_ids: Vec<&String> = keys.rooms.iter().collect();
+        let users: Vec<&String> = keys.users.iter().collect();
+        let idempotency: Vec<&(String, String)> = keys.idempotency.iter().collect();
+        let receipts: Vec<&String> = keys.receipts.iter().collect();
+        let room_q = format!("{ROOM_COLUMNS} FROM rooms WHERE room_id");
+        let mut script =
+            QueryBuilder::<Sqlite>::new(if dependent { "" } else { "BEGIN IMMEDIATE; " });
+        select_in(
+            &mut script,
+            Read::CLAIMS,
+            "packet_id, user_id FROM red_packet_claims WHERE (packet_id, user_id)",
+            2,
+            &claims,
+            bind_pair,
+        );
+        select_in(&mut script, Read::ROOMS, &room_q, 1, &room_ids, bind_one);
+        select_in(
+            &mut script,
+            Read::WALLETS,
+            "user_id, channel, balance_minor FROM wallets WHERE user_id",
+            1,
+            &users,
+            bind_one,
+        );
+        select_in(
+            &mut script,
+            Read::IDEMPOTENCY,
+            "user_id, key, request_hash, gift_id, error_code, created_at_ms FROM idempotency \
+             WHERE (user_id, key)",
+            2,
+            &idempotency,
+            bind_pair,
+        );
+        select_in(
+            &mut script,
+            Read::RECEIPTS,
+            "receipt_id, user_id, channel, amount_minor, created_at_ms FROM receipts WHERE receipt_id",
+            1,
+            &receipts,
+            bind_one,
+        );
         if let Some((before_ms, limit)) = keys.expiry {
             // The single writer holds the lock: nobody else sweeps meanwhile.
-            for r in sqlx::query(
-                "SELECT user_id, key, created_at_ms FROM idempotency WHERE created_at_ms < ?1 LIMIT ?2",
-            )
-            .bind(before_ms)
-            .bind(i64::from(limit))
-            .fetch_all(&mut *conn)
-            .await?
-            {
-                loaded
-                    .expirable
-                    .push((r.try_get(0)?, r.try_get(1)?, r.try_get(2)?));
-            }
+            script.push(format_args!(
+                "SELECT {}, user_id, key, created_at_ms FROM idempotency WHERE created_at_ms < ",
+                Read::EXPIRABLE
+            ));
+            script.push_bind(before_ms);
+            script.push(" ORDER BY created_at_ms LIMIT ");
+            script.push_bind(i64::from(limit));
+            script.push("; ");
+        }
+        if !script.sql().is_empty() {
+            let rows = script
+                .build()
+                .persistent(true)
+                .fetch_all(&mut *conn)
+                .await?;
+            take_all(&mut loaded, rows)?;
         }
         Ok(loaded)
     }
@@ -359,7 +377,7 @@ impl Backend for Lite {
         w.execute(MONEY_SCHEMA).await.map_err(error)?;
         // Under the write lock, so two openers of one file migrate once.
         w.execute("BEGIN IMMEDIATE").await.map_err(error)?;
-        match apply_migrations::<sqlx::Sqlite>(&mut w).await {
+        match apply_migrations::<sqlx::Sqlite>(&mut w, Dialect::Sqlite).await {
             Ok(()) => w.execute("COMMIT").await.map(|_| ()).map_err(error),
             Err(e) => {
                 let _ = w.execute("ROLLBACK").await;
@@ -378,6 +396,72 @@ impl Backend for Lite {
     }
 }
 
+/// What a row of a load script is: its first column, the tag its
+/// statement selects.
+struct Read;
+
+impl Read {
+    const GIFTS: i64 = 1;
+    const PACKETS: i64 = 2;
+    const CLAIMS: i64 = 3;
+    const ROOMS: i64 = 4;
+    const WALLETS: i64 = 5;
+    const IDEMPOTENCY: i64 = 6;
+    const RECEIPTS: i64 = 7;
+    const EXPIRABLE: i64 = 8;
+}
+
+/// Takes the rows of a load script into `loaded`, each by its tag.
+fn take_all(loaded: &mut Loaded, rows: Vec<SqliteRow>) -> Result<(), sqlx::Error> {
+    for r in rows {
+        match r.try_get::<i64, _>(0)? {
+            Read::GIFTS => {
+                let g = rows::gift(&r)?;
+                loaded.gifts.insert(g.gift_id.clone(), GiftAckInfo::of(&g));
+                loaded.gift_records.insert(g.gift_id.clone(), g);
+            }
+            Read::PACKETS => {
+                let p = rows::packet(&r)?;
+                loaded.packets.insert(p.packet_id.clone(), p);
+            }
+            Read::CLAIMS => {
+                loaded
+                    .claimed
+                    .insert((r.try_get("packet_id")?, r.try_get("user_id")?));
+            }
+            Read::ROOMS => {
+                let room = rows::room(&r)?;
+                loaded.rooms.insert(room.room_id.clone(), room);
+            }
+            Read::WALLETS => {
+                let channel: String = r.try_get("channel")?;
+                let channel: applause_core::Channel = channel
+                    .parse()
+                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+                loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
+                    r.try_get("balance_minor")?;
+            }
+            Read::IDEMPOTENCY => {
+                let rec = rows::idempotency(&r)?;
+                loaded
+                    .idempotency
+                    .insert((rec.user_id.clone(), rec.key.clone()), rec);
+            }
+            Read::RECEIPTS => {
+                let rec = rows::receipt(&r)?;
+                loaded.receipts.insert(rec.receipt_id.clone(), rec);
+            }
+            Read::EXPIRABLE => {
+                loaded
+                    .expirable
+                    .push((r.try_get(1)?, r.try_get(2)?, r.try_get(3)?));
+            }
+            tag => return Err(sqlx::Error::Protocol(format!("a row tagged {tag}"))),
+        }
+    }
+    Ok(())
+}
+
 impl Lite {
     async fn batch(
         &self,
@@ -385,27 +469,22 @@ impl Lite {
         plan: PlanFn<'_>,
     ) -> Result<Vec<Outcome>, LedgerError> {
         let mut conn = self.writer.lock().await;
-        conn.execute("BEGIN IMMEDIATE").await.map_err(error)?;
         let result = async {
-            let loaded = Self::load(&mut conn, commands).await.map_err(error)?;
+            let loaded = Self::begin_and_load(&mut conn, commands)
+                .await
+                .map_err(error)?;
             let (writes, outcomes) =
                 plan(loaded).map_err(|e| LedgerError::Internal(e.to_string()))?;
-            if !writes.is_empty() {
-                write(&mut conn, &writes).await.map_err(error)?;
-            }
+            write_and_commit(&mut conn, &writes).await.map_err(error)?;
             Ok::<_, LedgerError>(outcomes)
         }
         .await;
-        match result {
-            Ok(outcomes) => {
-                conn.execute("COMMIT").await.map_err(error)?;
-                Ok(outcomes)
-            }
-            Err(e) => {
-                let _ = conn.execute("ROLLBACK").await;
-                Err(e)
-            }
+        if result.is_err() {
+            // Whatever failed (BEGIN, a statement, COMMIT), no transaction
+            // is left open for the next batch.
+            let _ = conn.execute("ROLLBACK").await;
         }
+        result
     }
 }
 

@@ -8,15 +8,20 @@
 //! under them (docs/benchmarks.md). Bound parameters are copied straight
 //! into the statement.
 //!
-//! Statements are prepared once and kept: every chunk has a row count that
-//! is a power of two (a batch of 130 rows is written as 128 + 2), so a table
-//! needs at most a dozen shapes and parsing a many-row `VALUES` list (a tenth
-//! of the server's instructions when each batch re-prepared its own) happens
-//! once per shape. Key lookups pad their `IN` list to the next power of two
-//! by repeating the last key instead, which selects the same rows.
+//! Statements are prepared once and kept: every `VALUES` list is padded to
+//! a power of two rows (130 rows are written as 256, the last 126 all NULL,
+//! which the statement passes over), so a table needs at most a dozen
+//! shapes and parsing a many-row `VALUES` list (a tenth of the server's
+//! instructions when each batch re-prepared its own) happens once per
+//! shape. Key lookups pad their `IN` list by repeating the last key, which
+//! selects the same rows.
+//!
+//! A batch's reads (with its BEGIN), and then its writes with its COMMIT,
+//! go to the connection's worker thread as one script each: sqlx's SQLite
+//! driver runs every statement of a query string, binding the parameters
+//! in order across them (sqlx 0.8; the tests below hold it to that).
 use applause_core::Channel;
 use sqlx::query_builder::Separated;
-use sqlx::sqlite::SqliteRow;
 use sqlx::{QueryBuilder, Sqlite, SqliteConnection};
 
 use crate::model::*;
@@ -42,72 +47,88 @@ fn rows_max(columns: usize) -> usize {
     1 << fit.ilog2()
 }
 
-/// Cuts `n` rows into power-of-two chunk sizes, largest first, none above
-/// `max` (a power of two): 130 → 128, 2.
-fn chunk_sizes(mut n: usize, max: usize) -> impl Iterator<Item = usize> {
-    std::iter::from_fn(move || {
-        if n == 0 {
-            return None;
-        }
-        let size = if n >= max { max } else { 1 << n.ilog2() };
-        n -= size;
-        Some(size)
-    })
-}
-
 /// Binds one row's columns.
 pub(super) type BindRow<'a, T> = fn(&mut Separated<'_, 'a, Sqlite, &'static str>, &'a T);
 
-/// Writes `rows` as `head VALUES (…), (…) tail` statements of `columns`
-/// parameters per row, each a power of two rows long (prepared once per
-/// shape and kept).
-async fn values<'a, T>(
-    conn: &mut SqliteConnection,
+/// Appends to `script` the statements `head VALUES (…), (…) tail; ` that
+/// take `rows` (`columns` parameters each): one per [`rows_max`] rows, each
+/// padded to a power of two with rows of NULLs (so one prepared shape serves
+/// many batch sizes). `head … tail` must pass over an all-NULL row: an
+/// insert selects `WHERE column1 IS NOT NULL`, a join or `IN` never
+/// matches NULL.
+fn statement<'a, T>(
+    script: &mut QueryBuilder<'a, Sqlite>,
     head: &str,
     tail: &str,
     columns: usize,
     rows: &'a [T],
     bind: BindRow<'a, T>,
-) -> Result<(), sqlx::Error> {
-    let mut rest = rows;
-    for size in chunk_sizes(rows.len(), rows_max(columns)) {
-        let (chunk, after) = rest.split_at(size);
-        rest = after;
-        let mut q = QueryBuilder::<Sqlite>::new(head);
-        q.push_values(chunk, |mut b, row| bind(&mut b, row));
-        q.push(tail);
-        q.build().persistent(true).execute(&mut *conn).await?;
+) {
+    for chunk in rows.chunks(rows_max(columns)) {
+        let padded = chunk.len().next_power_of_two();
+        script.push(head);
+        script.push_values(
+            chunk
+                .iter()
+                .map(Some)
+                .chain(std::iter::repeat_n(None, padded - chunk.len())),
+            |mut b, row| match row {
+                Some(row) => bind(&mut b, row),
+                None => {
+                    for _ in 0..columns {
+                        b.push_bind(None::<i64>);
+                    }
+                }
+            },
+        );
+        script.push(tail);
+        script.push("; ");
     }
-    Ok(())
 }
 
-/// Reads the rows `head IN (VALUES (…), (…))` selects for `keys`. Each
-/// statement's list is padded to a power of two by repeating its last key
-/// (the same rows match), so one prepared shape serves many batch sizes.
-pub(super) async fn select_in<'a, T>(
-    conn: &mut SqliteConnection,
-    head: &str,
+/// Appends `INSERT INTO {into} SELECT * FROM (VALUES …) WHERE column1 IS
+/// NOT NULL{conflict}` statements for `rows` (see [`statement`]); `conflict`
+/// is an `ON CONFLICT` clause or nothing.
+fn insert<'a, T>(
+    script: &mut QueryBuilder<'a, Sqlite>,
+    into: &str,
+    conflict: &str,
+    columns: usize,
+    rows: &'a [T],
+    bind: BindRow<'a, T>,
+) {
+    let head = format!("INSERT INTO {into} SELECT * FROM (");
+    let tail = format!(") WHERE column1 IS NOT NULL{conflict}");
+    statement(script, &head, &tail, columns, rows, bind);
+}
+
+/// Appends to `script` the statements `SELECT {tag}, {select} IN (VALUES
+/// (…), (…))` that select the rows of `keys`, one per [`rows_max`] keys:
+/// every row they read starts with `tag`, which tells the reads of one
+/// script apart. Each list is padded to a power of two by repeating its
+/// last key (the same rows match), so one prepared shape serves many batch
+/// sizes.
+pub(super) fn select_in<'a, T>(
+    script: &mut QueryBuilder<'a, Sqlite>,
+    tag: i64,
+    select: &str,
     columns: usize,
     keys: &'a [T],
     bind: BindRow<'a, T>,
-) -> Result<Vec<SqliteRow>, sqlx::Error> {
-    let mut out = Vec::new();
+) {
     let max = rows_max(columns);
     for chunk in keys.chunks(max) {
         let padded = chunk.len().next_power_of_two().min(max);
         let last = &chunk[chunk.len() - 1];
-        let mut q = QueryBuilder::<Sqlite>::new(head);
-        q.push(" IN (");
-        q.push_values(
+        script.push(format_args!("SELECT {tag}, {select} IN ("));
+        script.push_values(
             chunk
                 .iter()
                 .chain(std::iter::repeat_n(last, padded - chunk.len())),
             |mut b, key| bind(&mut b, key),
         );
-        q.push(")");
-        out.extend(q.build().persistent(true).fetch_all(&mut *conn).await?);
+        script.push("); ");
     }
-    Ok(out)
 }
 
 /// Binds a one-column key.
@@ -123,11 +144,20 @@ pub(super) fn bind_pair<'a>(
     b.push_bind(key.0.as_str()).push_bind(key.1.as_str());
 }
 
-/// Writes a planned batch (inside the caller's transaction).
-pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(), sqlx::Error> {
+/// Writes a planned batch and commits the caller's transaction, all in one
+/// round trip to the connection's worker thread: every statement goes into
+/// one script, its parameters bound in order. (A statement each cost a hop
+/// to that thread and back, some 25 of them per batch of purchases, each
+/// waiting for a core on a busy machine.) On an error nothing after the
+/// failed statement runs and the caller rolls back.
+pub(super) async fn write_and_commit(
+    conn: &mut SqliteConnection,
+    w: &WriteSet,
+) -> Result<(), sqlx::Error> {
+    let mut q = QueryBuilder::<Sqlite>::new("");
     // Before the batch's new keys: a forgotten key may be used again.
-    values(
-        conn,
+    statement(
+        &mut q,
         "DELETE FROM idempotency WHERE (user_id, key) IN (",
         ")",
         2,
@@ -135,37 +165,41 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
         |b, (u, k)| {
             b.push_bind(u).push_bind(k);
         },
-    )
-    .await?;
-    for room in &w.new_rooms {
-        sqlx::query(
-            "INSERT INTO rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms) \
-             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
-        )
-        .bind(&room.room_id)
-        .bind(&room.broadcaster_id)
-        .bind(&room.title)
-        .bind(room.epoch as i64)
-        .bind(room.live)
-        .bind(room.last_seq as i64)
-        .bind(room.published_seq as i64)
-        .bind(room.created_at_ms)
-        .bind(room.ended_at_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
-    for room in &w.room_updates {
-        sqlx::query(
-            "UPDATE rooms SET live = ?2, last_seq = ?3, published_seq = ?4, ended_at_ms = ?5 WHERE room_id = ?1",
-        )
-        .bind(&room.room_id)
-        .bind(room.live)
-        .bind(room.last_seq as i64)
-        .bind(room.published_seq as i64)
-        .bind(room.ended_at_ms)
-        .execute(&mut *conn)
-        .await?;
-    }
+    );
+    insert(
+        &mut q,
+        "rooms (room_id, broadcaster_id, title, epoch, live, last_seq, published_seq, created_at_ms, ended_at_ms)",
+        "",
+        9,
+        &w.new_rooms,
+        |b, room| {
+            b.push_bind(&room.room_id)
+                .push_bind(&room.broadcaster_id)
+                .push_bind(&room.title)
+                .push_bind(room.epoch as i64)
+                .push_bind(room.live)
+                .push_bind(room.last_seq as i64)
+                .push_bind(room.published_seq as i64)
+                .push_bind(room.created_at_ms)
+                .push_bind(room.ended_at_ms);
+        },
+    );
+    // Each room at most once (its final state).
+    statement(
+        &mut q,
+        "UPDATE rooms SET live = d.column2, last_seq = d.column3, published_seq = d.column4, \
+         ended_at_ms = d.column5 FROM (",
+        ") AS d WHERE rooms.room_id = d.column1",
+        5,
+        &w.room_updates,
+        |b, room| {
+            b.push_bind(&room.room_id)
+                .push_bind(room.live)
+                .push_bind(room.last_seq as i64)
+                .push_bind(room.published_seq as i64)
+                .push_bind(room.ended_at_ms);
+        },
+    );
     let deltas: Vec<(&str, Channel, i64)> = w
         .wallet_deltas
         .iter()
@@ -180,27 +214,25 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
     };
     // Credits are upserted (the row may be new); debits update rows that
     // exist (they were loaded and drawn from).
-    values(
-        conn,
-        "INSERT INTO wallets (user_id, channel, balance_minor) ",
+    insert(
+        &mut q,
+        "wallets (user_id, channel, balance_minor)",
         " ON CONFLICT (user_id, channel) DO UPDATE SET balance_minor = balance_minor + excluded.balance_minor",
         3,
         &credits,
         bind_delta,
-    )
-    .await?;
-    values(
-        conn,
+    );
+    statement(
+        &mut q,
         "UPDATE wallets SET balance_minor = balance_minor + d.column3 FROM (",
         ") AS d WHERE wallets.user_id = d.column1 AND wallets.channel = d.column2",
         3,
         &debits,
         bind_delta,
-    )
-    .await?;
-    values(
-        conn,
-        "INSERT INTO transactions (txn_id, kind, created_at_ms) ",
+    );
+    insert(
+        &mut q,
+        "transactions (txn_id, kind, created_at_ms)",
         "",
         3,
         &w.txns,
@@ -209,11 +241,10 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(t.kind)
                 .push_bind(t.created_at_ms);
         },
-    )
-    .await?;
-    values(
-        conn,
-        "INSERT INTO entries (txn_id, account, amount_minor) ",
+    );
+    insert(
+        &mut q,
+        "entries (txn_id, account, amount_minor)",
         "",
         3,
         &w.entries,
@@ -222,8 +253,7 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(&e.account)
                 .push_bind(e.amount_minor);
         },
-    )
-    .await?;
+    );
     let gifts: Vec<(&GiftRecord, String)> = w
         .gifts
         .iter()
@@ -233,11 +263,11 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
             (g, by_channel)
         })
         .collect();
-    values(
-        conn,
-        "INSERT INTO gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
+    insert(
+        &mut q,
+        "gifts (gift_id, room_id, broadcaster_id, sender_id, sender_name, sticker_id, quantity, \
          amount_minor, store_minor, broadcaster_minor, platform_minor, by_channel, message, balance_after_minor, \
-         seq, epoch, created_at_ms) ",
+         seq, epoch, created_at_ms)",
         "",
         17,
         &gifts,
@@ -260,11 +290,10 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(g.epoch as i64)
                 .push_bind(g.created_at_ms);
         },
-    )
-    .await?;
-    values(
-        conn,
-        "INSERT INTO idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms) ",
+    );
+    insert(
+        &mut q,
+        "idempotency (user_id, key, request_hash, gift_id, error_code, created_at_ms)",
         "",
         6,
         &w.idempotency,
@@ -280,11 +309,10 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(code)
                 .push_bind(i.created_at_ms);
         },
-    )
-    .await?;
-    values(
-        conn,
-        "INSERT INTO receipts (receipt_id, user_id, channel, amount_minor, created_at_ms) ",
+    );
+    insert(
+        &mut q,
+        "receipts (receipt_id, user_id, channel, amount_minor, created_at_ms)",
         "",
         5,
         &w.receipts,
@@ -295,12 +323,11 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(r.amount_minor)
                 .push_bind(r.created_at_ms);
         },
-    )
-    .await?;
-    values(
-        conn,
-        "INSERT INTO room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, \
-         created_at_ms, gift_id) ",
+    );
+    insert(
+        &mut q,
+        "room_events (room_id, seq, epoch, frame, broadcaster_frame, broadcaster_id, ends_room, \
+         created_at_ms, gift_id)",
         "",
         9,
         &w.events,
@@ -316,30 +343,41 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(e.committed_at_ms)
                 .push_bind(&o.gift_id);
         },
-    )
-    .await?;
-    for (gift_id, text, at) in &w.acks {
-        sqlx::query("UPDATE gifts SET ack_text = ?2, acked_at_ms = ?3 WHERE gift_id = ?1")
-            .bind(gift_id)
-            .bind(text)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-    }
-    for (gift_id, reason, by, at) in &w.refunds {
-        sqlx::query("UPDATE gifts SET refunded_at_ms = ?2 WHERE gift_id = ?1")
-            .bind(gift_id)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-        sqlx::query("INSERT INTO refunds (gift_id, reason, refunded_by, created_at_ms) VALUES (?1, ?2, ?3, ?4)")
-            .bind(gift_id)
-            .bind(reason)
-            .bind(by)
-            .bind(at)
-            .execute(&mut *conn)
-            .await?;
-    }
+    );
+    // A gift is acknowledged and refunded at most once.
+    statement(
+        &mut q,
+        "UPDATE gifts SET ack_text = d.column2, acked_at_ms = d.column3 FROM (",
+        ") AS d WHERE gifts.gift_id = d.column1",
+        3,
+        &w.acks,
+        |b, (gift_id, text, at)| {
+            b.push_bind(gift_id).push_bind(text).push_bind(at);
+        },
+    );
+    statement(
+        &mut q,
+        "UPDATE gifts SET refunded_at_ms = d.column2 FROM (",
+        ") AS d WHERE gifts.gift_id = d.column1",
+        2,
+        &w.refunds,
+        |b, (gift_id, _, _, at)| {
+            b.push_bind(gift_id).push_bind(at);
+        },
+    );
+    insert(
+        &mut q,
+        "refunds (gift_id, reason, refunded_by, created_at_ms)",
+        "",
+        4,
+        &w.refunds,
+        |b, (gift_id, reason, by, at)| {
+            b.push_bind(gift_id)
+                .push_bind(reason)
+                .push_bind(by)
+                .push_bind(at);
+        },
+    );
     let packets: Vec<(&RedPacket, String)> = w
         .new_packets
         .iter()
@@ -351,11 +389,11 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
             )
         })
         .collect();
-    values(
-        conn,
-        "INSERT INTO red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
+    insert(
+        &mut q,
+        "red_packets (packet_id, room_id, sender_id, sender_name, mode, total_minor, count, shares, \
          claimed_count, claimed_minor, escrow_apple, escrow_google, escrow_web, created_at_ms, expires_at_ms, \
-         settled_at_ms, returned_minor) ",
+         settled_at_ms, returned_minor)",
         " ON CONFLICT (packet_id) DO UPDATE SET claimed_count = excluded.claimed_count, \
          claimed_minor = excluded.claimed_minor, escrow_apple = excluded.escrow_apple, \
          escrow_google = excluded.escrow_google, escrow_web = excluded.escrow_web, \
@@ -381,8 +419,7 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(p.settled_at_ms)
                 .push_bind(p.returned_minor);
         },
-    )
-    .await?;
+    );
     let claims: Vec<(&ClaimRecord, String)> = w
         .claims
         .iter()
@@ -393,9 +430,9 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
             )
         })
         .collect();
-    values(
-        conn,
-        "INSERT INTO red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms) ",
+    insert(
+        &mut q,
+        "red_packet_claims (packet_id, user_id, user_name, idx, amount_minor, by_channel, created_at_ms)",
         "",
         7,
         &claims,
@@ -408,8 +445,9 @@ pub(super) async fn write(conn: &mut SqliteConnection, w: &WriteSet) -> Result<(
                 .push_bind(by_channel)
                 .push_bind(c.created_at_ms);
         },
-    )
-    .await?;
+    );
+    q.push("COMMIT");
+    q.build().persistent(true).execute(&mut *conn).await?;
     Ok(())
 }
 
@@ -420,24 +458,15 @@ mod tests {
     use super::*;
 
     #[test]
-    fn chunks_are_powers_of_two_that_sum_to_the_rows() {
-        assert_eq!(chunk_sizes(130, 512).collect::<Vec<_>>(), vec![128, 2]);
-        assert_eq!(chunk_sizes(0, 512).count(), 0);
-        assert_eq!(
-            chunk_sizes(1100, 512).collect::<Vec<_>>(),
-            vec![512, 512, 64, 8, 4]
-        );
-        for n in 0..3000 {
-            let sizes: Vec<_> = chunk_sizes(n, rows_max(17)).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), n);
-            assert!(sizes.iter().all(|s| s.is_power_of_two() && *s <= 512));
-        }
+    fn statements_stay_under_both_limits() {
         assert_eq!(rows_max(17), 512);
         assert_eq!(rows_max(100), 256);
+        assert!((1..200).all(|c| rows_max(c) * c <= PARAMS_MAX && rows_max(c).is_power_of_two()));
     }
 
     /// Rows past one statement's parameter limit are written and read in
-    /// chunks, all of them, in a real (in-memory) SQLite.
+    /// chunks, all of them and no padding row, in a real (in-memory) SQLite;
+    /// one script holds every chunk.
     #[tokio::test]
     async fn rows_past_the_parameter_limit_go_in_chunks() {
         let mut conn = SqliteConnection::connect("sqlite::memory:").await.unwrap();
@@ -447,37 +476,33 @@ mod tests {
         let rows: Vec<(String, String, i64)> = (0..PARAMS_MAX as i64 / 3 * 2 + 7)
             .map(|i| (format!("a{i}"), format!("b{i}"), i))
             .collect();
-        values(
-            &mut conn,
-            "INSERT INTO t (a, b, n) ",
-            "",
-            3,
-            &rows,
-            |b, r| {
-                b.push_bind(&r.0).push_bind(&r.1).push_bind(r.2);
-            },
-        )
-        .await
-        .unwrap();
-        let count: i64 = sqlx::query("SELECT COUNT(*), SUM(n) FROM t")
+        let mut script = QueryBuilder::<Sqlite>::new("");
+        insert(&mut script, "t (a, b, n)", "", 3, &rows, |b, r| {
+            b.push_bind(&r.0).push_bind(&r.1).push_bind(r.2);
+        });
+        let statements = rows.len().div_ceil(rows_max(3));
+        assert_eq!(script.sql().matches("INSERT").count(), statements);
+        script.build().execute(&mut conn).await.unwrap();
+        let (count, sum): (i64, i64) = sqlx::query_as("SELECT COUNT(*), SUM(n) FROM t")
             .fetch_one(&mut conn)
             .await
-            .unwrap()
-            .get(0);
+            .unwrap();
         assert_eq!(count, rows.len() as i64);
+        assert_eq!(sum, rows.iter().map(|r| r.2).sum::<i64>());
         // Two columns per key: past the limit too.
         let pairs: Vec<(String, String)> =
             rows.iter().map(|r| (r.0.clone(), r.1.clone())).collect();
         let keys: Vec<&(String, String)> = pairs.iter().collect();
-        let found = select_in(
-            &mut conn,
-            "SELECT a FROM t WHERE (a, b)",
-            2,
-            &keys,
-            bind_pair,
-        )
-        .await
-        .unwrap();
-        assert_eq!(found.len(), rows.len());
+        let mut script = QueryBuilder::<Sqlite>::new("BEGIN; ");
+        select_in(&mut script, 7, "a FROM t WHERE (a, b)", 2, &keys, bind_pair);
+        script.push("SELECT 8, 'after'; COMMIT");
+        assert_eq!(
+            script.sql().matches("SELECT 7,").count(),
+            rows.len().div_ceil(rows_max(2))
+        );
+        let found = script.build().fetch_all(&mut conn).await.unwrap();
+        let tags: Vec<i64> = found.iter().map(|r| r.get(0)).collect();
+        assert_eq!(tags.iter().filter(|t| **t == 7).count(), rows.len());
+        assert_eq!(tags.last(), Some(&8));
     }
 }

@@ -189,3 +189,106 @@ async fn concurrent_sweeps(store: &TestStore) {
     assert!(a.idempotency("v", "k7").await.unwrap().is_none());
 }
 both!(concurrent_sweeps_forget_each_key_once, concurrent_sweeps);
+
+/// An SQLite store from before migration 4 (idempotency records in a
+/// `WITHOUT ROWID` table keyed by user and key): opening it moves the
+/// records into the rowid table with its key and time indexes, and every
+/// key answers as before — a replay, a reused key, a remembered refusal —
+/// while new keys charge and old ones are swept.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_store_keeps_its_keys_through_the_idempotency_migration() {
+    let store = TestStore::new(Kind::Sqlite).await;
+    let ledger = store.open().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    let PurchaseOutcome::Charged(gift, _) = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap()
+    else {
+        panic!("not charged")
+    };
+    let refused = ledger
+        .purchase(buy("v", &r.room_id, 5_000, "k2"))
+        .await
+        .unwrap();
+    assert_eq!(
+        refused,
+        PurchaseOutcome::Rejected(ErrorCode::InsufficientFunds)
+    );
+    drop(ledger);
+    // Back to the shape of version 3.
+    store
+        .raw(
+            "CREATE TABLE idempotency_old (
+                 user_id TEXT NOT NULL, key TEXT NOT NULL, request_hash TEXT NOT NULL,
+                 gift_id TEXT, error_code TEXT, created_at_ms INTEGER NOT NULL,
+                 PRIMARY KEY (user_id, key)
+             ) WITHOUT ROWID;
+             INSERT INTO idempotency_old SELECT user_id, key, request_hash, gift_id, error_code, created_at_ms
+                 FROM idempotency;
+             DROP TABLE idempotency;
+             ALTER TABLE idempotency_old RENAME TO idempotency;
+             DELETE FROM ledger_migrations WHERE version >= 4;",
+        )
+        .await;
+    let ledger = store.open().await;
+    let pool = sqlx::SqlitePool::connect(&store.url).await.unwrap();
+    let schema: Vec<(String, String)> = sqlx::query_as(
+        "SELECT name, sql FROM sqlite_schema WHERE tbl_name = 'idempotency' ORDER BY name",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    let names: Vec<&str> = schema.iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        ["idempotency", "idempotency_by_time", "idempotency_key"]
+    );
+    assert!(!schema[0].1.contains("WITHOUT ROWID"), "{}", schema[0].1);
+    let plan: Vec<(i64, i64, i64, String)> = sqlx::query_as(
+        "EXPLAIN QUERY PLAN SELECT gift_id FROM idempotency WHERE (user_id, key) IN (VALUES ('v', 'k1'))",
+    )
+    .fetch_all(&pool)
+    .await
+    .unwrap();
+    assert!(
+        plan.iter().any(|p| p.3.contains("idempotency_key")),
+        "{plan:?}"
+    );
+    pool.close().await;
+    assert_eq!(
+        ledger
+            .purchase(buy("v", &r.room_id, 300, "k1"))
+            .await
+            .unwrap(),
+        PurchaseOutcome::Replay(StoredOutcome::Gift(gift.gift_id.clone()))
+    );
+    assert_eq!(
+        ledger
+            .purchase(buy("v", &r.room_id, 200, "k1"))
+            .await
+            .unwrap(),
+        PurchaseOutcome::KeyReused
+    );
+    assert_eq!(
+        ledger
+            .purchase(buy("v", &r.room_id, 5_000, "k2"))
+            .await
+            .unwrap(),
+        PurchaseOutcome::Replay(StoredOutcome::Rejected(ErrorCode::InsufficientFunds))
+    );
+    assert!(matches!(
+        ledger
+            .purchase(buy("v", &r.room_id, 100, "k3"))
+            .await
+            .unwrap(),
+        PurchaseOutcome::Charged(..)
+    ));
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 600);
+    assert_eq!(ledger.sweep_idempotency(i64::MAX).await.unwrap(), 3);
+    assert!(ledger.idempotency("v", "k1").await.unwrap().is_none());
+    assert_check(&ledger).await;
+    drop(ledger);
+    store.finish().await;
+}
