@@ -76,3 +76,44 @@ async fn summary(store: &TestStore) {
     assert_eq!(s.broadcaster_payable, g.split.broadcaster);
 }
 both!(summary_adds_up, summary);
+
+/// A batch's writes go to SQLite as one script with its COMMIT: when a
+/// statement in the middle of it fails, nothing of the batch stays (the
+/// wallet debit written before the failing gift row is rolled back), the
+/// callers get the error, and the next batch commits normally.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_sqlite_batch_that_fails_midway_leaves_nothing_and_the_next_commits() {
+    let store = TestStore::new(Kind::Sqlite).await;
+    let ledger = store.open().await;
+    let r = room(&ledger, "b").await;
+    fund(&ledger, "v", Channel::Web, 1_000).await;
+    fund(&ledger, "w", Channel::Web, 1_000).await;
+    store
+        .raw(
+            "CREATE TRIGGER refuse_w BEFORE INSERT ON gifts WHEN NEW.sender_id = 'w' \
+             BEGIN SELECT RAISE(ABORT, 'refused by the test'); END",
+        )
+        .await;
+    let failed = ledger.purchase(buy("w", &r.room_id, 300, "k1")).await;
+    assert!(failed.is_err(), "{failed:?}");
+    assert_eq!(ledger.wallet("w").await.unwrap().total(), 1_000);
+    assert!(ledger.idempotency("w", "k1").await.unwrap().is_none());
+    let ok = ledger
+        .purchase(buy("v", &r.room_id, 300, "k1"))
+        .await
+        .unwrap();
+    assert!(matches!(ok, PurchaseOutcome::Charged(..)), "{ok:?}");
+    assert_eq!(ledger.wallet("v").await.unwrap().total(), 700);
+    store.raw("DROP TRIGGER refuse_w").await;
+    assert!(matches!(
+        ledger
+            .purchase(buy("w", &r.room_id, 300, "k1"))
+            .await
+            .unwrap(),
+        PurchaseOutcome::Charged(..)
+    ));
+    assert_eq!(ledger.wallet("w").await.unwrap().total(), 700);
+    assert_check(&ledger).await;
+    drop(ledger);
+    store.finish().await;
+}
