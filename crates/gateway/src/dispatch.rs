@@ -2,38 +2,41 @@
 //! so events of a room are applied strictly in the order the bus delivers
 //! them. A round is whatever has queued up (up to `fanout_batch_events_max`
 //! messages); the events of one room in it go to each connection in one
-//! write, whatever other rooms' events came between them ([`steps`]).
+//! write, whatever other rooms' events came between them (every connection
+//! is in one room, so only each room's own order matters).
 //!
-//! The coalescing window: a round that begins while the dispatcher was idle
-//! with an event of a busy room (at least `fanout_coalesce_rate_min`
-//! events a second) waits a little for that room's next events, so each connection
-//! gets several frames per syscall. It is adaptive and bounded:
-//! - it is as long as the room needs, at its recent rate, to produce
+//! Holds: a busy or heavy room's events may be held back a little so each
+//! connection gets several frames per syscall ([`Holds`]). Each room has
+//! its own hold and deadline; the other rooms' events of the round go out
+//! at once, so one room's wait delays nobody else. It is adaptive and
+//! bounded:
+//! - a *busy* room (at least `fanout_coalesce_rate_min` events a second)
+//!   is held as long as it needs, at its recent rate, to produce
 //!   `fanout_coalesce_events` events in all, and never longer than
 //!   `fanout_coalesce_ms`;
-//! - it ends early once the round holds that many events of the room;
-//! - it is taken once per round and counted from the earliest moment the
-//!   round's first event can have arrived: now when the dispatcher was
-//!   idle, else the end of the previous round's gathering (the event came
-//!   while that round was written). So no event waits longer than the
-//!   window in all, and a backlog older than the window never waits: it
-//!   is batched by the backlog itself. After a round cut short by the
-//!   batch bound (a backlog), the next one does not wait either.
-//!
-//! A *heavy* room — one whose fan-out costs at least
-//! `fanout_heavy_deliveries_min` deliveries a second (events a second ×
-//! its connections), such as 1,000 viewers at 20 gifts a second — waits
-//! too when it is below the busy rate: for its next event (one pair per
-//! round), when the room's rate says that event comes within
-//! `fanout_heavy_coalesce_ms`. Each of those sends costs the kernel the same
-//! whatever it carries, so a pair per write halves the fan-out's CPU, and
-//! the first event of a pair pays the gap to the second (at 20 events a
-//! second, about 50 ms) in latency.
+//! - a *heavy* room — one whose fan-out costs at least
+//!   `fanout_heavy_deliveries_min` deliveries a second (events a second ×
+//!   its connections), such as 1,000 viewers at 20 gifts a second — below
+//!   the busy rate is held for its next event (a pair), when the room's rate
+//!   says that event comes within `fanout_heavy_coalesce_ms`. Each of those
+//!   sends costs the kernel the same whatever it carries, so a pair per
+//!   write halves the fan-out's CPU, and the first event of a pair pays the
+//!   gap to the second (at 20 events a second, about 50 ms) in latency;
+//! - a hold ends early once it has that many events, and is counted from
+//!   the earliest moment its first event can have arrived: when the round
+//!   began if the dispatcher was idle, else the end of the previous round's
+//!   gathering (the event came while that round was written). So no event
+//!   waits longer than its window in all, and a backlog older than the
+//!   window is never held: it is batched by the backlog itself. After a
+//!   round cut short by the batch bound (a backlog), the next holds nothing.
+//! - a bus reconnect releases every hold first: what came before it goes
+//!   out before it.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use applause_bus::BusMessage;
+use applause_core::EventEnvelope;
 use tokio::sync::mpsc::error::TryRecvError;
 use tokio::sync::mpsc::Receiver;
 use tokio::time::Instant;
@@ -56,7 +59,7 @@ pub(crate) struct Window {
     pub heavy_max: Duration,
 }
 
-/// How long a round waits, and for how many events of its first room.
+/// How long a room's events are held, and for how many.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Wait {
     pub time: Duration,
@@ -71,9 +74,9 @@ impl Wait {
 }
 
 impl Window {
-    /// How long a round that starts with an event of a room producing
-    /// `per_s` events and `deliveries_per_s` deliveries a second waits for
-    /// more of its events, and how many it aims to hold.
+    /// How long the events of a room producing `per_s` events and
+    /// `deliveries_per_s` deliveries a second are held from its first, and
+    /// how many a hold aims for.
     pub(crate) fn wait_for(&self, per_s: u32, deliveries_per_s: u32) -> Wait {
         if !self.max.is_zero() && per_s >= self.rate_min && self.events >= 2 {
             if per_s == 0 {
@@ -109,79 +112,176 @@ impl Window {
 /// How one round was gathered.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) struct Round {
-    /// Messages were already waiting when the round began.
-    pub behind: bool,
-    /// How long the round waited for more events.
-    pub waited: Duration,
+    /// The earliest moment the round's messages can have arrived; `None`
+    /// when the previous round was cut by the batch bound (a backlog: none
+    /// of it is held).
+    pub since: Option<Instant>,
     /// When the gathering ended; `None` when the round was cut by the
     /// batch bound (more may be waiting: the next round must not wait).
     pub ended: Option<Instant>,
 }
 
 /// Gathers the next round into `batch` (which must be empty): the first
-/// message (waiting for it if none is queued), whatever else has queued up,
-/// and, when `window_of` gives the first message's room a window, that
-/// room's next events until the window closes or the round holds the
-/// window's `events` of them. `previous` is the last round's [`Round::ended`] (`None` for
-/// the first). `None` when the channel is closed and empty.
+/// message (waiting for it if none is queued, but only until `deadline`, a
+/// hold's, if any: then the round is empty) and whatever else has queued
+/// up. `previous` is the last round's [`Round::ended`] (`None` for the
+/// first). `None` when the channel is closed and empty.
 pub(crate) async fn gather(
     messages: &mut Receiver<BusMessage>,
     batch: &mut Vec<BusMessage>,
     batch_max: usize,
     previous: Option<Instant>,
-    window_of: impl FnOnce(&BusMessage) -> Wait,
+    deadline: Option<Instant>,
 ) -> Option<Round> {
-    let (first, since, behind) = match messages.try_recv() {
+    let since = match messages.try_recv() {
         // It came while the previous round was written, or before (then
         // that round was full, and `previous` is `None`).
-        Ok(m) => (m, previous, true),
+        Ok(m) => {
+            batch.push(m);
+            previous
+        }
         Err(TryRecvError::Disconnected) => return None,
-        Err(TryRecvError::Empty) => (messages.recv().await?, Some(Instant::now()), false),
+        Err(TryRecvError::Empty) => {
+            let first = match deadline {
+                Some(deadline) => tokio::select! {
+                    biased;
+                    m = messages.recv() => m,
+                    _ = tokio::time::sleep_until(deadline) => {
+                        let now = Instant::now();
+                        return Some(Round { since: Some(now), ended: Some(now) });
+                    }
+                },
+                None => messages.recv().await,
+            };
+            batch.push(first?);
+            Some(Instant::now())
+        }
     };
-    let mut round = Round {
-        behind,
-        waited: Duration::ZERO,
-        ended: None,
-    };
-    let start = Instant::now();
-    let wait = since.map_or(Wait::NONE, |_| window_of(&first));
-    let deadline = since.map(|t| t + wait.time).filter(|d| *d > start);
-    let events = wait.events;
-    let window = deadline.map_or(Duration::ZERO, |d| d - start);
-    let room = match &first {
-        BusMessage::Event(env) if !window.is_zero() => Some(env.room_id.clone()),
-        _ => None,
-    };
-    batch.push(first);
-    let of_room = |m: &BusMessage| match (m, &room) {
-        (BusMessage::Event(env), Some(r)) => env.room_id == *r,
-        _ => false,
-    };
-    let mut held = 1;
     while batch.len() < batch_max {
         match messages.try_recv() {
-            Ok(m) => {
-                held += usize::from(of_room(&m));
-                batch.push(m);
-            }
+            Ok(m) => batch.push(m),
             Err(_) => break,
         }
     }
-    if let (Some(_), Some(deadline)) = (&room, deadline) {
-        while batch.len() < batch_max && held < events {
-            let next = tokio::select! {
-                biased;
-                m = messages.recv() => m,
-                _ = tokio::time::sleep_until(deadline) => break,
-            };
-            let Some(m) = next else { break };
-            held += usize::from(of_room(&m));
-            batch.push(m);
-        }
-        round.waited = start.elapsed();
+    Some(Round {
+        since,
+        ended: (batch.len() < batch_max).then(Instant::now),
+    })
+}
+
+/// One room's events held back for a write of several.
+#[derive(Debug)]
+struct Hold {
+    room: String,
+    events: Vec<Arc<EventEnvelope>>,
+    /// Events it aims to hold.
+    want: usize,
+    deadline: Instant,
+    /// When it began (for the wait metric).
+    began: Instant,
+}
+
+/// The held rooms; [`Holds::route`] decides where each round's events go.
+#[derive(Debug, Default)]
+pub(crate) struct Holds {
+    /// Few at a time (only busy and heavy rooms): a list, searched.
+    held: Vec<Hold>,
+    /// How long each hold released since the last [`Holds::take_waits`]
+    /// lasted.
+    waits: Vec<Duration>,
+}
+
+impl Holds {
+    /// The earliest deadline of a hold.
+    pub(crate) fn next_deadline(&self) -> Option<Instant> {
+        self.held.iter().map(|h| h.deadline).min()
     }
-    round.ended = (batch.len() < batch_max).then(Instant::now);
-    Some(round)
+
+    /// The durations of the holds released since the last call.
+    pub(crate) fn take_waits(&mut self) -> std::vec::Drain<'_, Duration> {
+        self.waits.drain(..)
+    }
+
+    /// Routes a round's messages at `now` (they arrived at `since` or later;
+    /// `None`: a backlog, held nowhere) and answers what goes out now, room
+    /// by room (each room's events in bus order): the events of rooms not
+    /// held, and every hold that is full or due. An event of a held room
+    /// joins its hold; the first event of a room `window_of` gives a window
+    /// (and not already going out in this round) begins one, ending at
+    /// `since` + the window.
+    pub(crate) fn route(
+        &mut self,
+        round: impl Iterator<Item = BusMessage>,
+        since: Option<Instant>,
+        now: Instant,
+        mut window_of: impl FnMut(&str) -> Wait,
+    ) -> Vec<Step> {
+        let mut out = Vec::new();
+        // The round's runs going out now, rooms in first-event order.
+        let mut runs: Vec<Vec<Arc<EventEnvelope>>> = Vec::new();
+        for msg in round {
+            let env = match msg {
+                BusMessage::Event(env) => env,
+                BusMessage::Reconnected => {
+                    let held: Vec<_> = self.held.drain(..).collect();
+                    for h in held {
+                        out.push(self.release(h, now));
+                    }
+                    out.extend(runs.drain(..).map(Step::Events));
+                    out.push(Step::Reconnected);
+                    continue;
+                }
+            };
+            if let Some(i) = self.held.iter().position(|h| h.room == env.room_id) {
+                let hold = &mut self.held[i];
+                hold.events.push(env);
+                if hold.events.len() >= hold.want {
+                    // Full: out now, with what else of the room this round has.
+                    let h = self.held.swap_remove(i);
+                    self.waits.push(now.saturating_duration_since(h.began));
+                    runs.push(h.events);
+                }
+                continue;
+            }
+            if let Some(run) = runs.iter_mut().find(|r| r[0].room_id == env.room_id) {
+                run.push(env);
+                continue;
+            }
+            let wait = since.map_or(Wait::NONE, |_| window_of(&env.room_id));
+            match since.map(|t| t + wait.time).filter(|d| *d > now) {
+                Some(deadline) if wait.events >= 2 => self.held.push(Hold {
+                    room: env.room_id.clone(),
+                    events: vec![env],
+                    want: wait.events,
+                    deadline,
+                    began: now,
+                }),
+                _ => runs.push(vec![env]),
+            }
+        }
+        let mut i = 0;
+        while i < self.held.len() {
+            if self.held[i].deadline <= now {
+                let h = self.held.swap_remove(i);
+                out.push(self.release(h, now));
+            } else {
+                i += 1;
+            }
+        }
+        out.extend(runs.into_iter().map(Step::Events));
+        out
+    }
+
+    /// Releases every hold (the bus closed).
+    pub(crate) fn release_all(&mut self, now: Instant) -> Vec<Step> {
+        let held: Vec<_> = self.held.drain(..).collect();
+        held.into_iter().map(|h| self.release(h, now)).collect()
+    }
+
+    fn release(&mut self, h: Hold, now: Instant) -> Step {
+        self.waits.push(now.saturating_duration_since(h.began));
+        Step::Events(h.events)
+    }
 }
 
 /// Runs [`dispatch`] on a thread of its own (`fanout_thread`), driven there
@@ -232,27 +332,36 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
         heavy_deliveries_min: config.fanout_heavy_deliveries_min,
         heavy_max: Duration::from_millis(config.fanout_heavy_coalesce_ms),
     };
+    let window_of = |room: &str| {
+        inner.rooms.get(room).map_or(Wait::NONE, |r| {
+            window.wait_for(r.events_per_s(), r.deliveries_per_s())
+        })
+    };
     let batch_max = config.fanout_batch_events_max;
     let mut batch = Vec::with_capacity(batch_max);
     let mut previous = None;
+    let mut holds = Holds::default();
     loop {
+        let deadline = holds.next_deadline();
         let gathered = tokio::select! {
             _ = inner.shutdown.cancelled() => return,
-            r = gather(&mut messages, &mut batch, batch_max, previous, |m| match m {
-                BusMessage::Event(env) => inner
-                    .rooms
-                    .get(env.room_id.as_str())
-                    .map_or(Wait::NONE, |r| window.wait_for(r.events_per_s(), r.deliveries_per_s())),
-                BusMessage::Reconnected => Wait::NONE,
-            }) => r,
+            r = gather(&mut messages, &mut batch, batch_max, previous, deadline) => r,
         };
-        let Some(round) = gathered else {
-            tracing::warn!("event bus closed its message channel");
-            return;
+        let now = Instant::now();
+        let out = match gathered {
+            Some(round) => {
+                previous = round.ended;
+                if !batch.is_empty() {
+                    inner.metrics.fanout_round(batch.len());
+                }
+                holds.route(batch.drain(..), round.since, now, &window_of)
+            }
+            None => holds.release_all(now),
         };
-        previous = round.ended;
-        inner.metrics.fanout_round(batch.len(), round.waited);
-        for step in steps(batch.drain(..)) {
+        for waited in holds.take_waits() {
+            inner.metrics.fanout_held(waited);
+        }
+        for step in out {
             match step {
                 // Outside tokio's cooperative budget: a task gets 128 I/O
                 // operations per poll, after which every socket answers
@@ -262,6 +371,10 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
                 Step::Events(run) => tokio::task::unconstrained(inner.on_events(run)).await,
                 Step::Reconnected => inner.on_reconnected().await,
             }
+        }
+        if gathered.is_none() {
+            tracing::warn!("event bus closed its message channel");
+            return;
         }
     }
 }
@@ -274,32 +387,6 @@ pub(crate) enum Step {
     Events(Vec<Arc<applause_core::EventEnvelope>>),
     /// The bus reconnected: every room's gaps are filled.
     Reconnected,
-}
-
-/// Groups a round by room: each room's events in bus order, the rooms in
-/// the order of their first event, so a room's events go to its
-/// connections in one write even when other rooms' events came between
-/// them (every connection is in one room, so only each room's own order
-/// matters). A reconnect stays where it was against every room: what came
-/// before it is fanned out before it.
-pub(crate) fn steps(round: impl Iterator<Item = BusMessage>) -> Vec<Step> {
-    let mut out = Vec::new();
-    // Each room's run since the last reconnect, rooms in first-event order.
-    let mut runs: Vec<Vec<Arc<applause_core::EventEnvelope>>> = Vec::new();
-    for msg in round {
-        match msg {
-            BusMessage::Event(env) => match runs.iter_mut().find(|r| r[0].room_id == env.room_id) {
-                Some(run) => run.push(env),
-                None => runs.push(vec![env]),
-            },
-            BusMessage::Reconnected => {
-                out.extend(runs.drain(..).map(Step::Events));
-                out.push(Step::Reconnected);
-            }
-        }
-    }
-    out.extend(runs.into_iter().map(Step::Events));
-    out
 }
 
 #[cfg(test)]

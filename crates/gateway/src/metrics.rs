@@ -119,25 +119,27 @@ impl Metrics {
             .expect("valid metric"),
             fanout_window_waits: IntCounter::new(
                 "applause_gateway_fanout_window_waits_total",
-                "Fan-out rounds of a busy or heavy room that waited for more of its events",
+                "Holds of a busy or heavy room's events released (each waited for more of the room's events)",
             )
             .expect("valid metric"),
             fanout_window_seconds: Counter::new(
                 "applause_gateway_fanout_window_seconds_total",
-                "Time fan-out rounds spent waiting in the coalescing window",
+                "Time the released holds of busy or heavy rooms' events lasted, in all",
             )
             .expect("valid metric"),
         }
     }
 
-    /// Records one fan-out round of `messages` that waited `waited`.
-    pub(crate) fn fanout_round(&self, messages: usize, waited: Duration) {
+    /// Records one fan-out round of `messages`.
+    pub(crate) fn fanout_round(&self, messages: usize) {
         self.fanout_rounds.inc();
         self.fanout_round_messages.inc_by(messages as u64);
-        if !waited.is_zero() {
-            self.fanout_window_waits.inc();
-            self.fanout_window_seconds.inc_by(waited.as_secs_f64());
-        }
+    }
+
+    /// Records a hold of a room's events released after `waited`.
+    pub(crate) fn fanout_held(&self, waited: Duration) {
+        self.fanout_window_waits.inc();
+        self.fanout_window_seconds.inc_by(waited.as_secs_f64());
     }
 
     /// Records event frames taken whole by a socket at `now_ms` (read once
