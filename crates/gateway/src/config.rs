@@ -75,28 +75,28 @@ pub struct GatewayConfig {
     /// consecutive events of one room among them go to each connection in
     /// one write. 1 fans out event by event (benchmark comparisons).
     pub fanout_batch_events_max: usize,
-    /// The longest a fan-out round of a busy room waits to gather more of
-    /// its events before writing (each connection then gets them in one
-    /// write): the adaptive window (see the dispatcher). It waits only as
-    /// long as the room needs, at its recent rate, for
-    /// `fanout_coalesce_events` events, once per round and only when the
-    /// fan-out is not behind. 0 turns it off; it never applies below
-    /// `fanout_coalesce_rate_min`.
+    /// The longest a busy room's events are held to gather more of them
+    /// before writing (each connection then gets them in one write): the
+    /// adaptive window (see the dispatcher; each room its own, the other
+    /// rooms never wait for it). It holds only as long as the room needs,
+    /// at its recent rate, for `fanout_coalesce_events` events, and only
+    /// when the fan-out is not behind. 0 turns it off; it never applies
+    /// below `fanout_coalesce_rate_min`.
     pub fanout_coalesce_ms: u64,
     /// Events per second from which a room counts as busy for
     /// `fanout_coalesce_ms` (0: every room).
     pub fanout_coalesce_rate_min: u32,
-    /// Events of the room a coalesced round aims to hold; the window ends
-    /// early when it has them.
+    /// Events of the room a hold aims for; the window ends early when it
+    /// has them.
     pub fanout_coalesce_events: usize,
     /// Deliveries per second (a room's events a second times its
     /// connections) from which a room below the busy rate counts as heavy:
-    /// a fan-out round of it waits for the room's next event when that is
-    /// due within `fanout_heavy_coalesce_ms`, so each connection gets the
+    /// its events are held for the room's next event when that is due
+    /// within `fanout_heavy_coalesce_ms`, so each connection gets the
     /// pair in one write — half the sends, for up to one gap between events
     /// of latency. 0: no room is heavy.
     pub fanout_heavy_deliveries_min: u32,
-    /// The longest a round of a heavy room waits for its next event; 0
+    /// The longest a heavy room's event is held for its next; 0
     /// turns the heavy window off. Rooms whose events come further apart
     /// never wait.
     pub fanout_heavy_coalesce_ms: u64,
