@@ -292,3 +292,36 @@ async fn an_sqlite_store_keeps_its_keys_through_the_idempotency_migration() {
     drop(ledger);
     store.finish().await;
 }
+
+/// The expiry sweep reads old records by their time, through an index, on
+/// either store (it used to scan the whole table on PostgreSQL).
+async fn sweep_index(store: &TestStore) {
+    let ledger = store.open().await;
+    let sql = match store.kind {
+        Kind::Sqlite => {
+            "SELECT count(*) FROM sqlite_schema WHERE type = 'index' \
+                         AND name = 'idempotency_by_time' AND tbl_name = 'idempotency'"
+        }
+        Kind::Postgres => {
+            "SELECT count(*) FROM pg_indexes WHERE indexname = 'idempotency_by_time' \
+                           AND tablename = 'idempotency' AND indexdef LIKE '%(created_at_ms)%'"
+        }
+    };
+    let found: i64 = match store.kind {
+        Kind::Sqlite => {
+            let pool = sqlx::SqlitePool::connect(&store.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+        Kind::Postgres => {
+            let pool = sqlx::PgPool::connect(&store.url).await.unwrap();
+            let n = sqlx::query_scalar(sql).fetch_one(&pool).await.unwrap();
+            pool.close().await;
+            n
+        }
+    };
+    assert_eq!(found, 1);
+    drop(ledger);
+}
+both!(the_expiry_sweep_has_a_time_index, sweep_index);
