@@ -1,7 +1,7 @@
 //! The two ways a frame reaches a socket — written straight from the fan-out
 //! while the connection's queue is empty, or queued for its writer task once
 //! the socket is full — put the same bytes on the wire: a viewer that reads
-//! along and one that stalls (tiny receive buffer, not reading) receive
+//! along and one that stalls (small receive buffer, not reading) receive
 //! identical byte streams after their welcomes, frame by frame.
 
 use applause_bus::HistoryBounds;
@@ -11,8 +11,16 @@ use tokio::net::{TcpSocket, TcpStream};
 use crate::common::*;
 
 const EVENTS: u64 = 3_000;
-/// ~6 MB in all: more than the kernel buffers of a stalled loopback socket.
-const PAD: usize = 2_000;
+/// ~9 MB in all: more than twice the kernel buffers of a stalled loopback
+/// socket (a 4 MiB send buffer at most here, `tcp_wmem`, and the
+/// receiver's), so most of it waits in the writer task's queue.
+const PAD: usize = 3_000;
+/// The stalled viewer's receive buffer: small, but not below loopback's
+/// segment size (64 KiB), so the window it opens when it reads lets a
+/// whole segment through; with 4 KiB the sender was left to its
+/// zero-window probes, whose backoff once outlasted the read timeout on a
+/// busy machine.
+const STALLED_RECV_BUFFER: u32 = 64 * 1024;
 
 /// Connects with a raw socket and completes the handshake by hand; returns
 /// the stream and any frame bytes read past the response.
@@ -114,7 +122,7 @@ async fn direct_and_queued_writes_put_identical_bytes_on_the_wire() {
     )
     .await;
     let (mut reading, first) = raw_connect(&h, None).await;
-    let (mut stalled, stalled_first) = raw_connect(&h, Some(4096)).await;
+    let (mut stalled, stalled_first) = raw_connect(&h, Some(STALLED_RECV_BUFFER)).await;
     let reader =
         tokio::spawn(async move { frames_after_welcome(&mut reading, first, EVENTS).await });
     for seq in 1..=EVENTS {
