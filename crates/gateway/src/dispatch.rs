@@ -223,10 +223,7 @@ impl Holds {
             let env = match msg {
                 BusMessage::Event(env) => env,
                 BusMessage::Reconnected => {
-                    let held: Vec<_> = self.held.drain(..).collect();
-                    for h in held {
-                        out.push(self.release(h, now));
-                    }
+                    out.extend(self.release_all(now));
                     out.extend(runs.drain(..).map(Step::Events));
                     out.push(Step::Reconnected);
                     continue;
@@ -238,8 +235,7 @@ impl Holds {
                 if hold.events.len() >= hold.want {
                     // Full: out now, with what else of the room this round has.
                     let h = self.held.swap_remove(i);
-                    self.waits.push(now.saturating_duration_since(h.began));
-                    runs.push(h.events);
+                    runs.push(self.release(h, now));
                 }
                 continue;
             }
@@ -263,7 +259,7 @@ impl Holds {
         while i < self.held.len() {
             if self.held[i].deadline <= now {
                 let h = self.held.swap_remove(i);
-                out.push(self.release(h, now));
+                out.push(Step::Events(self.release(h, now)));
             } else {
                 i += 1;
             }
@@ -272,15 +268,18 @@ impl Holds {
         out
     }
 
-    /// Releases every hold (the bus closed).
+    /// Releases every hold (a bus reconnect, or the bus closed).
     pub(crate) fn release_all(&mut self, now: Instant) -> Vec<Step> {
         let held: Vec<_> = self.held.drain(..).collect();
-        held.into_iter().map(|h| self.release(h, now)).collect()
+        held.into_iter()
+            .map(|h| Step::Events(self.release(h, now)))
+            .collect()
     }
 
-    fn release(&mut self, h: Hold, now: Instant) -> Step {
+    /// A hold's events, its wait recorded.
+    fn release(&mut self, h: Hold, now: Instant) -> Vec<Arc<EventEnvelope>> {
         self.waits.push(now.saturating_duration_since(h.began));
-        Step::Events(h.events)
+        h.events
     }
 }
 

@@ -296,12 +296,7 @@ async fn load(
         .fetch_all(&mut **tx)
         .await?
         {
-            let channel: String = r.try_get("channel")?;
-            let channel: applause_core::Channel = channel
-                .parse()
-                .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
-            loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
-                r.try_get("balance_minor")?;
+            rows::wallet_into(&r, &mut loaded.wallets)?;
         }
     }
     if !keys.idempotency.is_empty() {

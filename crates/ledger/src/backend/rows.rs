@@ -186,6 +186,27 @@ where
     })
 }
 
+/// A `wallets` row into the loaded balances: the user's balance on its
+/// channel.
+pub(crate) fn wallet_into<'r, R>(
+    r: &'r R,
+    wallets: &mut std::collections::HashMap<String, applause_core::PerChannel>,
+) -> Result<(), sqlx::Error>
+where
+    R: Row,
+    &'r str: ColumnIndex<R>,
+    String: Decode<'r, R::Database> + Type<R::Database>,
+    i64: Decode<'r, R::Database> + Type<R::Database>,
+{
+    let channel: String = r.try_get("channel")?;
+    let channel: Channel = channel
+        .parse()
+        .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
+    wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
+        r.try_get("balance_minor")?;
+    Ok(())
+}
+
 /// An outbox row of a room whose `published_seq` is `published_through`.
 pub(crate) fn event<'r, R>(r: &'r R, published_through: u64) -> Result<StoredEvent, sqlx::Error>
 where

@@ -434,12 +434,7 @@ fn take_all(loaded: &mut Loaded, rows: Vec<SqliteRow>) -> Result<(), sqlx::Error
                 loaded.rooms.insert(room.room_id.clone(), room);
             }
             Read::WALLETS => {
-                let channel: String = r.try_get("channel")?;
-                let channel: applause_core::Channel = channel
-                    .parse()
-                    .map_err(|e: String| sqlx::Error::Decode(e.into()))?;
-                loaded.wallets.entry(r.try_get("user_id")?).or_default()[channel.index()] =
-                    r.try_get("balance_minor")?;
+                rows::wallet_into(&r, &mut loaded.wallets)?;
             }
             Read::IDEMPOTENCY => {
                 let rec = rows::idempotency(&r)?;
