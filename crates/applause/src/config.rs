@@ -152,6 +152,12 @@ pub struct CommonArgs {
     /// events come further apart never wait.
     #[arg(long, env = "APPLAUSE_FANOUT_HEAVY_COALESCE_MS", default_value_t = defaults::gateway().fanout_heavy_coalesce_ms)]
     pub fanout_heavy_coalesce_ms: u64,
+    /// Stagger a heavy room's pairs: each gift goes at once to half the
+    /// viewers (with the one they lacked) and to the other half with the
+    /// next gift — still two per write, about half the wait (true or false;
+    /// false: every viewer waits for the pair).
+    #[arg(long, env = "APPLAUSE_FANOUT_HEAVY_STAGGER", action = clap::ArgAction::Set, default_value_t = defaults::gateway().fanout_heavy_stagger)]
+    pub fanout_heavy_stagger: bool,
     /// Most commands the ledger commits in one transaction.
     #[arg(long, env = "APPLAUSE_BATCH_MAX", default_value_t = defaults::ledger().batch_max)]
     pub batch_max: usize,
@@ -311,6 +317,7 @@ impl CommonArgs {
         let gateway = GatewayConfig {
             fanout_heavy_deliveries_min: self.fanout_heavy_deliveries_min,
             fanout_heavy_coalesce_ms: self.fanout_heavy_coalesce_ms,
+            fanout_heavy_stagger: self.fanout_heavy_stagger,
             outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             history_events_max: self.history_events_max,
             history_age_ms_max: self.history_age_s.saturating_mul(1000),
@@ -492,6 +499,14 @@ mod tests {
         .unwrap();
         assert_eq!(s.gateway.fanout_heavy_deliveries_min, 50_000);
         assert_eq!(s.gateway.fanout_heavy_coalesce_ms, 0);
+        assert!(s.gateway.fanout_heavy_stagger, "staggered by default");
+        let s = parse(&["--fanout-heavy-stagger", "false"]).unwrap();
+        assert!(!s.gateway.fanout_heavy_stagger);
+        let bad = Cli::try_parse_from(["applause", "--fanout-heavy-stagger", "sometimes"]);
+        assert!(
+            bad.is_err(),
+            "a stagger that is neither true nor false is refused"
+        );
         let err = parse(&["--fanout-heavy-coalesce-ms", "101"]).unwrap_err();
         assert!(err.contains("--fanout-heavy-coalesce-ms 101"), "{err}");
         let bad = Cli::try_parse_from(["applause", "--fanout-heavy-deliveries-min", "-1"]);

@@ -100,6 +100,12 @@ pub struct GatewayConfig {
     /// turns the heavy window off. Rooms whose events come further apart
     /// never wait.
     pub fanout_heavy_coalesce_ms: u64,
+    /// A heavy room's pairs are staggered: each event goes at once to half
+    /// the room (with the event that half lacked) while the other half gets
+    /// it with the next — the same two frames per write, half the wait
+    /// behind the room's other writes, no wait for the second of a pair.
+    /// Off: the whole room waits for the pair.
+    pub fanout_heavy_stagger: bool,
     /// Run the fan-out (the bus dispatcher) on a thread of its own (driven
     /// with the caller's runtime handle, so its sockets, timer and whatever
     /// it spawns stay with that runtime), instead of as a task among the
@@ -148,6 +154,7 @@ impl Default for GatewayConfig {
             // apart (docs/benchmarks.md, "fourth pass").
             fanout_heavy_deliveries_min: 10_000,
             fanout_heavy_coalesce_ms: 60,
+            fanout_heavy_stagger: true,
             fanout_thread: true,
         }
     }

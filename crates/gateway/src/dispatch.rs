@@ -31,6 +31,19 @@
 //!   round cut short by the batch bound (a backlog), the next holds nothing.
 //! - a bus reconnect releases every hold first: what came before it goes
 //!   out before it.
+//!
+//! Staggered pairs (`fanout_heavy_stagger`, on by default): instead of
+//! holding a heavy room's event for everyone, the room writes it at once to
+//! half its connections (with what they lacked) and the other half *lags*
+//! (it gets the event with the next one: [`crate::room::Room::apply_many`]).
+//! Every connection still gets pairs, but each event costs half the room's
+//! writes, so the first of a pair waits for its second and half a round
+//! instead of a whole one, and nobody waits for the second. The dispatcher
+//! keeps each lagging room's deadline (the hold's would-be deadline) and
+//! brings the lagging half up to date ([`Step::CatchUp`]) when it passes
+//! without a next event; a round with more than one event of the room, a
+//! hold's release, a bus reconnect or the bus closing bring everyone up to
+//! date too.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -57,6 +70,9 @@ pub(crate) struct Window {
     /// The longest wait of a heavy room (for its next event); zero turns
     /// that window off.
     pub heavy_max: Duration,
+    /// A heavy room's pairs are staggered (half the room lags) rather than
+    /// held for everyone.
+    pub heavy_stagger: bool,
 }
 
 /// How long a room's events are held, and for how many.
@@ -64,12 +80,15 @@ pub(crate) struct Window {
 pub(crate) struct Wait {
     pub time: Duration,
     pub events: usize,
+    /// Half the room waits (for `time`), not all of it.
+    pub stagger: bool,
 }
 
 impl Wait {
     pub(crate) const NONE: Wait = Wait {
         time: Duration::ZERO,
         events: 1,
+        stagger: false,
     };
 }
 
@@ -83,12 +102,14 @@ impl Window {
                 return Wait {
                     time: self.max,
                     events: self.events,
+                    stagger: false,
                 };
             }
             let needed = Duration::from_secs_f64((self.events - 1) as f64 / f64::from(per_s));
             return Wait {
                 time: needed.min(self.max),
                 events: self.events,
+                stagger: false,
             };
         }
         let heavy = self.heavy_deliveries_min > 0 && deliveries_per_s >= self.heavy_deliveries_min;
@@ -105,6 +126,7 @@ impl Window {
         Wait {
             time: (period * 3 / 2).min(self.heavy_max),
             events: 2,
+            stagger: self.heavy_stagger,
         }
     }
 }
@@ -181,20 +203,38 @@ struct Hold {
     began: Instant,
 }
 
+/// A staggered room whose lagging half waits for the room's next event.
+#[derive(Debug)]
+struct Lag {
+    room: String,
+    deadline: Instant,
+    began: Instant,
+}
+
+/// A round's events of one room going out now.
+struct Run {
+    events: Vec<Arc<EventEnvelope>>,
+    /// Its lagging half's deadline, when it is one staggered event.
+    lag_until: Option<Instant>,
+}
+
 /// The held rooms; [`Holds::route`] decides where each round's events go.
 #[derive(Debug, Default)]
 pub(crate) struct Holds {
     /// Few at a time (only busy and heavy rooms): a list, searched.
     held: Vec<Hold>,
-    /// How long each hold released since the last [`Holds::take_waits`]
-    /// lasted.
+    /// The staggered rooms whose lagging half has not had their last event.
+    lags: Vec<Lag>,
+    /// How long each hold (or lagging half caught up by its room's next
+    /// event) released since the last [`Holds::take_waits`] lasted.
     waits: Vec<Duration>,
 }
 
 impl Holds {
-    /// The earliest deadline of a hold.
+    /// The earliest deadline of a hold or lagging half.
     pub(crate) fn next_deadline(&self) -> Option<Instant> {
-        self.held.iter().map(|h| h.deadline).min()
+        let holds = self.held.iter().map(|h| h.deadline);
+        holds.chain(self.lags.iter().map(|l| l.deadline)).min()
     }
 
     /// The durations of the holds released since the last call.
@@ -205,10 +245,13 @@ impl Holds {
     /// Routes a round's messages at `now` (they arrived at `since` or later;
     /// `None`: a backlog, held nowhere) and answers what goes out now, room
     /// by room (each room's events in bus order): the events of rooms not
-    /// held, and every hold that is full or due. An event of a held room
-    /// joins its hold; the first event of a room `window_of` gives a window
-    /// (and not already going out in this round) begins one, ending at
-    /// `since` + the window.
+    /// held, every hold that is full or due, and every lagging half that is
+    /// due. An event of a held room joins its hold; the first event of a
+    /// room `window_of` gives a window (and not already going out in this
+    /// round) begins one, ending at `since` + the window — or, for a
+    /// staggered window, goes out at once to half the room while the other
+    /// half lags until then (unless more of the room's events come in this
+    /// round: then the whole room gets them).
     pub(crate) fn route(
         &mut self,
         round: impl Iterator<Item = BusMessage>,
@@ -218,13 +261,13 @@ impl Holds {
     ) -> Vec<Step> {
         let mut out = Vec::new();
         // The round's runs going out now, rooms in first-event order.
-        let mut runs: Vec<Vec<Arc<EventEnvelope>>> = Vec::new();
+        let mut runs: Vec<Run> = Vec::new();
         for msg in round {
             let env = match msg {
                 BusMessage::Event(env) => env,
                 BusMessage::Reconnected => {
                     out.extend(self.release_all(now));
-                    out.extend(runs.drain(..).map(Step::Events));
+                    out.extend(runs.drain(..).map(|r| Step::Events(r.events)));
                     out.push(Step::Reconnected);
                     continue;
                 }
@@ -235,16 +278,24 @@ impl Holds {
                 if hold.events.len() >= hold.want {
                     // Full: out now, with what else of the room this round has.
                     let h = self.held.swap_remove(i);
-                    runs.push(self.release(h, now));
+                    let events = self.release(h, now);
+                    runs.push(Run {
+                        events,
+                        lag_until: None,
+                    });
                 }
                 continue;
             }
-            if let Some(run) = runs.iter_mut().find(|r| r[0].room_id == env.room_id) {
-                run.push(env);
+            if let Some(run) = runs.iter_mut().find(|r| r.events[0].room_id == env.room_id) {
+                run.events.push(env);
                 continue;
             }
             let wait = since.map_or(Wait::NONE, |_| window_of(&env.room_id));
             match since.map(|t| t + wait.time).filter(|d| *d > now) {
+                Some(deadline) if wait.stagger => runs.push(Run {
+                    events: vec![env],
+                    lag_until: Some(deadline),
+                }),
                 Some(deadline) if wait.events >= 2 => self.held.push(Hold {
                     room: env.room_id.clone(),
                     events: vec![env],
@@ -252,7 +303,10 @@ impl Holds {
                     deadline,
                     began: now,
                 }),
-                _ => runs.push(vec![env]),
+                _ => runs.push(Run {
+                    events: vec![env],
+                    lag_until: None,
+                }),
             }
         }
         let mut i = 0;
@@ -264,22 +318,72 @@ impl Holds {
                 i += 1;
             }
         }
-        out.extend(runs.into_iter().map(Step::Events));
+        let mut steps = Vec::with_capacity(runs.len());
+        for run in runs {
+            match (run.lag_until, run.events.as_slice()) {
+                // A staggered event: the half that lagged gets it (it has
+                // waited since the room's last one), the other half lags
+                // until `deadline`.
+                (Some(deadline), [env]) => {
+                    match self.lags.iter_mut().find(|l| l.room == env.room_id) {
+                        Some(lag) => {
+                            self.waits.push(now.saturating_duration_since(lag.began));
+                            lag.deadline = deadline;
+                            lag.began = now;
+                        }
+                        None => self.lags.push(Lag {
+                            room: env.room_id.clone(),
+                            deadline,
+                            began: now,
+                        }),
+                    }
+                    steps.push(Step::Staggered(env.clone()));
+                }
+                // Brings the whole room up to date; a lag of it left here
+                // ends at its deadline with nothing to do, so no lagging
+                // half can be forgotten (say, if this run is a duplicate).
+                _ => steps.push(Step::Events(run.events)),
+            }
+        }
+        let mut i = 0;
+        while i < self.lags.len() {
+            if self.lags[i].deadline <= now {
+                let lag = self.lags.swap_remove(i);
+                out.push(Self::catch_up(lag, now));
+            } else {
+                i += 1;
+            }
+        }
+        out.extend(steps);
         out
     }
 
-    /// Releases every hold (a bus reconnect, or the bus closed).
+    /// Releases every hold and lagging half (a bus reconnect, or the bus
+    /// closed).
     pub(crate) fn release_all(&mut self, now: Instant) -> Vec<Step> {
         let held: Vec<_> = self.held.drain(..).collect();
-        held.into_iter()
+        let mut out: Vec<Step> = held
+            .into_iter()
             .map(|h| Step::Events(self.release(h, now)))
-            .collect()
+            .collect();
+        let lags: Vec<_> = self.lags.drain(..).collect();
+        out.extend(lags.into_iter().map(|l| Self::catch_up(l, now)));
+        out
     }
 
     /// A hold's events, its wait recorded.
     fn release(&mut self, h: Hold, now: Instant) -> Vec<Arc<EventEnvelope>> {
         self.waits.push(now.saturating_duration_since(h.began));
         h.events
+    }
+
+    /// A lagging half due (its wait goes to the metric only if the room
+    /// still lagged).
+    fn catch_up(lag: Lag, now: Instant) -> Step {
+        Step::CatchUp {
+            room: lag.room,
+            waited: now.saturating_duration_since(lag.began),
+        }
     }
 }
 
@@ -330,6 +434,7 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
         events: config.fanout_coalesce_events,
         heavy_deliveries_min: config.fanout_heavy_deliveries_min,
         heavy_max: Duration::from_millis(config.fanout_heavy_coalesce_ms),
+        heavy_stagger: config.fanout_heavy_stagger,
     };
     let window_of = |room: &str| {
         inner.rooms.get(room).map_or(Wait::NONE, |r| {
@@ -367,7 +472,17 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
                 // `Pending`, so the direct writes of a round to thousands of
                 // connections would fall back to their writer tasks after
                 // the first 128.
-                Step::Events(run) => tokio::task::unconstrained(inner.on_events(run)).await,
+                Step::Events(run) => {
+                    tokio::task::unconstrained(inner.on_events(run, false)).await;
+                }
+                Step::Staggered(env) => {
+                    tokio::task::unconstrained(inner.on_events(vec![env], true)).await;
+                }
+                Step::CatchUp { room, waited } => {
+                    if inner.on_catch_up(&room) {
+                        inner.metrics.fanout_held(waited);
+                    }
+                }
                 Step::Reconnected => inner.on_reconnected().await,
             }
         }
@@ -382,8 +497,14 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
 #[derive(Debug)]
 pub(crate) enum Step {
     /// A room's events of the round, in bus order: each connection gets
-    /// them in one write.
+    /// them (after what its half lagged) in one write.
     Events(Vec<Arc<applause_core::EventEnvelope>>),
+    /// One event of a staggered room: to the half that lagged, with what
+    /// it lagged; the other half lags with it.
+    Staggered(Arc<applause_core::EventEnvelope>),
+    /// A staggered room's lagging half is due: it gets what it lacks (if
+    /// it still lags), having waited `waited`.
+    CatchUp { room: String, waited: Duration },
     /// The bus reconnected: every room's gaps are filled.
     Reconnected,
 }

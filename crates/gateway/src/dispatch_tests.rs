@@ -10,7 +10,20 @@ use tokio::sync::mpsc;
 const MS: Duration = Duration::from_millis(1);
 
 fn w(time: Duration, events: usize) -> Wait {
-    Wait { time, events }
+    Wait {
+        time,
+        events,
+        stagger: false,
+    }
+}
+
+/// A staggered heavy room's wait.
+fn st(time: Duration) -> Wait {
+    Wait {
+        time,
+        events: 2,
+        stagger: true,
+    }
 }
 
 fn event(room: &str, seq: u64) -> BusMessage {
@@ -56,6 +69,7 @@ fn the_window_follows_the_rate_within_its_bound() {
         events: 4,
         heavy_deliveries_min: 0,
         heavy_max: Duration::ZERO,
+        heavy_stagger: false,
     };
     let time = |w: &Window, per_s| w.wait_for(per_s, 0).time;
     assert_eq!(win.wait_for(0, 0), Wait::NONE, "a quiet room");
@@ -83,6 +97,7 @@ fn a_heavy_room_below_the_busy_rate_waits_for_a_pair_when_it_is_due_in_time() {
         events: 6,
         heavy_deliveries_min: 10_000,
         heavy_max: 60 * MS,
+        heavy_stagger: false,
     };
     // 1,000 viewers at 20 events/s: the next event is due in 50 ms; the
     // round waits up to 60 ms (75 ms of slack, bounded) for a pair.
@@ -113,6 +128,14 @@ fn a_heavy_room_below_the_busy_rate_waits_for_a_pair_when_it_is_due_in_time() {
         Wait::NONE,
         "no room is heavy"
     );
+    // Staggered: the same wait, for half the room; busy rooms unchanged.
+    let staggered = Window {
+        heavy_stagger: true,
+        ..win
+    };
+    assert_eq!(staggered.wait_for(20, 20_000), st(60 * MS));
+    assert_eq!(staggered.wait_for(200, 200_000), w(20 * MS, 6));
+    assert_eq!(staggered.wait_for(20, 9_999), Wait::NONE, "not heavy");
 }
 
 /// A window for the rooms named: `(room, wait)`; every other room none.
@@ -460,6 +483,8 @@ fn shape(steps: &[Step]) -> Vec<Vec<(String, u64)>> {
         .iter()
         .map(|s| match s {
             Step::Events(run) => run.iter().map(|e| (e.room_id.clone(), e.seq)).collect(),
+            Step::Staggered(e) => vec![(format!("{}/half", e.room_id), e.seq)],
+            Step::CatchUp { room, .. } => vec![(format!("{room}/catch-up"), 0)],
             Step::Reconnected => vec![("reconnected".into(), 0)],
         })
         .collect()
@@ -495,4 +520,101 @@ fn a_round_goes_out_room_by_room_in_each_rooms_order_with_reconnects_in_place() 
     assert!(holds
         .route(std::iter::empty(), Some(now), now, |_: &str| Wait::NONE)
         .is_empty());
+}
+
+#[test]
+fn a_staggered_rooms_event_goes_out_at_once_and_its_lagging_half_catches_up_with_the_next() {
+    let t0 = Instant::now();
+    let win = [("a", st(60 * MS))];
+    let mut holds = Holds::default();
+    let mut at = |ms: u32, msgs: Vec<BusMessage>| {
+        let t = t0 + ms * MS;
+        let out = shape(&holds.route(msgs.into_iter(), Some(t), t, windows(&win)));
+        (
+            out,
+            holds.next_deadline(),
+            holds.take_waits().collect::<Vec<_>>(),
+        )
+    };
+    // Nothing waits for the pair: half the room gets it now.
+    let (out, deadline, waits) = at(0, vec![event("a", 1), event("b", 1)]);
+    assert_eq!(out, [vec![s("a/half", 1)], vec![s("b", 1)]]);
+    assert_eq!(
+        deadline,
+        Some(t0 + 60 * MS),
+        "the other half lags until then"
+    );
+    assert!(waits.is_empty());
+    // The next event: the lagging half (waited 50 ms) gets both, the
+    // other half lags now, with a new deadline.
+    let (out, deadline, waits) = at(50, vec![event("a", 2)]);
+    assert_eq!(out, [vec![s("a/half", 2)]]);
+    assert_eq!(deadline, Some(t0 + 110 * MS));
+    assert_eq!(waits, [50 * MS]);
+    // No third event in time: the lagging half catches up at its deadline.
+    let (out, deadline, _) = at(110, vec![]);
+    assert_eq!(out, [vec![s("a/catch-up", 0)]]);
+    assert_eq!(deadline, None);
+}
+
+#[test]
+fn a_staggered_room_with_several_events_in_a_round_sends_them_to_everyone() {
+    let t0 = Instant::now();
+    let win = [("a", st(60 * MS))];
+    let mut holds = Holds::default();
+    let out = holds.route([event("a", 1)].into_iter(), Some(t0), t0, windows(&win));
+    assert_eq!(shape(&out), [vec![s("a/half", 1)]]);
+    let t = t0 + 10 * MS;
+    let out = holds.route(
+        [event("a", 2), event("a", 3)].into_iter(),
+        Some(t),
+        t,
+        windows(&win),
+    );
+    // The run brings both halves up to date (the room writes what the
+    // lagging half lacked first); the lag left behind ends at its deadline
+    // with nothing to do.
+    assert_eq!(shape(&out), [vec![s("a", 2), s("a", 3)]]);
+    assert_eq!(holds.next_deadline(), Some(t0 + 60 * MS));
+    // A backlog is never staggered.
+    let out = holds.route([event("a", 4)].into_iter(), None, t, windows(&win));
+    assert_eq!(shape(&out), [vec![s("a", 4)]]);
+}
+
+#[test]
+fn a_reconnect_or_a_closed_bus_brings_every_lagging_half_up_to_date_first() {
+    let t0 = Instant::now();
+    let win = [("a", st(60 * MS)), ("c", st(60 * MS))];
+    let mut holds = Holds::default();
+    holds.route(
+        [event("a", 1), event("c", 1)].into_iter(),
+        Some(t0),
+        t0,
+        windows(&win),
+    );
+    let t = t0 + 5 * MS;
+    let out = holds.route(
+        [event("c", 2), BusMessage::Reconnected, event("a", 2)].into_iter(),
+        Some(t),
+        t,
+        windows(&win),
+    );
+    let mut before = shape(&out[..3]);
+    before.sort();
+    // Both lagging halves catch up, and the event that came before the
+    // reconnect goes to the whole room: none of it lags past the reconnect.
+    assert_eq!(
+        before,
+        [
+            vec![s("a/catch-up", 0)],
+            vec![s("c", 2)],
+            vec![s("c/catch-up", 0)]
+        ]
+    );
+    assert_eq!(
+        shape(&out[3..]),
+        [vec![s("reconnected", 0)], vec![s("a/half", 2)]]
+    );
+    assert_eq!(shape(&holds.release_all(t)), [vec![s("a/catch-up", 0)]]);
+    assert_eq!(holds.next_deadline(), None);
 }

@@ -199,8 +199,10 @@ impl Inner {
 
     /// Consecutive events of one room: fanned out together as far as they
     /// continue the room's `seq`; the rest one by one (gaps, duplicates).
-    pub(crate) async fn on_events(&self, run: Vec<Arc<EventEnvelope>>) {
-        if run.len() == 1 {
+    /// `stagger`: to one half of the room now and the other half with the
+    /// room's next event ([`Room::apply_many`]).
+    pub(crate) async fn on_events(&self, run: Vec<Arc<EventEnvelope>>, stagger: bool) {
+        if run.len() == 1 && !stagger {
             let env = run.into_iter().next().expect("one event");
             return self.on_event(env).await;
         }
@@ -222,11 +224,23 @@ impl Inner {
             })
             .collect();
         let evs: Vec<Arc<Delivered>> = delivered.iter().map(|(_, d)| d.clone()).collect();
-        let (applied, out) = room.apply_many(&evs);
+        let (applied, out) = room.apply_many(&evs, stagger);
         self.metrics.slow_consumer_closes.inc_by(out.slow_consumers);
         for (env, _) in delivered.into_iter().skip(applied) {
             self.on_event(env).await;
         }
+    }
+
+    /// A staggered room's lagging half is due: it gets what it lacks.
+    /// Whether anything lagged.
+    pub(crate) fn on_catch_up(&self, room_id: &str) -> bool {
+        let Some(room) = self.rooms.get(room_id).map(|r| r.clone()) else {
+            return false;
+        };
+        room.catch_up().is_some_and(|out| {
+            self.metrics.slow_consumer_closes.inc_by(out.slow_consumers);
+            true
+        })
     }
 
     async fn on_event(&self, env: Arc<EventEnvelope>) {

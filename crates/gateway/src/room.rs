@@ -2,6 +2,18 @@
 //! ring of recent events for resume. Everything that orders frames for a
 //! connection (welcome, live events, replays) happens under the room's lock,
 //! so each connection sees one gap-free, duplicate-free sequence.
+//!
+//! Staggered fan-out (a heavy room's pairs, `fanout_heavy_stagger`): the
+//! connections are in two halves, and an event applied *staggered* goes at
+//! once to one half, together with what that half still lacks, while the
+//! other half *lags*: it gets the event with the next one (or when the
+//! dispatcher's deadline says so, [`Room::catch_up`]). So every connection
+//! still gets two frames per write, but each event sends only half the
+//! room's writes and the first of each pair waits only for the next event,
+//! not also for the other half's writes. Each member remembers the last
+//! `seq` queued to it, and nothing at or below it is queued again: a
+//! connection that joins, resumes or is paused while its half lags gets each
+//! event once, from wherever it comes first.
 
 use std::collections::VecDeque;
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -58,6 +70,11 @@ struct Member {
     id: u64,
     outbox: Arc<Outbox>,
     broadcaster: bool,
+    /// Its half of the room, for staggered fan-out (0 or 1).
+    half: u8,
+    /// The last `seq` queued to it (held frames included): nothing at or
+    /// below it is queued to it live again.
+    delivered: u64,
     /// Set while live events are held back for this member (they stay in
     /// the ring and are queued later, in order): from the welcome for the
     /// resume grace, and while a resume fetches older events from the bus.
@@ -79,6 +96,16 @@ struct State {
     /// Removed from the registry: a connection holding this room must look again.
     dead: bool,
     empty_since: Option<Instant>,
+    /// The half whose live members have not had the last staggered events
+    /// yet, and those events (applied: in `last_seq` and the ring).
+    lag: Option<Lag>,
+    /// The half the next member joins.
+    next_half: u8,
+}
+
+struct Lag {
+    half: u8,
+    events: Vec<Arc<Delivered>>,
 }
 
 /// Counters from one fan-out, for the metrics.
@@ -131,6 +158,8 @@ impl Room {
                 members: Vec::new(),
                 dead: false,
                 empty_since: Some(Instant::now()),
+                lag: None,
+                next_half: 0,
             }),
             joined: tokio::sync::OnceCell::new(),
             events_max,
@@ -186,10 +215,15 @@ impl Room {
             seq,
             server_time,
         )));
+        let half = s.next_half;
+        s.next_half ^= 1;
         s.members.push(Member {
             id,
             outbox,
             broadcaster,
+            half,
+            // What its half still lags is older than its welcome.
+            delivered: seq,
             paused_at: hold.then_some(seq),
             held: Vec::new(),
             held_bytes: 0,
@@ -225,7 +259,7 @@ impl Room {
     /// Fans an event out if it is the next `seq` (or the first one seen);
     /// returns `None` for a duplicate or a gap, leaving the room unchanged.
     pub(crate) fn apply(&self, ev: Arc<Delivered>) -> Option<FanOut> {
-        match self.apply_many(std::slice::from_ref(&ev)) {
+        match self.apply_many(std::slice::from_ref(&ev), false) {
             (0, _) => None,
             (_, out) => Some(out),
         }
@@ -233,9 +267,12 @@ impl Room {
 
     /// Fans out the longest run of `evs` that continues the room's `seq`
     /// (ending at a room end); returns how many were applied. Each
-    /// connection gets the run's frames in one write when its socket has
-    /// room. `(0, _)` means the first event is a duplicate or leaves a gap.
-    pub(crate) fn apply_many(&self, evs: &[Arc<Delivered>]) -> (usize, FanOut) {
+    /// connection gets the run's frames, after whatever its half still
+    /// lagged, in one write when its socket has room. With `stagger` the
+    /// half that lagged catches up and the other half lags with the run
+    /// (see the module doc); without, every connection is brought up to
+    /// date. `(0, _)` means the first event is a duplicate or leaves a gap.
+    pub(crate) fn apply_many(&self, evs: &[Arc<Delivered>], stagger: bool) -> (usize, FanOut) {
         let mut s = self.state.lock();
         let mut n = 0;
         let mut next = s.last_seq.map(|l| l + 1);
@@ -256,53 +293,29 @@ impl Room {
         let run = &evs[..n];
         s.last_seq = Some(run[n - 1].seq);
         self.count_rate(run.len(), run.len() * s.members.len());
+        let ends = run[n - 1].ends_room;
+        let lagged = s.lag.take();
+        let behind: &[Arc<Delivered>] = lagged.as_ref().map_or(&[], |l| l.events.as_slice());
+        // The half that gets nothing now: the one that was up to date.
+        let lags_next = (stagger && !ends).then(|| lagged.as_ref().map_or(0, |l| l.half ^ 1));
         let events_max = self.events_max;
         let mut frames = Vec::new();
         // One clock read for the round's latency figures, not one per frame.
         let now_ms = crate::metrics::now_ms();
         for m in s.members.iter_mut() {
-            let mut live = run;
-            while let (Some(ev), Some(_)) = (live.first(), m.paused_at) {
-                live = &live[1..];
-                let frame = ev.frame_for(m.broadcaster);
-                m.held_bytes += frame.len();
-                m.held.push(frame);
-                if m.held.len() < events_max && m.held_bytes <= m.outbox.bytes_max() / 2 {
-                    continue;
-                }
-                m.held_bytes = 0;
-                // Too much held: end the hold rather than grow; a resume
-                // after this replays everything after its `since`.
-                m.paused_at = None;
-                for f in std::mem::take(&mut m.held) {
-                    if m.outbox.push(f) == Push::Overflow {
-                        out.slow_consumers += 1;
-                    }
-                }
+            if m.paused_at.is_none() && Some(m.half) == lags_next {
+                continue;
             }
-            // Written straight to the socket when it has room: no clone,
-            // no task wake-up, and a run of events in one write.
-            let pushed = match live {
-                [] => continue,
-                [ev] => m.outbox.push_many(
-                    &[(ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms))],
-                    now_ms,
-                ),
-                _ => {
-                    frames.clear();
-                    frames.extend(
-                        live.iter()
-                            .map(|ev| (ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms))),
-                    );
-                    m.outbox.push_many(&frames, now_ms)
-                }
-            };
-            if pushed == Push::Overflow {
-                out.slow_consumers += 1;
-            }
+            // The half that was up to date skips `behind` (it had it).
+            let evs = behind.iter().chain(run);
+            deliver(m, evs, events_max, &mut frames, now_ms, &mut out);
         }
         drop(frames);
-        if run[n - 1].ends_room {
+        s.lag = lags_next.map(|half| Lag {
+            half,
+            events: run.to_vec(),
+        });
+        if ends {
             // Members still held get what was held, and the end, before closing.
             for m in s.members.iter_mut() {
                 if m.paused_at.take().is_some() {
@@ -325,6 +338,35 @@ impl Room {
         s.ring.extend(run.iter().cloned());
         self.prune(&mut s);
         (n, out)
+    }
+
+    /// Brings the lagging half up to date (the dispatcher's deadline for
+    /// it passed without a next event). `None` when nothing lagged.
+    pub(crate) fn catch_up(&self) -> Option<FanOut> {
+        let mut s = self.state.lock();
+        let mut out = FanOut::default();
+        self.catch_up_locked(&mut s, &mut out).then_some(out)
+    }
+
+    fn catch_up_locked(&self, s: &mut State, out: &mut FanOut) -> bool {
+        let Some(lag) = s.lag.take() else {
+            return false;
+        };
+        let mut frames = Vec::new();
+        let now_ms = crate::metrics::now_ms();
+        for m in s.members.iter_mut() {
+            if m.half == lag.half || m.paused_at.is_some() {
+                deliver(
+                    m,
+                    lag.events.iter(),
+                    self.events_max,
+                    &mut frames,
+                    now_ms,
+                    out,
+                );
+            }
+        }
+        true
     }
 
     /// Updates the room's event and delivery rates (per second over the
@@ -359,6 +401,8 @@ impl Room {
     /// tells every connection it must resync.
     pub(crate) fn reset(&self) {
         let mut s = self.state.lock();
+        // What a half still lagged was applied: it goes out before the resync.
+        self.catch_up_locked(&mut s, &mut FanOut::default());
         s.ring.clear();
         s.last_seq = None;
         for m in &s.members {
@@ -461,6 +505,10 @@ impl Room {
         s.members[i].held_bytes = 0;
         if gap_complete {
             let n = gap.len();
+            if n > 0 {
+                let m = &mut s.members[i];
+                m.delivered = m.delivered.max(next - 1);
+            }
             for f in gap.into_iter().chain(held) {
                 outbox.push(f);
             }
@@ -476,6 +524,48 @@ impl Room {
     #[cfg(test)]
     pub(crate) fn ring_len(&self) -> usize {
         self.state.lock().ring.len()
+    }
+}
+
+/// Queues to `m` those of `evs` (ascending) after the last it was queued —
+/// and, while it is paused, after the pause began (a resume replays those
+/// from the ring) — into its held frames while paused, else in one write.
+fn deliver<'a>(
+    m: &mut Member,
+    evs: impl Iterator<Item = &'a Arc<Delivered>>,
+    events_max: usize,
+    frames: &mut Vec<(&'a Bytes, Option<i64>)>,
+    now_ms: i64,
+    out: &mut FanOut,
+) {
+    let after = m.delivered.max(m.paused_at.unwrap_or(0));
+    frames.clear();
+    for ev in evs.skip_while(|ev| ev.seq <= after) {
+        m.delivered = ev.seq;
+        if m.paused_at.is_none() {
+            frames.push((ev.bytes_for(m.broadcaster), Some(ev.committed_at_ms)));
+            continue;
+        }
+        let frame = ev.frame_for(m.broadcaster);
+        m.held_bytes += frame.len();
+        m.held.push(frame);
+        if m.held.len() < events_max && m.held_bytes <= m.outbox.bytes_max() / 2 {
+            continue;
+        }
+        m.held_bytes = 0;
+        // Too much held: end the hold rather than grow; a resume after this
+        // replays everything after its `since`.
+        m.paused_at = None;
+        for f in std::mem::take(&mut m.held) {
+            if m.outbox.push(f) == Push::Overflow {
+                out.slow_consumers += 1;
+            }
+        }
+    }
+    // Written straight to the socket when it has room: no clone, no task
+    // wake-up, and a run of events in one write.
+    if !frames.is_empty() && m.outbox.push_many(frames, now_ms) == Push::Overflow {
+        out.slow_consumers += 1;
     }
 }
 

@@ -114,19 +114,23 @@ async fn a_run_of_events_goes_out_in_one_write_and_stops_at_a_gap() {
     let writes = socket.writes();
     // 1..=3 continue the room; 5 leaves a gap and 4 is never reached.
     let run: Vec<_> = [1, 2, 3, 5, 4].into_iter().map(ev).collect();
-    let (applied, _) = room.apply_many(&run);
+    let (applied, _) = room.apply_many(&run, false);
     assert_eq!(applied, 3);
     assert_eq!(socket.writes(), writes + 1, "one write for the run");
     assert_eq!(room.last_seq(), Some(3));
-    assert_eq!(room.apply_many(&run[3..]).0, 0, "a gap applies nothing");
-    assert_eq!(room.apply_many(&run[4..]).0, 1);
+    assert_eq!(
+        room.apply_many(&run[3..], false).0,
+        0,
+        "a gap applies nothing"
+    );
+    assert_eq!(room.apply_many(&run[4..], false).0, 1);
     let texts = socket.texts();
     assert_eq!(seqs(&texts[1..]), ["1", "2", "3", "4"]);
     // A member held since its welcome holds the run, in order.
     let (o2, socket2) = outbox();
     room.register(2, o2, false, "t", true).unwrap();
     let run: Vec<_> = (5..=7).map(ev).collect();
-    assert_eq!(room.apply_many(&run).0, 3);
+    assert_eq!(room.apply_many(&run, false).0, 3);
     room.release(2);
     assert_eq!(seqs(&socket2.texts()[1..]), ["5", "6", "7"]);
     assert_eq!(
@@ -218,4 +222,136 @@ async fn the_delivery_rate_that_makes_a_room_heavy_counts_events_times_connectio
     room.apply(ev(31));
     assert_eq!(room.deliveries_per_s(), 22, "11 events to each of 2");
     drop(sockets);
+}
+
+fn ev_end(seq: u64) -> Arc<Delivered> {
+    Arc::new(Delivered::new(&EventEnvelope {
+        room_id: "r1".into(),
+        epoch: 1,
+        seq,
+        frame: format!("{{\"seq\":{seq}}}"),
+        broadcaster_frame: None,
+        broadcaster_id: "b".into(),
+        committed_at_ms: 0,
+        ends_room: true,
+    }))
+}
+
+/// `n` live members (ids 0..n: halves 0, 1, 0, 1, …) and their sockets.
+fn members(room: &Room, n: u64) -> Vec<crate::outbox::test_socket::TestSocket> {
+    (0..n)
+        .map(|id| {
+            let (o, socket) = outbox();
+            room.register(id, o, false, "t", false).unwrap();
+            socket
+        })
+        .collect()
+}
+
+/// The seqs each socket received after its welcome, and its writes.
+fn received(sockets: &[crate::outbox::test_socket::TestSocket]) -> Vec<(Vec<String>, usize)> {
+    sockets
+        .iter()
+        .map(|s| (seqs(&s.texts()[1..]), s.writes()))
+        .collect()
+}
+
+fn strs(seqs: &[u64]) -> Vec<String> {
+    seqs.iter().map(u64::to_string).collect()
+}
+
+#[tokio::test]
+async fn staggered_events_reach_one_half_at_once_and_the_other_with_the_next() {
+    let room = Room::new(&info(), 100, Duration::from_secs(60));
+    room.set_cursor(0);
+    let sockets = members(&room, 4);
+    let welcome = sockets[0].writes();
+    // 1: half 1 at once, half 0 lags.
+    assert_eq!(room.apply_many(&[ev(1)], true).0, 1);
+    let got = received(&sockets);
+    assert_eq!(got[0], (strs(&[]), welcome), "half 0 lags");
+    assert_eq!(got[1], (strs(&[1]), welcome + 1), "half 1 at once");
+    // 2: half 0 gets 1 and 2 in one write; half 1 lags.
+    room.apply_many(&[ev(2)], true);
+    let got = received(&sockets);
+    assert_eq!(got[0], (strs(&[1, 2]), welcome + 1), "a pair in one write");
+    assert_eq!(got[2], (strs(&[1, 2]), welcome + 1));
+    assert_eq!(got[1], (strs(&[1]), welcome + 1), "half 1 lags");
+    // 3: half 1 gets 2 and 3 together; half 0 lags until it catches up.
+    room.apply_many(&[ev(3)], true);
+    assert_eq!(received(&sockets)[3], (strs(&[1, 2, 3]), welcome + 2));
+    assert!(room.catch_up().is_some());
+    assert!(room.catch_up().is_none(), "nothing lags any more");
+    for (seqs, _) in received(&sockets) {
+        assert_eq!(
+            seqs,
+            strs(&[1, 2, 3]),
+            "every member: each event once, in order"
+        );
+    }
+    // Unstaggered, everyone gets each event at once.
+    room.apply_many(&[ev(4)], true);
+    room.apply_many(&[ev(5)], false);
+    for (seqs, _) in received(&sockets) {
+        assert_eq!(seqs, strs(&[1, 2, 3, 4, 5]));
+    }
+    assert!(room.catch_up().is_none());
+}
+
+#[tokio::test]
+async fn a_member_that_joins_or_resumes_while_its_half_lags_gets_each_event_once() {
+    let room = Room::new(&info(), 100, Duration::from_secs(60));
+    room.set_cursor(0);
+    let mut sockets = members(&room, 2);
+    room.apply_many(&[ev(1)], true); // half 0 (member 0) lags with 1
+                                     // Member 2 joins half 0 after 1: its welcome says 1, so 1 is not its.
+    let (o, joined) = outbox();
+    assert_eq!(room.register(2, o, false, "t", false), Ok(1));
+    sockets.push(joined);
+    // Member 0 resumes from 0 while it lags: 1 comes from the ring.
+    assert!(matches!(
+        room.resume_from_ring(0, 0),
+        ResumeStep::Replayed(1)
+    ));
+    // A member held since its welcome (half 1) while half 0 lags.
+    let (o, held) = outbox();
+    assert_eq!(room.register(3, o, false, "t", true), Ok(1));
+    sockets.push(held);
+    room.apply_many(&[ev(2)], true); // half 0 catches up, half 1 lags with 2
+    room.apply_many(&[ev(3)], true); // half 1 catches up, half 0 lags with 3
+    room.release(3);
+    assert!(room.catch_up().is_some());
+    let got: Vec<_> = received(&sockets).into_iter().map(|(s, _)| s).collect();
+    assert_eq!(got[0], strs(&[1, 2, 3]), "resumed while lagging");
+    assert_eq!(got[1], strs(&[1, 2, 3]));
+    assert_eq!(got[2], strs(&[2, 3]), "joined after 1");
+    assert_eq!(got[3], strs(&[2, 3]), "held since its welcome");
+}
+
+#[tokio::test]
+async fn a_room_end_or_a_reset_brings_the_lagging_half_up_to_date_first() {
+    let room = Room::new(&info(), 100, Duration::from_secs(60));
+    room.set_cursor(0);
+    let sockets = members(&room, 2);
+    room.apply_many(&[ev(1)], true);
+    room.reset();
+    let texts = sockets[0].texts();
+    assert_eq!(
+        seqs(&texts[1..2]),
+        ["1"],
+        "the lagged event before the resync"
+    );
+    assert!(texts[2].contains("resync_required"), "{texts:?}");
+    room.set_cursor(5);
+    room.apply_many(&[ev(6)], true);
+    // The end is never staggered: both halves get everything, then close.
+    room.apply_many(&[ev_end(7)], true);
+    assert!(room.catch_up().is_none());
+    for s in &sockets {
+        let seqs_after: Vec<_> = seqs(&s.texts())
+            .into_iter()
+            .filter(|q| q == "6" || q == "7")
+            .collect();
+        assert_eq!(seqs_after, ["6", "7"]);
+    }
 }
