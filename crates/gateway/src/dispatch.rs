@@ -476,6 +476,7 @@ pub(crate) async fn dispatch(inner: Arc<Inner>, mut messages: Receiver<BusMessag
                     tokio::task::unconstrained(inner.on_events(run, false)).await;
                 }
                 Step::Staggered(env) => {
+                    inner.metrics.fanout_staggered.inc();
                     tokio::task::unconstrained(inner.on_events(vec![env], true)).await;
                 }
                 Step::CatchUp { room, waited } => {

@@ -23,6 +23,7 @@ pub(crate) struct Metrics {
     pub fanout_round_messages: IntCounter,
     pub fanout_window_waits: IntCounter,
     pub fanout_window_seconds: Counter,
+    pub fanout_staggered: IntCounter,
 }
 
 impl Metrics {
@@ -41,6 +42,7 @@ impl Metrics {
         registry.register(Box::new(m.fanout_round_messages.clone()))?;
         registry.register(Box::new(m.fanout_window_waits.clone()))?;
         registry.register(Box::new(m.fanout_window_seconds.clone()))?;
+        registry.register(Box::new(m.fanout_staggered.clone()))?;
         Ok(m)
     }
 
@@ -125,6 +127,11 @@ impl Metrics {
             fanout_window_seconds: Counter::new(
                 "applause_gateway_fanout_window_seconds_total",
                 "Time the released holds of busy or heavy rooms' events lasted, in all",
+            )
+            .expect("valid metric"),
+            fanout_staggered: IntCounter::new(
+                "applause_gateway_fanout_staggered_total",
+                "Events of heavy rooms sent staggered: to half the room at once, to the other half with the room's next event",
             )
             .expect("valid metric"),
         }

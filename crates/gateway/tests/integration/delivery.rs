@@ -122,33 +122,91 @@ async fn the_fanout_as_a_task_keeps_every_event_in_order() {
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn heavy_room_pairing_keeps_every_event_in_order() {
-    // Every room with a delivery a second is heavy: once its rate is known
-    // (after a second), an idle round waits up to 100 ms for the next event.
-    let h = Harness::with(
+/// A gateway on which every room with a delivery a second is heavy: once
+/// its rate is known (after a second), its events pair, held for the whole
+/// room or staggered across its halves, waiting up to 100 ms.
+async fn heavy_rooms(stagger: bool) -> Harness {
+    Harness::with(
         config(|c| {
             c.fanout_heavy_deliveries_min = 1;
             c.fanout_heavy_coalesce_ms = 100;
+            c.fanout_heavy_stagger = stagger;
         }),
         applause_bus::HistoryBounds::default(),
     )
-    .await;
-    let mut clients = Vec::new();
-    for _ in 0..10 {
-        clients.push(h.connect(ROOM, None).await.0);
-    }
-    for seq in 1..=80 {
+    .await
+}
+
+/// Publishes `seqs` one by one, 20 ms apart (50 events a second).
+async fn publish_paced(h: &Harness, seqs: std::ops::RangeInclusive<u64>) {
+    for seq in seqs {
         h.publish_range(ROOM, seq..=seq).await;
         tokio::time::sleep(std::time::Duration::from_millis(20)).await;
     }
-    for c in &mut clients {
-        assert_eq!(c.seqs(80).await, range(1, 80));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn heavy_room_pairing_keeps_every_event_in_order() {
+    for stagger in [false, true] {
+        let h = heavy_rooms(stagger).await;
+        let mut clients = Vec::new();
+        for _ in 0..10 {
+            clients.push(h.connect(ROOM, None).await.0);
+        }
+        publish_paced(&h, 1..=80).await;
+        for c in &mut clients {
+            assert_eq!(c.seqs(80).await, range(1, 80), "stagger {stagger}");
+        }
+        assert!(
+            h.metric("applause_gateway_fanout_window_waits_total") > 0.0,
+            "the heavy room's events waited for pairs (stagger {stagger})"
+        );
+        let staggered = h.metric("applause_gateway_fanout_staggered_total");
+        assert_eq!(staggered > 0.0, stagger, "{staggered} events staggered");
     }
-    assert!(
-        h.metric("applause_gateway_fanout_window_waits_total") > 0.0,
-        "the heavy room's rounds waited for pairs"
-    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_staggered_room_gives_viewers_who_join_or_resume_meanwhile_each_event_once() {
+    let h = heavy_rooms(true).await;
+    let (mut keep, _) = h.connect(ROOM, None).await;
+    let (mut leaves, _) = h.connect(ROOM, None).await;
+    publish_paced(&h, 1..=60).await;
+    assert_eq!(leaves.seqs(60).await, range(1, 60));
+    drop(leaves);
+    assert!(h.metric("applause_gateway_fanout_staggered_total") > 0.0);
+    // Joiners while the room staggers, some while their half lags: each
+    // gets every event after its welcome, once and in order.
+    let mut joined = Vec::new();
+    for seq in 61..=70 {
+        let (c, welcome) = h.connect(ROOM, None).await;
+        let from = welcome["seq"].as_u64().expect("a welcome seq");
+        joined.push((c, from));
+        publish_paced(&h, seq..=seq).await;
+    }
+    // The viewer who left comes back and resumes from 60 while the room
+    // goes on: the replay, then live events, nothing twice.
+    let (mut back, _) = h.connect(ROOM, None).await;
+    back.send_json(serde_json::json!({"type": "resume", "epoch": EPOCH, "since_seq": 60}))
+        .await;
+    publish_paced(&h, 71..=100).await;
+    assert_eq!(back.seqs(40).await, range(61, 100));
+    for (c, from) in &mut joined {
+        let n = usize::try_from(100 - *from).unwrap();
+        assert_eq!(
+            c.seqs(n).await,
+            range(*from + 1, 100),
+            "joined after {from}"
+        );
+    }
+    assert_eq!(keep.seqs(100).await, range(1, 100));
+    for c in std::iter::once(&mut back).chain(joined.iter_mut().map(|(c, _)| c)) {
+        assert_eq!(
+            c.maybe_json(std::time::Duration::from_millis(150)).await,
+            None,
+            "nothing after the last event"
+        );
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
