@@ -141,11 +141,6 @@ pub struct CommonArgs {
     /// which serve no purchases.
     #[arg(long, env = "APPLAUSE_FANOUT_THREAD", action = clap::ArgAction::Set)]
     pub fanout_thread: Option<bool>,
-    /// Nice levels the fan-out's own thread runs below the process's other
-    /// threads (0–19), so a purchase's request and commit get the core at
-    /// once during a big room's fan-out.
-    #[arg(long, env = "APPLAUSE_FANOUT_THREAD_NICE", default_value_t = defaults::gateway().fanout_thread_nice, value_parser = clap::value_parser!(u8).range(0..=19))]
-    pub fanout_thread_nice: u8,
     /// Deliveries a second (a room's events a second times its viewers)
     /// from which a room's fan-out pairs its events: each viewer gets two
     /// gifts per write, half the sends, and the first of a pair waits for
@@ -323,7 +318,6 @@ impl CommonArgs {
             fanout_heavy_deliveries_min: self.fanout_heavy_deliveries_min,
             fanout_heavy_coalesce_ms: self.fanout_heavy_coalesce_ms,
             fanout_heavy_stagger: self.fanout_heavy_stagger,
-            fanout_thread_nice: self.fanout_thread_nice,
             outbound_queue_bytes_max: self.outbound_queue_bytes_max,
             history_events_max: self.history_events_max,
             history_age_ms_max: self.history_age_s.saturating_mul(1000),
@@ -508,12 +502,6 @@ mod tests {
         assert!(s.gateway.fanout_heavy_stagger, "staggered by default");
         let s = parse(&["--fanout-heavy-stagger", "false"]).unwrap();
         assert!(!s.gateway.fanout_heavy_stagger);
-        let s = parse(&["--fanout-thread-nice", "0"]).unwrap();
-        assert_eq!(s.gateway.fanout_thread_nice, 0);
-        for bad in ["20", "-1", "low"] {
-            let r = Cli::try_parse_from(["applause", "--fanout-thread-nice", bad]);
-            assert!(r.is_err(), "--fanout-thread-nice {bad} is refused");
-        }
         let bad = Cli::try_parse_from(["applause", "--fanout-heavy-stagger", "sometimes"]);
         assert!(
             bad.is_err(),

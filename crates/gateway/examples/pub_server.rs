@@ -9,7 +9,6 @@
 //! them): `DIRECT_WRITE=0`, `VECTORED_WRITE=0`, `BATCH_EVENTS_MAX=1`,
 //! `COALESCE_MS=2` (0 turns the window off; unset, the library default),
 //! `COALESCE_EVENTS=4`, `HEAVY_DELIVERIES_MIN=0` (no heavy rooms), `HEAVY_MS=40`, `HEAVY_STAGGER=0`,
-//! `FANOUT_NICE=0`,
 //! `NODELAY=0`; and `RESUME_GRACE_MS` (default 0). On SIGTERM it
 //! prints the gateway's own commit-to-socket latency histogram and counters.
 
@@ -121,9 +120,6 @@ async fn main() {
     }
     if let Some(on) = env_u64("HEAVY_STAGGER") {
         config.fanout_heavy_stagger = on != 0;
-    }
-    if let Some(n) = env_u64("FANOUT_NICE") {
-        config.fanout_thread_nice = n as u8;
     }
     if let Some(on) = env_u64("FANOUT_THREAD") {
         config.fanout_thread = on != 0;

@@ -115,11 +115,6 @@ pub struct GatewayConfig {
     /// instead of their tasks waiting behind it in the runtime's queues.
     /// Off: a task on the caller's runtime (benchmark comparisons).
     pub fanout_thread: bool,
-    /// Nice levels the fan-out's own thread runs below the process's
-    /// other threads (0–19; Linux). A round of a big room is a long run of
-    /// writes; a little lower, it yields the core at once to a purchase's
-    /// request, its commit and the writer tasks, which are short.
-    pub fanout_thread_nice: u8,
 }
 
 impl Default for GatewayConfig {
@@ -161,9 +156,6 @@ impl Default for GatewayConfig {
             fanout_heavy_coalesce_ms: 60,
             fanout_heavy_stagger: true,
             fanout_thread: true,
-            // docs/benchmarks.md, "sixth pass": purchases' p99 under a
-            // 5,000-viewer room's fan-out.
-            fanout_thread_nice: 5,
         }
     }
 }
@@ -247,7 +239,6 @@ impl GatewayConfig {
         )?;
         // Bounded: the window is latency every event of a busy room pays.
         at_most("fanout_coalesce_ms", self.fanout_coalesce_ms, 50)?;
-        at_most("fanout_thread_nice", u64::from(self.fanout_thread_nice), 19)?;
         at_least("fanout_coalesce_events", u(self.fanout_coalesce_events), 2)?;
         at_most("fanout_coalesce_events", u(self.fanout_coalesce_events), 64)?;
         // Bounded like the busy window: a heavy room's events pay it.
@@ -398,8 +389,6 @@ mod tests {
         );
         check(|c| c.connections_max = 0, Some("connections_max"));
         check(|c| c.read_buffer_bytes = 1, Some("read_buffer_bytes"));
-        check(|c| c.fanout_thread_nice = 20, Some("fanout_thread_nice"));
-        check(|c| c.fanout_thread_nice = 19, None);
         check(
             |c| {
                 c.connects_per_ip_per_s = 0;

@@ -406,13 +406,9 @@ pub(crate) fn spawn_thread(
     let (ended, on_end) = tokio::sync::oneshot::channel::<()>();
     let (alive, dropped) = tokio::sync::oneshot::channel::<()>();
     let tasks = inner.tasks.clone();
-    let nice = inner.config.fanout_thread_nice;
     let thread = std::thread::Builder::new()
         .name("applause-fanout".into())
         .spawn(move || {
-            if let Err(e) = lower_priority(nice) {
-                tracing::warn!(error = %e, nice, "fan-out thread keeps its priority");
-            }
             runtime.block_on(async move {
                 tokio::select! {
                     biased;
@@ -427,38 +423,6 @@ pub(crate) fn spawn_thread(
         let _ = on_end.await;
     });
     Ok(thread)
-}
-
-/// Lowers the calling thread's scheduling priority by `by` nice levels
-/// (Linux: `setpriority` on the thread's own id, which on Linux applies to
-/// that thread alone; elsewhere nothing). Lowering needs no privilege.
-fn lower_priority(by: u8) -> std::io::Result<()> {
-    if by == 0 {
-        return Ok(());
-    }
-    #[cfg(target_os = "linux")]
-    {
-        // The thread's nice value is field 19 of its stat line; the fields
-        // from 3 on follow the command name's closing parenthesis.
-        let stat = std::fs::read_to_string("/proc/thread-self/stat")?;
-        let now: i32 = stat
-            .rsplit_once(')')
-            .and_then(|(_, rest)| rest.split_whitespace().nth(16))
-            .and_then(|n| n.parse().ok())
-            .ok_or_else(|| std::io::Error::other("no nice value in /proc/thread-self/stat"))?;
-        let to = (now + i32::from(by)).min(19);
-        #[allow(unsafe_code)]
-        // SAFETY: gettid has no preconditions, and setpriority only sets the
-        // scheduling priority of the thread it names (this one).
-        let done = unsafe {
-            let tid = libc::gettid();
-            libc::setpriority(libc::PRIO_PROCESS, tid as libc::id_t, to)
-        };
-        if done != 0 {
-            return Err(std::io::Error::last_os_error());
-        }
-    }
-    Ok(())
 }
 
 /// The dispatcher task: rounds until shutdown or the bus closes.

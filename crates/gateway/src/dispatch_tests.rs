@@ -618,29 +618,3 @@ fn a_reconnect_or_a_closed_bus_brings_every_lagging_half_up_to_date_first() {
     assert_eq!(shape(&holds.release_all(t)), [vec![s("a/catch-up", 0)]]);
     assert_eq!(holds.next_deadline(), None);
 }
-
-/// The nice value of the calling thread.
-#[cfg(target_os = "linux")]
-fn own_nice() -> i32 {
-    let stat = std::fs::read_to_string("/proc/thread-self/stat").unwrap();
-    let rest = stat.rsplit_once(')').unwrap().1;
-    rest.split_whitespace().nth(16).unwrap().parse().unwrap()
-}
-
-/// The fan-out thread's priority is lowered on that thread alone.
-#[cfg(target_os = "linux")]
-#[test]
-fn lowering_the_priority_changes_only_the_calling_thread() {
-    let before = own_nice();
-    let (lowered, after) = std::thread::spawn(move || {
-        let was = own_nice();
-        lower_priority(3).unwrap();
-        lower_priority(0).unwrap();
-        (own_nice() - was, own_nice())
-    })
-    .join()
-    .unwrap();
-    assert_eq!(lowered, (before + 3).min(19) - before);
-    assert!(after <= 19);
-    assert_eq!(own_nice(), before, "the other threads keep theirs");
-}
