@@ -25,6 +25,7 @@ pub struct Api {
     base: String,
     pub currency: Currency,
     retries: u32,
+    timeout: Duration,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -95,7 +96,19 @@ impl Api {
             base: base.trim_end_matches('/').to_owned(),
             currency,
             retries,
+            timeout,
         })
+    }
+
+    /// The same API with a connection pool of its own, for use from another
+    /// runtime (a pool's connections belong to the runtime that opened them).
+    pub fn fresh(&self) -> Result<Self> {
+        Self::new(
+            &self.base,
+            self.timeout,
+            self.retries,
+            self.currency.clone(),
+        )
     }
 
     fn url(&self, path: &str) -> String {

@@ -79,7 +79,8 @@ pub(super) async fn drive(
         })
     };
     let ctx = Arc::new(SendCtx {
-        api: setup.api.clone(),
+        // Its own pool: the buyers run on their own runtime (below).
+        api: setup.api.fresh()?,
         shared: shared.clone(),
         rooms: goods
             .rooms
@@ -99,6 +100,49 @@ pub(super) async fn drive(
         run_id: setup.run_id.clone(),
         viewers_per_room: s.viewers_per_room,
     });
+    // The buyers (and the broadcaster's acks) get a thread and runtime of
+    // their own, as real buyers have devices of their own: on the viewers'
+    // runtime a purchase's answer waited behind every viewer frame that had
+    // come before it — with thousands of viewers, tens of milliseconds
+    // that are the generator's, not the server's.
+    let (scenario, phase) = (s.clone(), progress.phase.clone());
+    let buyers =
+        std::thread::Builder::new()
+            .name("buyers".into())
+            .spawn(move || -> Result<()> {
+                let runtime = tokio::runtime::Builder::new_current_thread()
+                    .enable_all()
+                    .build()?;
+                runtime.block_on(buy_all(&scenario, ctx, send_start, send_total))?;
+                *phase.lock().expect("phase lock") = "finishing purchases".into();
+                Ok(())
+            })?;
+    let bought = tokio::task::spawn_blocking(move || buyers.join()).await?;
+    bought.map_err(|_| anyhow::anyhow!("the buyers' thread panicked"))??;
+    let (measure_start, cpu_start, own_start) = warm.await.unwrap_or((Instant::now(), None, None));
+    metrics.measuring.store(false, Ordering::SeqCst);
+    let measured = measure_start.elapsed();
+    let cpu_end = out.server_pid.and_then(proc_snapshot);
+    let own_end = proc_snapshot(std::process::id());
+    Ok(Driven {
+        measured,
+        cpu_start,
+        cpu_end,
+        own_start,
+        own_end,
+        sampler,
+        timeline,
+    })
+}
+
+/// Buys for `send_total` from `send_start`, open loop at the scenario's
+/// rate or closed loop at its concurrency, then waits for what is in flight.
+async fn buy_all(
+    s: &Scenario,
+    ctx: Arc<SendCtx>,
+    send_start: Instant,
+    send_total: Duration,
+) -> Result<()> {
     let mut inflight = JoinSet::new();
     if s.rate_end.is_some() {
         let permits = Arc::new(Semaphore::new(s.concurrency));
@@ -133,22 +177,8 @@ pub(super) async fn drive(
             });
         }
     }
-    progress.set_phase("finishing purchases");
     while inflight.join_next().await.is_some() {}
-    let (measure_start, cpu_start, own_start) = warm.await.unwrap_or((Instant::now(), None, None));
-    metrics.measuring.store(false, Ordering::SeqCst);
-    let measured = measure_start.elapsed();
-    let cpu_end = out.server_pid.and_then(proc_snapshot);
-    let own_end = proc_snapshot(std::process::id());
-    Ok(Driven {
-        measured,
-        cpu_start,
-        cpu_end,
-        own_start,
-        own_end,
-        sampler,
-        timeline,
-    })
+    Ok(())
 }
 
 /// Everything a purchase needs.
