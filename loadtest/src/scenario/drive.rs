@@ -105,14 +105,24 @@ pub(super) async fn drive(
     // runtime a purchase's answer waited behind every viewer frame that had
     // come before it — with thousands of viewers, tens of milliseconds
     // that are the generator's, not the server's.
+    // Of the same kind and size as the viewers' (`--worker-threads`), so a
+    // closed loop of many buyers has as many threads as before.
+    let current = tokio::runtime::Handle::current();
+    let mut builder = match current.runtime_flavor() {
+        tokio::runtime::RuntimeFlavor::MultiThread => {
+            let mut b = tokio::runtime::Builder::new_multi_thread();
+            b.worker_threads(current.metrics().num_workers())
+                .thread_name("buyers");
+            b
+        }
+        _ => tokio::runtime::Builder::new_current_thread(),
+    };
     let (scenario, phase) = (s.clone(), progress.phase.clone());
     let buyers =
         std::thread::Builder::new()
             .name("buyers".into())
             .spawn(move || -> Result<()> {
-                let runtime = tokio::runtime::Builder::new_current_thread()
-                    .enable_all()
-                    .build()?;
+                let runtime = builder.enable_all().build()?;
                 runtime.block_on(buy_all(&scenario, ctx, send_start, send_total))?;
                 *phase.lock().expect("phase lock") = "finishing purchases".into();
                 Ok(())
