@@ -64,7 +64,12 @@ connected="$(jq -s 'map(.viewers.connected) | add' "$RESULTS"/idle-*.json)"
 verified="$(jq -s 'map(.verification.ok) | all' "$RESULTS"/idle-*.json)"
 {
   echo "gateways: $GATEWAYS; viewers connected: $connected (peak seen by the gateways' metrics: $peak_conns)"
-  echo "gateways' RSS: $BASE_RSS KiB before; with all $IDLE_VIEWERS held $steady KiB → $(((steady - BASE_RSS) * 1024 / connected)) bytes per connection (peak $peak KiB → $(((peak - BASE_RSS) * 1024 / connected)) B)"
+  if [ "$steady" -gt 0 ]; then
+    echo "gateways' RSS: $BASE_RSS KiB before; with all $IDLE_VIEWERS held $steady KiB → $(((steady - BASE_RSS) * 1024 / connected)) bytes per connection (peak $peak KiB → $(((peak - BASE_RSS) * 1024 / connected)) B)"
+  else
+    # No sample saw every connection at once: only the peak bounds it.
+    echo "gateways' RSS: $BASE_RSS KiB before; no sample saw all $IDLE_VIEWERS held; peak $peak KiB → at most $(((peak - BASE_RSS) * 1024 / connected)) B per connection"
+  fi
   echo "verification ok on every generator: $verified; exit status $status"
 } | tee "$RESULTS/summary.txt"
 exit "$status"
