@@ -25,6 +25,11 @@ fn outbox() -> (Arc<Outbox>, crate::outbox::test_socket::TestSocket) {
 }
 
 fn ev(seq: u64) -> Arc<Delivered> {
+    event(seq, false)
+}
+
+/// An event of `r1`; `ends_room` ends the room.
+fn event(seq: u64, ends_room: bool) -> Arc<Delivered> {
     Arc::new(Delivered::new(&EventEnvelope {
         room_id: "r1".into(),
         epoch: 1,
@@ -33,7 +38,7 @@ fn ev(seq: u64) -> Arc<Delivered> {
         broadcaster_frame: Some(format!("{{\"seq\":{seq},\"split\":1}}")),
         broadcaster_id: "b".into(),
         committed_at_ms: 0,
-        ends_room: false,
+        ends_room,
     }))
 }
 
@@ -225,16 +230,7 @@ async fn the_delivery_rate_that_makes_a_room_heavy_counts_events_times_connectio
 }
 
 fn ev_end(seq: u64) -> Arc<Delivered> {
-    Arc::new(Delivered::new(&EventEnvelope {
-        room_id: "r1".into(),
-        epoch: 1,
-        seq,
-        frame: format!("{{\"seq\":{seq}}}"),
-        broadcaster_frame: None,
-        broadcaster_id: "b".into(),
-        committed_at_ms: 0,
-        ends_room: true,
-    }))
+    event(seq, true)
 }
 
 /// `n` live members (ids 0..n: halves 0, 1, 0, 1, …) and their sockets.
